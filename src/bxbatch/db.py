@@ -1,0 +1,167 @@
+"""asyncpg connections and pools: session setup, error translation, retryable-error classification, quoting."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import asyncpg
+import asyncpg.exceptions as pgexc
+
+from .errors import ConnectionFailed
+from .settings import Settings, redact_dsn
+
+T = TypeVar("T")
+
+APP_NAME = "bxbatch"
+
+# Errors that say "try again later" about the server or the moment, never about the data.
+RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
+    pgexc.LockNotAvailableError,  # 55P03 lock_timeout
+    pgexc.DeadlockDetectedError,  # 40P01
+    pgexc.SerializationError,  # 40001
+    pgexc.QueryCanceledError,  # 57014 statement_timeout (and pg_cancel_backend)
+    pgexc.AdminShutdownError,  # 57P01 server shutting down / pg_terminate_backend
+    pgexc.CrashShutdownError,  # 57P02
+    pgexc.CannotConnectNowError,  # 57P03 starting up / shutting down
+    pgexc.TooManyConnectionsError,  # 53300
+    pgexc.ConnectionDoesNotExistError,  # 08003
+    pgexc.ConnectionFailureError,  # 08006
+    pgexc.PostgresConnectionError,  # class 08
+    pgexc.IdleInTransactionSessionTimeoutError,  # 25P03
+    asyncpg.InterfaceError,  # connection closed under us ("connection is closed")
+    ConnectionError,
+    OSError,
+    asyncio.TimeoutError,
+)
+
+# Errors that mean the connection is gone: the caller must take a fresh one.
+CONNECTION_LOST_ERRORS: tuple[type[BaseException], ...] = (
+    pgexc.AdminShutdownError,
+    pgexc.CrashShutdownError,
+    pgexc.CannotConnectNowError,
+    pgexc.ConnectionDoesNotExistError,
+    pgexc.PostgresConnectionError,
+    pgexc.IdleInTransactionSessionTimeoutError,
+    asyncpg.InterfaceError,
+    ConnectionError,
+    OSError,
+)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Decide by exception class (SQLSTATE), never by message text."""
+    return isinstance(exc, RETRYABLE_ERRORS)
+
+
+def is_connection_lost(exc: BaseException) -> bool:
+    return isinstance(exc, CONNECTION_LOST_ERRORS)
+
+
+def backoff_delay(attempt: int, base_ms: int, max_ms: int, rng: random.Random | None = None) -> float:
+    """Exponential backoff with full jitter, in seconds. ``attempt`` counts from 1."""
+    rng = rng or random.Random()
+    ceiling = min(max_ms, base_ms * (2 ** max(0, attempt - 1)))
+    return rng.uniform(ceiling / 2, ceiling) / 1000.0
+
+
+def quote_ident(name: str) -> str:
+    """Quote one SQL identifier. The only way a table name reaches SQL text in bxbatch."""
+    if not name or "\x00" in name:
+        raise ValueError(f"invalid SQL identifier: {name!r}")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def qualified(schema: str, name: str) -> str:
+    return f"{quote_ident(schema)}.{quote_ident(name)}"
+
+
+def _server_settings(settings: Settings, role: str) -> dict[str, str]:
+    return {"application_name": f"{APP_NAME}:{role}"[:63]}
+
+
+def translate_connect_error(exc: BaseException, dsn: str | None) -> ConnectionFailed:
+    where = redact_dsn(dsn)
+    if isinstance(exc, pgexc.InvalidPasswordError | pgexc.InvalidAuthorizationSpecificationError):
+        return ConnectionFailed(
+            f"authentication failed connecting to {where}",
+            hint="check the user and password (PGPASSWORD, ~/.pgpass or the DSN)",
+        )
+    if isinstance(exc, pgexc.InvalidCatalogNameError):
+        return ConnectionFailed(
+            f"database does not exist at {where}", hint="create it or fix the database name in the DSN"
+        )
+    if isinstance(exc, pgexc.CannotConnectNowError):
+        return ConnectionFailed(
+            f"server at {where} is starting up or shutting down", hint="retry in a moment"
+        )
+    if isinstance(exc, pgexc.TooManyConnectionsError):
+        return ConnectionFailed(
+            f"server at {where} has no free connection slots",
+            hint="lower --concurrency or raise max_connections",
+        )
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        return ConnectionFailed(
+            f"timed out connecting to {where}", hint="check host, port and firewall; set --dsn"
+        )
+    if isinstance(exc, OSError):
+        return ConnectionFailed(
+            f"cannot reach PostgreSQL at {where}: {exc.strerror or type(exc).__name__}",
+            hint="is the server running? check --dsn / BXBATCH_DSN / DATABASE_URL / PGHOST",
+        )
+    if isinstance(exc, ValueError | asyncpg.ClientConfigurationError):
+        return ConnectionFailed(
+            f"invalid connection string {where}", hint="use postgresql://user@host:port/dbname"
+        )
+    return ConnectionFailed(f"cannot connect to {where}: {type(exc).__name__}")
+
+
+async def connect(settings: Settings, role: str = "main", timeout: float = 10.0) -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(
+            settings.dsn, timeout=timeout, server_settings=_server_settings(settings, role)
+        )
+    except Exception as exc:
+        raise translate_connect_error(exc, settings.dsn) from exc
+
+
+async def create_pool(settings: Settings, size: int, role: str = "worker") -> asyncpg.Pool:
+    try:
+        pool = await asyncpg.create_pool(
+            settings.dsn,
+            min_size=0,
+            max_size=max(1, size),
+            timeout=10.0,
+            server_settings=_server_settings(settings, role),
+        )
+    except Exception as exc:
+        raise translate_connect_error(exc, settings.dsn) from exc
+    assert pool is not None
+    return pool
+
+
+async def retrying(
+    op: Callable[[], Awaitable[T]],
+    settings: Settings,
+    *,
+    on_retry: Callable[[int, BaseException, float], Any] | None = None,
+) -> T:
+    """Run ``op`` until it succeeds, retrying retryable errors with backoff up to max_attempts."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return await op()
+        except Exception as exc:
+            if not is_retryable(exc) or attempt >= settings.max_attempts:
+                raise
+            delay = backoff_delay(attempt, settings.retry_base_ms, settings.retry_max_ms)
+            if on_retry is not None:
+                on_retry(attempt, exc, delay)
+            await asyncio.sleep(delay)
+
+
+async def server_version_num(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("SELECT current_setting('server_version_num')::int"))

@@ -1,0 +1,78 @@
+"""The exception tree: every failure a user can meet, each with a one-line message and an exit code."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Documented process exit codes (README, "Exit codes")."""
+
+    OK = 0
+    FAILURE = 1  # unexpected internal error (a bug): run with --debug and report it
+    USAGE = 2  # bad flag, bad DSN syntax, bad setting
+    CONNECTION = 3  # server unreachable, authentication failed, database missing
+    PREFLIGHT = 4  # the database is not ready for the migration (missing base tables, version, ...)
+    CHANGED_FILE = 5  # an applied SQL file was edited since it was applied
+    SQL_FILE = 6  # a SQL file does not parse or a statement in it failed
+    BUSY = 7  # another bxbatch process holds the run lock
+    COMPLETED_WITH_FAILURES = 8  # run finished, but some keys failed; see `bxbatch status`
+    VALIDATION = 9  # validation found differences
+    NOTHING_TO_RESUME = 10  # `resume` found no unfinished run
+    RESUMABLE = 75  # interrupted (signal, cancel, lost server): `bxbatch resume` continues (EX_TEMPFAIL)
+
+
+class BxbatchError(Exception):
+    """Base class. ``str(err)`` is the user-facing one-line message."""
+
+    exit_code: ExitCode = ExitCode.FAILURE
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class UsageError(BxbatchError):
+    exit_code = ExitCode.USAGE
+
+
+class ConnectionFailed(BxbatchError):
+    exit_code = ExitCode.CONNECTION
+
+
+class PreflightFailed(BxbatchError):
+    exit_code = ExitCode.PREFLIGHT
+
+
+class ChangedFileError(BxbatchError):
+    exit_code = ExitCode.CHANGED_FILE
+
+
+class SqlFileError(BxbatchError):
+    exit_code = ExitCode.SQL_FILE
+
+
+class LockBusy(BxbatchError):
+    exit_code = ExitCode.BUSY
+
+
+class CompletedWithFailures(BxbatchError):
+    exit_code = ExitCode.COMPLETED_WITH_FAILURES
+
+
+class ValidationFailed(BxbatchError):
+    exit_code = ExitCode.VALIDATION
+
+
+class NothingToResume(BxbatchError):
+    exit_code = ExitCode.NOTHING_TO_RESUME
+
+
+class Interrupted(BxbatchError):
+    """The run stopped early but its ledger is consistent: `bxbatch resume` continues it."""
+
+    exit_code = ExitCode.RESUMABLE

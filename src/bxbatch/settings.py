@@ -1,0 +1,99 @@
+"""One frozen Settings object built from flags and environment (flag > BXBATCH_* env > default)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field, replace
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from .errors import UsageError
+
+LogFormat = Literal["auto", "console", "json"]
+
+PG_ENV_VARS = ("PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD", "PGSERVICE")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run needs to know, resolved once at the edge (the CLI or a test)."""
+
+    dsn: str | None = None
+    log_format: LogFormat = "auto"
+    progress: bool = True
+    debug: bool = False
+    # engine
+    concurrency: int = 4
+    target_chunk_ms: int = 300
+    min_chunk_rows: int = 100
+    max_chunk_rows: int = 100_000
+    initial_chunk_rows: int = 5_000
+    # per-statement safety
+    lock_timeout_ms: int = 2_000
+    statement_timeout_ms: int = 60_000
+    idle_in_transaction_timeout_ms: int = 60_000
+    max_attempts: int = 8
+    retry_base_ms: int = 100
+    retry_max_ms: int = 10_000
+    # index builds
+    maintenance_work_mem: str = "256MB"
+    # identity, for pg_stat_activity and the ledger
+    host: str = field(default_factory=socket.gethostname)
+
+    def with_(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    def validate(self) -> Settings:
+        if self.concurrency < 1:
+            raise UsageError("--concurrency must be at least 1", hint="e.g. --concurrency 4")
+        if self.target_chunk_ms < 10:
+            raise UsageError("--target-chunk-ms must be at least 10", hint="the default is 300")
+        if not 1 <= self.min_chunk_rows <= self.initial_chunk_rows <= self.max_chunk_rows:
+            raise UsageError(
+                "chunk sizes must satisfy 1 <= min <= initial <= max",
+                hint="check --min-chunk-rows / --max-chunk-rows",
+            )
+        if self.lock_timeout_ms < 1 or self.statement_timeout_ms < 1:
+            raise UsageError("timeouts must be positive milliseconds", hint="e.g. --lock-timeout-ms 2000")
+        return self
+
+
+def resolve_dsn(flag_or_bxbatch_env: str | None) -> str | None:
+    """--dsn / BXBATCH_DSN, then DATABASE_URL; None means "libpq PG* variables" or "none given".
+
+    asyncpg itself honours PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE when no DSN is passed.
+    """
+    if flag_or_bxbatch_env:
+        return flag_or_bxbatch_env
+    return os.environ.get("DATABASE_URL") or None
+
+
+def libpq_env_present() -> bool:
+    return any(os.environ.get(name) for name in PG_ENV_VARS)
+
+
+def redact_dsn(dsn: str | None) -> str:
+    """The DSN with any password replaced by ``***``: the only form that may be printed or logged."""
+    if not dsn:
+        return "(libpq environment)" if libpq_env_present() else "(none)"
+    if "://" not in dsn:
+        # key=value form
+        parts = []
+        for token in dsn.split():
+            key, _, _value = token.partition("=")
+            parts.append(f"{key}=***" if key.strip().lower() == "password" else token)
+        return " ".join(parts)
+    try:
+        split = urlsplit(dsn)
+    except ValueError:
+        return "(unparseable DSN)"
+    netloc = split.netloc
+    if "@" in netloc:
+        userinfo, _, hostinfo = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{hostinfo}" if ":" in userinfo else f"{user}@{hostinfo}"
+    query = "&".join(
+        "password=***" if q.lower().startswith("password=") else q for q in split.query.split("&") if q
+    )
+    return urlunsplit((split.scheme, netloc, split.path, query, split.fragment))
