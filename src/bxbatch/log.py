@@ -54,9 +54,7 @@ def configure(log_format: str = "auto", *, debug: bool = False, stream: Any = No
     )
 
 
-def _drop_exc_info(
-    _logger: Any, _name: str, event: MutableMapping[str, Any]
-) -> MutableMapping[str, Any]:
+def _drop_exc_info(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     event.pop("exc_info", None)
     return event
 

@@ -6,8 +6,9 @@ from content types) would be a second ``Profile`` instance, not a rewrite.
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class Profile:
     user_table_pattern: str = r"^database_table_(\d+)$"
     grid_view_type: str = "table"
     # columns each base table must have, as the migration reads them
-    required_columns: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    required_columns: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
     def user_table_id(self, relname: str) -> int | None:
         """The Baserow table id of a user data table name, or None for any other table."""

@@ -93,7 +93,5 @@ def redact_dsn(dsn: str | None) -> str:
         userinfo, _, hostinfo = netloc.rpartition("@")
         user = userinfo.split(":", 1)[0]
         netloc = f"{user}:***@{hostinfo}" if ":" in userinfo else f"{user}@{hostinfo}"
-    query = "&".join(
-        "password=***" if q.lower().startswith("password=") else q for q in split.query.split("&") if q
-    )
+    query = "&".join("password=***" if q.lower().startswith("password=") else q for q in split.query.split("&") if q)
     return urlunsplit((split.scheme, netloc, split.path, query, split.fragment))

@@ -1,0 +1,47 @@
+-- bxbatch: phase=constraints transactional=false
+-- Validate the foreign keys added NOT VALID by 010_foreign_keys.sql. VALIDATE CONSTRAINT
+-- scans the table under SHARE UPDATE EXCLUSIVE, which does not block reads or writes;
+-- each runs in its own transaction so a lock wait or retry affects one constraint only.
+ALTER TABLE database_kanbanview VALIDATE CONSTRAINT fk_kanbanview_view_ptr;
+ALTER TABLE database_kanbanview VALIDATE CONSTRAINT fk_kanban_single_select_field;
+ALTER TABLE database_kanbanview VALIDATE CONSTRAINT fk_kanbanview_card_cover_image_field;
+ALTER TABLE database_timelineview VALIDATE CONSTRAINT fk_timelineview_view_ptr;
+ALTER TABLE database_timelineview VALIDATE CONSTRAINT fk_timeline_start_date_field;
+ALTER TABLE database_timelineview VALIDATE CONSTRAINT fk_timelineview_end_date_field;
+ALTER TABLE database_timelineview VALIDATE CONSTRAINT fk_timelineview_color_field;
+ALTER TABLE database_calendarview VALIDATE CONSTRAINT fk_calendarview_view_ptr;
+ALTER TABLE database_calendarview VALIDATE CONSTRAINT fk_calendar_date_field;
+ALTER TABLE database_calendarview VALIDATE CONSTRAINT fk_calendarview_end_date_field;
+ALTER TABLE database_calendarview VALIDATE CONSTRAINT fk_calendarview_color_field;
+ALTER TABLE database_progressbarfield VALIDATE CONSTRAINT fk_progressbarfield_field_ptr;
+ALTER TABLE database_progressbarfield VALIDATE CONSTRAINT fk_progressbarfield_source_field;
+ALTER TABLE database_peoplefield VALIDATE CONSTRAINT fk_peoplefield_field_ptr;
+ALTER TABLE database_formulafield VALIDATE CONSTRAINT fk_formulafield_field_ptr;
+ALTER TABLE database_rollupfield VALIDATE CONSTRAINT fk_rollupfield_field_ptr;
+ALTER TABLE database_rollupfield VALIDATE CONSTRAINT fk_rollupfield_linked_field;
+ALTER TABLE database_rollupfield VALIDATE CONSTRAINT fk_rollupfield_target_field;
+ALTER TABLE database_lookupfield VALIDATE CONSTRAINT fk_lookupfield_field_ptr;
+ALTER TABLE database_lookupfield VALIDATE CONSTRAINT fk_lookupfield_linked_field;
+ALTER TABLE database_lookupfield VALIDATE CONSTRAINT fk_lookupfield_target_field;
+ALTER TABLE database_comment VALIDATE CONSTRAINT fk_comment_table;
+ALTER TABLE database_comment VALIDATE CONSTRAINT fk_comment_user;
+ALTER TABLE database_comment VALIDATE CONSTRAINT fk_comment_parent;
+ALTER TABLE database_comment VALIDATE CONSTRAINT fk_comment_resolved_by;
+ALTER TABLE database_activitylog VALIDATE CONSTRAINT fk_activitylog_user;
+ALTER TABLE database_activitylog VALIDATE CONSTRAINT fk_activitylog_workspace;
+ALTER TABLE database_activitylog VALIDATE CONSTRAINT fk_activitylog_table;
+ALTER TABLE database_activitylog VALIDATE CONSTRAINT fk_activitylog_field;
+ALTER TABLE database_userpresence VALIDATE CONSTRAINT fk_userpresence_user;
+ALTER TABLE database_userpresence VALIDATE CONSTRAINT fk_userpresence_table;
+ALTER TABLE database_userpresence VALIDATE CONSTRAINT fk_userpresence_view;
+ALTER TABLE database_automation VALIDATE CONSTRAINT fk_automation_table;
+ALTER TABLE database_automation VALIDATE CONSTRAINT fk_automation_created_by;
+ALTER TABLE database_automationstep VALIDATE CONSTRAINT fk_automationstep_automation;
+ALTER TABLE database_automationexecution VALIDATE CONSTRAINT fk_automationexecution_automation;
+ALTER TABLE database_automationexecution VALIDATE CONSTRAINT fk_automationexecution_triggered_by;
+ALTER TABLE database_dashboard VALIDATE CONSTRAINT fk_dashboard_workspace;
+ALTER TABLE database_dashboard VALIDATE CONSTRAINT fk_dashboard_created_by;
+ALTER TABLE database_dashboardwidget VALIDATE CONSTRAINT fk_dashboardwidget_dashboard;
+ALTER TABLE database_tableview_enhanced VALIDATE CONSTRAINT fk_tableview_enhanced_view_ptr;
+ALTER TABLE database_permission VALIDATE CONSTRAINT fk_permission_user;
+ALTER TABLE database_permission VALIDATE CONSTRAINT fk_permission_granted_by;

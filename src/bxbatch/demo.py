@@ -1,0 +1,60 @@
+"""`bxbatch demo`: throwaway PostgreSQL + synthetic Baserow install + the whole migration + a summary."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import asyncpg
+
+from .app import run_migration
+from .embedded import start_server
+from .log import get_logger
+from .settings import Settings
+
+
+async def run_demo(settings: Settings, *, scale: float, flavor: str = "embedded", keep: bool = False) -> Any:
+    from .synth import SynthSpec, build_install
+
+    log = get_logger("bxbatch.demo")
+    t0 = time.monotonic()
+    server = start_server(flavor)
+    try:
+        admin = await asyncpg.connect(server.dsn())
+        try:
+            version = await admin.fetchval("SHOW server_version")
+            await admin.execute("CREATE DATABASE baserow")
+        finally:
+            await admin.close()
+        dsn = server.dsn("baserow")
+        log.info(
+            "demo_server_started",
+            flavor=flavor,
+            server_version=version,
+            seconds=round(time.monotonic() - t0, 2),
+        )
+        conn = await asyncpg.connect(dsn)
+        try:
+            report = await build_install(conn, SynthSpec(scale=scale))
+        finally:
+            await conn.close()
+        log.info(
+            "demo_install_generated",
+            **{k: v for k, v in vars(report).items() if isinstance(v, int | float)},
+        )
+        summary = await run_migration(settings.with_(dsn=dsn), command="demo")
+        print(
+            f"bxbatch demo: PostgreSQL {version} ({flavor}), synthetic install at scale {scale}: "
+            f"{report.user_rows} user rows in {report.user_tables} user tables, "
+            f"{report.tables} tables, {report.views} views, built in {report.seconds:.1f}s"
+        )
+        print(f"run #{summary.run_id} {summary.status} in {summary.seconds:.1f}s")
+        for name, detail in summary.phases.items():
+            figures = ", ".join(f"{k}={v}" for k, v in detail.items() if k != "seconds")
+            print(f"  {name:<12} {detail.get('seconds', 0):>8.2f}s  {figures}")
+        if keep:
+            print(f"server left running: {dsn}")
+        return summary
+    finally:
+        if not keep:
+            server.close()

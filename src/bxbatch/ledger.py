@@ -1,0 +1,124 @@
+"""The ``bxbatch`` schema in the target database: creating it, and the run/phase/DDL records in it.
+
+All state a resume needs lives here, never on the local disk, so any host can resume a run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import asyncpg
+
+from . import __version__
+from .errors import LockBusy, NothingToResume
+from .settings import Settings
+from .sqlfiles import queries
+
+# Advisory lock keys: (classid, objid) pairs in the two-int form, so pg_locks shows them plainly.
+LOCK_CLASS = 0x62786200  # "bxb\0"
+LOCK_LEDGER_SETUP = 1
+LOCK_DDL = 2
+
+Q = queries("ledger")
+
+
+def schema_files() -> list[tuple[str, str]]:
+    """Every ``queries/schema_*.sql``, in name order: the ledger's own DDL."""
+    folder = resources.files("bxbatch") / "queries"
+    names = sorted(p.name for p in folder.iterdir() if p.name.startswith("schema_") and p.name.endswith(".sql"))
+    return [(name, (folder / name).read_text(encoding="utf-8")) for name in names]
+
+
+async def ensure_schema(conn: asyncpg.Connection) -> None:
+    """Create or upgrade the ledger. Concurrent callers serialise on an advisory lock."""
+    async with conn.transaction():
+        await conn.execute("SET LOCAL lock_timeout = '30s'")
+        await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_CLASS, LOCK_LEDGER_SETUP)
+        for _name, text in schema_files():
+            await conn.execute(text)
+
+
+async def ledger_exists(conn: asyncpg.Connection) -> bool:
+    return bool(await conn.fetchval(Q["ledger_exists"]))
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: int
+    status: str
+    command: str
+    resumed: bool
+
+
+def _settings_json(settings: Settings) -> str:
+    public = {k: v for k, v in vars(settings).items() if k != "dsn"}
+    return json.dumps(public, default=str)
+
+
+async def start_or_continue_run(
+    conn: asyncpg.Connection, settings: Settings, command: str, *, resume_only: bool = False
+) -> RunRecord:
+    """Continue the newest unfinished run, or start a new one (``resume_only`` refuses to start one)."""
+    row = await conn.fetchrow(Q["unfinished_run"])
+    if row is not None:
+        await conn.execute(Q["touch_run"], row["id"], settings.host, os.getpid())
+        return RunRecord(id=row["id"], status="running", command=row["command"], resumed=True)
+    if resume_only:
+        last = await conn.fetchrow(Q["last_run"])
+        detail = f"the last run (#{last['id']}) is {last['status']}" if last else "no run was ever started"
+        raise NothingToResume(f"nothing to resume: {detail}", hint="start one with `bxbatch run`")
+    run_id = await conn.fetchval(
+        Q["insert_run"], command, __version__, settings.host, os.getpid(), _settings_json(settings)
+    )
+    return RunRecord(id=run_id, status="running", command=command, resumed=False)
+
+
+async def set_run_status(conn: asyncpg.Connection, run_id: int, status: str, error: str | None = None) -> None:
+    await conn.execute(Q["set_run_status"], run_id, status, error)
+
+
+async def phase_states(conn: asyncpg.Connection, run_id: int) -> dict[str, str]:
+    return {r["name"]: r["status"] for r in await conn.fetch(Q["phase_status"], run_id)}
+
+
+async def start_phase(conn: asyncpg.Connection, run_id: int, name: str) -> None:
+    await conn.execute(Q["start_phase"], run_id, name)
+
+
+async def finish_phase(
+    conn: asyncpg.Connection,
+    run_id: int,
+    name: str,
+    status: str,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    await conn.execute(Q["finish_phase"], run_id, name, status, json.dumps(detail or {}, default=str))
+
+
+@asynccontextmanager
+async def advisory_lock(conn: asyncpg.Connection, key: int, what: str) -> AsyncIterator[None]:
+    """A session-level advisory lock, refused at once (LockBusy) when another process holds it."""
+    got = await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", LOCK_CLASS, key)
+    if not got:
+        holder = await conn.fetchrow(Q["lock_holder"], LOCK_CLASS, key)
+        who = (
+            f"backend pid {holder['pid']} ({holder['application_name'] or 'unknown app'}"
+            f"{', from ' + holder['client_addr'] if holder['client_addr'] else ''})"
+            if holder
+            else "another session"
+        )
+        raise LockBusy(
+            f"another bxbatch process is {what}: {who} holds the lock",
+            hint="wait for it to finish, or stop it; `bxbatch status` shows the run",
+        )
+    try:
+        yield
+    finally:
+        if not conn.is_closed():
+            await conn.execute("SELECT pg_advisory_unlock($1, $2)", LOCK_CLASS, key)

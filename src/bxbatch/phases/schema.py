@@ -1,0 +1,246 @@
+"""The DDL runner: applies sql/ddl files in order, each once, recorded with its checksum.
+
+A transactional file runs in one transaction together with its ledger row, so it is applied
+entirely or not at all. A file that cannot run in a transaction (CREATE INDEX CONCURRENTLY,
+VALIDATE CONSTRAINT by choice) records each statement as it completes and resumes after the
+last one recorded. Every statement runs under lock_timeout and is retried with backoff, so DDL
+never queues the application behind it for longer than the timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from .. import ledger
+from ..db import backoff_delay, is_retryable, quote_ident
+from ..errors import ChangedFileError, SqlFileError
+from ..settings import Settings
+from ..sqlfiles import SqlFile, Statement, ddl_files
+
+Q = ledger.Q
+
+
+@dataclass
+class FileResult:
+    name: str
+    status: str  # "applied" | "skipped"
+    duration_ms: int
+    statements: int
+    retries: int = 0
+
+
+async def check_checksums(conn: asyncpg.Connection, files: list[SqlFile]) -> dict[str, str]:
+    """Refuse when an applied file was edited since. Returns applied file -> sha256."""
+    applied = {r["file"]: r for r in await conn.fetch(Q["applied_files"])}
+    for f in files:
+        row = applied.get(f.name)
+        if row is not None and row["sha256"] != f.sha256:
+            raise ChangedFileError(
+                f"sql/ddl/{f.name} was changed after it was applied "
+                f"(run #{row['run_id']}, {row['applied_at']:%Y-%m-%d %H:%M})",
+                hint="restore the applied version and put the change in a new, higher-numbered file",
+            )
+    return {name: row["sha256"] for name, row in applied.items()}
+
+
+def _statement_error(f: SqlFile, stmt: Statement, exc: asyncpg.PostgresError) -> SqlFileError:
+    line = stmt.line
+    position = getattr(exc, "position", None)
+    if position:
+        with contextlib.suppress(TypeError, ValueError):
+            line += stmt.sql.count("\n", 0, int(position) - 1)
+    message = getattr(exc, "message", None) or str(exc)
+    return SqlFileError(
+        f"sql/ddl/{f.name}, line {line}: {message}",
+        hint="fix the statement and run again; this file was not recorded as applied",
+    )
+
+
+async def _with_retry(op: Callable[[], Awaitable[Any]], settings: Settings, log: Any, what: str) -> int:
+    """Run op, retrying lock timeouts and other transient errors. Returns the number of retries."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            await op()
+            return attempt - 1
+        except Exception as exc:
+            if not is_retryable(exc) or attempt >= settings.max_attempts:
+                raise
+            delay = backoff_delay(attempt, settings.retry_base_ms, settings.retry_max_ms)
+            log.warning(
+                "ddl_retry",
+                what=what,
+                attempt=attempt,
+                error=type(exc).__name__,
+                delay_s=round(delay, 3),
+            )
+            await asyncio.sleep(delay)
+
+
+async def _set_timeouts(conn: asyncpg.Connection, settings: Settings, local: bool, *, for_index: bool = False) -> None:
+    scope = "LOCAL " if local else ""
+    # A concurrent index build waits for every older transaction to finish; a lock_timeout
+    # there would abort it and leave an INVALID index, so it waits (the index phase reports
+    # who it waits for) and relies on statement_timeout = 0.
+    lock_ms = 0 if for_index else settings.lock_timeout_ms
+    stmt_ms = 0 if for_index else settings.statement_timeout_ms
+    await conn.execute(f"SET {scope}lock_timeout = {int(lock_ms)}")
+    await conn.execute(f"SET {scope}statement_timeout = {int(stmt_ms)}")
+
+
+async def _apply_transactional(
+    conn: asyncpg.Connection, f: SqlFile, settings: Settings, run_id: int | None, log: Any
+) -> FileResult:
+    started = time.monotonic()
+
+    async def attempt() -> None:
+        async with conn.transaction():
+            await _set_timeouts(conn, settings, local=True)
+            for stmt in f.statements:
+                try:
+                    await conn.execute(stmt.sql)
+                except asyncpg.PostgresError as exc:
+                    if is_retryable(exc):
+                        raise
+                    raise _statement_error(f, stmt, exc) from exc
+            duration = int((time.monotonic() - started) * 1000)
+            await conn.execute(Q["record_file"], f.name, f.sha256, f.phase, duration, run_id)
+
+    retries = await _with_retry(attempt, settings, log, f.name)
+    return FileResult(f.name, "applied", int((time.monotonic() - started) * 1000), len(f.statements), retries)
+
+
+async def _index_state(conn: asyncpg.Connection, stmt: Statement) -> str | None:
+    """For CREATE INDEX: 'valid', 'invalid' or None (absent)."""
+    name = getattr(stmt.node, "idxname", None)
+    if not name:
+        return None
+    row = await conn.fetchrow(
+        "SELECT i.indisvalid, i.indisready FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "WHERE c.relname = $1 AND c.relnamespace = 'public'::regnamespace",
+        name,
+    )
+    if row is None:
+        return None
+    return "valid" if row["indisvalid"] else "invalid"
+
+
+async def _apply_statementwise(
+    conn: asyncpg.Connection, f: SqlFile, settings: Settings, run_id: int | None, log: Any
+) -> FileResult:
+    started = time.monotonic()
+    done = {r["idx"]: r["file_sha256"] for r in await conn.fetch(Q["applied_statements"], f.name)}
+    for sha in set(done.values()):
+        if sha != f.sha256:
+            raise ChangedFileError(
+                f"sql/ddl/{f.name} was changed after some of its statements were applied",
+                hint="restore the applied version and put the change in a new, higher-numbered file",
+            )
+    retries = 0
+    for idx, stmt in enumerate(f.statements):
+        if idx in done:
+            continue
+        t0 = time.monotonic()
+        if stmt.kind == "IndexStmt" and stmt.concurrent:
+            state = await _index_state(conn, stmt)
+            if state == "invalid":
+                # Left by an interrupted CREATE INDEX CONCURRENTLY: unusable, and IF NOT EXISTS
+                # would silently keep it. Drop it and build again.
+                log.warning("index_invalid_dropped", index=stmt.node.idxname, file=f.name)
+                await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS public.{quote_ident(stmt.node.idxname)}")
+
+        async def attempt(stmt: Statement = stmt, idx: int = idx, t0: float = t0) -> None:
+            if stmt.concurrent:
+                await _set_timeouts(conn, settings, local=False, for_index=stmt.kind == "IndexStmt")
+                try:
+                    await conn.execute(stmt.sql)
+                except asyncpg.PostgresError as exc:
+                    if is_retryable(exc):
+                        raise
+                    raise _statement_error(f, stmt, exc) from exc
+                finally:
+                    if not conn.is_closed():
+                        await conn.execute("RESET lock_timeout; RESET statement_timeout")
+                await conn.execute(
+                    Q["record_statement"],
+                    f.name,
+                    idx,
+                    f.sha256,
+                    int((time.monotonic() - t0) * 1000),
+                    run_id,
+                )
+            else:
+                async with conn.transaction():
+                    await _set_timeouts(conn, settings, local=True)
+                    try:
+                        await conn.execute(stmt.sql)
+                    except asyncpg.PostgresError as exc:
+                        if is_retryable(exc):
+                            raise
+                        raise _statement_error(f, stmt, exc) from exc
+                    await conn.execute(
+                        Q["record_statement"],
+                        f.name,
+                        idx,
+                        f.sha256,
+                        int((time.monotonic() - t0) * 1000),
+                        run_id,
+                    )
+
+        retries += await _with_retry(attempt, settings, log, f"{f.name}#{idx}")
+        log.debug("ddl_statement_applied", file=f.name, statement=idx, kind=stmt.kind)
+    duration = int((time.monotonic() - started) * 1000)
+    await conn.execute(Q["record_file"], f.name, f.sha256, f.phase, duration, run_id)
+    return FileResult(f.name, "applied", duration, len(f.statements), retries)
+
+
+async def pending_files(conn: asyncpg.Connection, phase: str | None = None) -> list[SqlFile]:
+    """DDL files not yet applied (checksums of applied ones verified)."""
+    files = ddl_files(phase=phase)
+    applied = await check_checksums(conn, ddl_files()) if await ledger.ledger_exists(conn) else {}
+    return [f for f in files if f.name not in applied]
+
+
+async def apply_phase(
+    conn: asyncpg.Connection,
+    settings: Settings,
+    run_id: int | None,
+    log: Any,
+    phase: str = "schema",
+) -> list[FileResult]:
+    """Apply every pending file of ``phase`` in order, holding the DDL advisory lock."""
+    all_files = ddl_files()  # parse everything first: a syntax error anywhere stops before any change
+    files = [f for f in all_files if f.phase == phase]
+    results: list[FileResult] = []
+    async with ledger.advisory_lock(conn, ledger.LOCK_DDL, "applying DDL"):
+        applied = await check_checksums(conn, all_files)
+        for f in files:
+            if f.name in applied:
+                results.append(FileResult(f.name, "skipped", 0, len(f.statements)))
+                continue
+            log.info(
+                "ddl_file_started",
+                file=f.name,
+                statements=len(f.statements),
+                transactional=f.transactional,
+            )
+            if f.transactional:
+                result = await _apply_transactional(conn, f, settings, run_id, log)
+            else:
+                result = await _apply_statementwise(conn, f, settings, run_id, log)
+            log.info(
+                "ddl_file_applied",
+                file=f.name,
+                duration_ms=result.duration_ms,
+                retries=result.retries,
+            )
+            results.append(result)
+    return results

@@ -1,0 +1,67 @@
+-- Named queries on the ledger's core tables (runs, phases, DDL). Loaded by sqlfiles.queries("ledger").
+
+-- name: ledger_exists
+SELECT to_regclass('bxbatch.run') IS NOT NULL
+
+-- name: unfinished_run
+SELECT id, status, command, started_at, updated_at, host, pid
+FROM bxbatch.run
+WHERE status IN ('running', 'interrupted')
+ORDER BY id DESC
+LIMIT 1
+
+-- name: last_run
+SELECT id, status, command, started_at, updated_at, finished_at, host, pid, error
+FROM bxbatch.run
+ORDER BY id DESC
+LIMIT 1
+
+-- name: insert_run
+INSERT INTO bxbatch.run (command, bxbatch_version, host, pid, settings)
+VALUES ($1, $2, $3, $4, $5::jsonb)
+RETURNING id
+
+-- name: set_run_status
+UPDATE bxbatch.run
+SET status = $2,
+    updated_at = now(),
+    finished_at = CASE WHEN $2 IN ('completed', 'completed_with_failures', 'failed') THEN now() END,
+    error = $3
+WHERE id = $1
+
+-- name: touch_run
+UPDATE bxbatch.run SET status = 'running', updated_at = now(), host = $2, pid = $3 WHERE id = $1
+
+-- name: phase_status
+SELECT name, status, started_at, finished_at, detail FROM bxbatch.phase WHERE run_id = $1
+
+-- name: start_phase
+INSERT INTO bxbatch.phase (run_id, name, status)
+VALUES ($1, $2, 'running')
+ON CONFLICT (run_id, name) DO UPDATE SET status = 'running', finished_at = NULL
+
+-- name: finish_phase
+UPDATE bxbatch.phase SET status = $3, finished_at = now(), detail = $4::jsonb
+WHERE run_id = $1 AND name = $2
+
+-- name: applied_files
+SELECT file, sha256, phase, applied_at, duration_ms, run_id FROM bxbatch.ddl_file ORDER BY file
+
+-- name: record_file
+INSERT INTO bxbatch.ddl_file (file, sha256, phase, duration_ms, run_id) VALUES ($1, $2, $3, $4, $5)
+
+-- name: applied_statements
+SELECT idx, file_sha256 FROM bxbatch.ddl_statement WHERE file = $1
+
+-- name: record_statement
+INSERT INTO bxbatch.ddl_statement (file, idx, file_sha256, duration_ms, run_id)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (file, idx) DO NOTHING
+
+-- name: lock_holder
+SELECT a.pid, a.application_name, a.client_addr::text AS client_addr, a.backend_start
+FROM pg_locks l
+JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1 AND l.objid = $2
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+LIMIT 1
