@@ -14,7 +14,7 @@ from .context import RunContext
 from .db import connect
 from .errors import BxbatchError, Interrupted
 from .log import get_logger
-from .phases import preflight, schema
+from .phases import preflight, schema, triggers
 from .settings import Settings
 from .sqlfiles import ddl_files
 
@@ -39,6 +39,7 @@ def _ddl_phase(phase: str) -> PhaseFn:
 PHASES: list[tuple[str, PhaseFn]] = [
     ("preflight", preflight.run),
     ("schema", _ddl_phase("schema")),
+    ("triggers", triggers.run),
     ("indexes", _ddl_phase("indexes")),
     ("constraints", _ddl_phase("constraints")),
 ]
