@@ -6,6 +6,7 @@ Also loads the engine's named queries (``-- name: claim_chunk`` blocks, as procr
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass, field
 from functools import cache
@@ -26,7 +27,17 @@ PHASES = ("schema", "indexes", "constraints")
 
 
 def sql_root() -> Path:
-    """The migration's SQL directory: inside the installed wheel, or the source tree's ``sql/``."""
+    """The migration's SQL directory: BXBATCH_SQL_DIR, else inside the installed wheel, else the source tree's.
+
+    BXBATCH_SQL_DIR (a directory with ``ddl/`` and ``backfill/``) exists for tests and for
+    operators who extend the migration with files of their own.
+    """
+    override = os.environ.get("BXBATCH_SQL_DIR")
+    if override:
+        path = Path(override)
+        if not (path / "ddl").is_dir():
+            raise SqlFileError(f"BXBATCH_SQL_DIR={override} has no ddl/ directory", hint="point it at a copy of sql/")
+        return path
     packaged = resources.files("bxbatch") / "sql"
     if packaged.is_dir():
         return Path(str(packaged))
