@@ -188,8 +188,8 @@ _FIELD_TYPES = (
     "database_lookupfield",
 )
 PRIMARY_KEYS = {
-    **{t: ("view_ptr_id",) for t in _VIEW_TYPES},
-    **{t: ("field_ptr_id",) for t in _FIELD_TYPES},
+    **dict.fromkeys(_VIEW_TYPES, ("view_ptr_id",)),
+    **dict.fromkeys(_FIELD_TYPES, ("field_ptr_id",)),
     **{t: ("id",) for t in TABLES if t not in _VIEW_TYPES and t not in _FIELD_TYPES},
 }
 
