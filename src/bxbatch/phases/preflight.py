@@ -1,28 +1,83 @@
-"""Preflight: is this database ready for the migration? Runs before anything is changed."""
+"""Preflight: is this database ready for the migration? A table of pass/warn/fail checks, run before any change.
+
+``check_essentials`` is the first thing a run does (before the ledger exists); the same table is
+recorded as the "preflight" phase and printed alone by ``bxbatch preflight``. Checks only read:
+catalogs, settings, pg_stat_activity, pg_locks, and the local filesystem when the server is local.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import asyncpg
+import asyncpg.exceptions as pgexc
 
+from .. import ledger
 from ..context import RunContext
 from ..db import server_version_num
-from ..errors import PreflightFailed
+from ..errors import LockBusy, PreflightFailed
+from ..expected import expected_schema
 from ..profile import Profile
+from ..settings import Settings
+from ..sqlfiles import queries
 
 MIN_SERVER_VERSION = 120000
+MIN_LOCKS_PER_TRANSACTION = 64
+MIN_MAINTENANCE_WORK_MEM_KB = 64 * 1024
+# Internal, for tests only: pretend the server has this server_version_num (an old server
+# cannot be started on demand). Deliberately not a flag and not in --help.
+_FAKE_VERSION_ENV = "BXBATCH_TEST_SERVER_VERSION_NUM"
+
+PASS, WARN, FAIL = "pass", "warn", "fail"
+
+Q = queries("preflight")
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # pass | warn | fail
+    reason: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PreflightReport:
+    checks: list[Check]
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if c.status == FAIL]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "checks": [asdict(c) for c in self.checks]}
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "checks_passed": sum(c.status == PASS for c in self.checks),
+            "warnings": [c.name for c in self.checks if c.status == WARN],
+        }
+
+
+def render(report: PreflightReport) -> str:
+    width = max(len(c.name) for c in report.checks)
+    lines = [f"{c.name:<{width}}  {c.status.upper():<4}  {c.reason}" for c in report.checks]
+    verdict = "preflight: ready" if report.ok else f"preflight: {len(report.failed)} check(s) failed"
+    return "\n".join([*lines, verdict])
 
 
 async def missing_base_objects(conn: asyncpg.Connection, profile: Profile) -> list[str]:
     """Base tables/columns the migration reads that this database lacks, as 'table' or 'table.column'."""
-    rows = await conn.fetch(
-        "SELECT c.relname, a.attname FROM pg_class c "
-        "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
-        "WHERE c.relnamespace = to_regnamespace($1) AND c.relkind IN ('r', 'p') AND c.relname = ANY($2::text[])",
-        profile.schema,
-        list(profile.required_columns),
-    )
+    rows = await conn.fetch(Q["base_columns"], profile.schema, list(profile.required_columns))
     present: dict[str, set[str]] = {}
     for r in rows:
         present.setdefault(r["relname"], set()).add(r["attname"])
@@ -35,23 +90,246 @@ async def missing_base_objects(conn: asyncpg.Connection, profile: Profile) -> li
     return missing
 
 
-async def check_essentials(conn: asyncpg.Connection, profile: Profile) -> dict[str, Any]:
-    """The checks without which nothing may start: server version and base schema."""
-    version = await server_version_num(conn)
+def _shown(items: list[str], limit: int = 6) -> str:
+    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+async def effective_server_version(conn: asyncpg.Connection) -> int:
+    fake = os.environ.get(_FAKE_VERSION_ENV)
+    return int(fake) if fake else await server_version_num(conn)
+
+
+async def check_version(conn: asyncpg.Connection) -> Check:
+    version = await effective_server_version(conn)
+    text = f"{version // 10000}.{version % 10000}" if version >= 100000 else str(version)
     if version < MIN_SERVER_VERSION:
-        raise PreflightFailed(
-            f"PostgreSQL {version // 10000} is too old: bxbatch needs 12 or newer",
-            hint="upgrade the server before migrating",
+        return Check(
+            "server_version", FAIL, f"PostgreSQL {text} is too old: bxbatch needs 12 or newer", {"num": version}
         )
+    return Check("server_version", PASS, f"PostgreSQL {text}", {"num": version})
+
+
+async def check_base_schema(conn: asyncpg.Connection, profile: Profile) -> Check:
     missing = await missing_base_objects(conn, profile)
     if missing:
-        shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
-        raise PreflightFailed(
-            f"this database is not a Baserow install: missing {shown}",
-            hint="point --dsn at the Baserow database (or try `bxbatch demo`)",
+        return Check(
+            "base_schema",
+            FAIL,
+            f"not a Baserow install: missing {_shown(missing)}",
+            {"missing": missing},
         )
-    return {"server_version_num": version}
+    return Check(
+        "base_schema", PASS, f"{len(profile.required_columns)} base tables with the columns the migration reads"
+    )
+
+
+async def check_privileges(conn: asyncpg.Connection, profile: Profile) -> Check:
+    from .triggers import user_tables  # phases import each other lazily
+
+    who = await conn.fetchrow(Q["role"])
+    assert who is not None
+    if who["superuser"]:
+        return Check("privileges", PASS, f"role {who['role']} is a superuser")
+    problems: list[str] = []
+    if not await conn.fetchval(Q["schema_create"], profile.schema):
+        problems.append(f"CREATE on schema {profile.schema}")
+    if not await conn.fetchval(Q["ledger_create"]):
+        problems.append("CREATE on the database (for the bxbatch schema)")
+    base = list(profile.required_columns)
+    lacking_select = await conn.fetch(Q["tables_lacking"], profile.schema, base, "SELECT")
+    problems.extend(f"SELECT on {r['relname']}" for r in lacking_select)
+    exp = expected_schema()
+    referenced = sorted({c.ref_table for c in exp.foreign_keys if c.ref_table and c.ref_table not in exp.tables})
+    lacking_refs = await conn.fetch(Q["tables_lacking"], profile.schema, referenced, "REFERENCES")
+    problems.extend(f"REFERENCES on {r['relname']}" for r in lacking_refs)
+    # New tables left by an earlier attempt must be ours: constraints and indexes alter them.
+    not_owned = await conn.fetch(Q["tables_not_owned"], profile.schema, list(exp.tables))
+    problems.extend(f"ownership of {r['relname']}" for r in not_owned)
+    names = [relname for _id, relname in await user_tables(conn, profile)]
+    lacking_trigger = [r["relname"] for r in await conn.fetch(Q["tables_lacking"], profile.schema, names, "TRIGGER")]
+    if lacking_trigger:
+        problems.append(f"TRIGGER on {len(lacking_trigger)} user table(s) ({_shown(lacking_trigger, 3)})")
+    if problems:
+        return Check(
+            "privileges",
+            FAIL,
+            f"role {who['role']} lacks {_shown(problems, 4)}",
+            {"missing": problems},
+        )
+    not_owner = await conn.fetchval(Q["user_tables_not_owned"], profile.schema, names)
+    if not_owner:
+        return Check(
+            "privileges",
+            WARN,
+            f"role {who['role']} may migrate, but does not own {not_owner} user table(s): "
+            "`bxbatch rollback` could not drop their triggers",
+        )
+    return Check("privileges", PASS, f"role {who['role']} has every privilege the migration needs")
+
+
+def _is_loopback(addr: str | None) -> bool:
+    if addr is None:
+        return True  # Unix socket
+    try:
+        return ipaddress.ip_address(addr.split("/")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _pid_file_matches(data_dir: Path, started_epoch: int) -> bool | None:
+    """Does the data directory's postmaster.pid belong to the server we talk to? None: unreadable."""
+    if not data_dir.is_dir():
+        return False
+    try:
+        lines = (data_dir / "postmaster.pid").read_text().splitlines()
+        return len(lines) > 2 and int(lines[2]) == started_epoch
+    except (OSError, ValueError):
+        return None
+
+
+async def _local_data_directory(conn: asyncpg.Connection) -> Path | None:
+    """The server's data directory when it is on this machine and readable here, else None."""
+    try:
+        data_dir = Path(await conn.fetchval("SHOW data_directory"))
+    except pgexc.InsufficientPrivilegeError:
+        return None
+    started = int(await conn.fetchval(Q["postmaster_start_epoch"]))
+    matches = _pid_file_matches(data_dir, started)
+    if matches is None:
+        # Unreadable pid file: trust a Unix-socket or loopback connection.
+        matches = _is_loopback(await conn.fetchval(Q["server_addr"]))
+    return data_dir if matches else None
+
+
+async def check_disk(conn: asyncpg.Connection, settings: Settings) -> Check:
+    size = int(await conn.fetchval("SELECT pg_database_size(current_database())"))
+    data_dir = await _local_data_directory(conn)
+    gib = 1024**3
+    if data_dir is None:
+        if settings.skip_disk_check:
+            return Check("disk", WARN, "free disk not measured (--skip-disk-check): the server is not local")
+        return Check(
+            "disk",
+            FAIL,
+            "cannot measure the server's free disk (remote server, or no right to read data_directory); "
+            f"the database is {size / gib:.2f} GiB: check that at least twice that is free, "
+            "then pass --skip-disk-check",
+            {"database_bytes": size},
+        )
+    free = shutil.disk_usage(data_dir).free
+    detail = {"database_bytes": size, "free_bytes": free}
+    figures = f"{free / gib:.2f} GiB free for a {size / gib:.2f} GiB database"
+    if free < size:
+        return Check("disk", FAIL, f"{figures}: the new tables and the activity log need about its size again", detail)
+    if free < 2 * size:
+        return Check("disk", WARN, f"{figures}: the guide asks for twice the database size", detail)
+    return Check("disk", PASS, figures, detail)
+
+
+async def check_settings(conn: asyncpg.Connection) -> list[Check]:
+    locks = int(await conn.fetchval("SELECT current_setting('max_locks_per_transaction')::int"))
+    lock_check = (
+        Check("max_locks_per_transaction", PASS, str(locks))
+        if locks >= MIN_LOCKS_PER_TRANSACTION
+        else Check(
+            "max_locks_per_transaction",
+            WARN,
+            f"{locks} is below the default {MIN_LOCKS_PER_TRANSACTION}: the foreign-key file locks ~40 relations",
+        )
+    )
+    mwm_kb = int(await conn.fetchval(Q["maintenance_work_mem_kb"]))
+    mwm_check = (
+        Check("maintenance_work_mem", PASS, f"{mwm_kb // 1024} MB")
+        if mwm_kb >= MIN_MAINTENANCE_WORK_MEM_KB
+        else Check(
+            "maintenance_work_mem",
+            WARN,
+            f"{mwm_kb // 1024} MB: index builds on the activity log will spill to disk; "
+            "raise it (the guide suggests 1GB for the migration)",
+        )
+    )
+    return [lock_check, mwm_check]
+
+
+async def check_other_run(conn: asyncpg.Connection) -> Check:
+    holders = await conn.fetch(Q["bxbatch_lock_holders"], ledger.LOCK_CLASS)
+    if holders:
+        who = ", ".join(f"pid {h['pid']} ({h['application_name'] or 'unknown'})" for h in holders)
+        return Check(
+            "other_bxbatch_run",
+            FAIL,
+            f"another bxbatch process holds the run lock: {who}",
+            {"pids": [h["pid"] for h in holders]},
+        )
+    return Check("other_bxbatch_run", PASS, "no other bxbatch process holds the lock")
+
+
+async def check_long_transactions(conn: asyncpg.Connection, settings: Settings) -> Check:
+    rows = await conn.fetch(Q["long_transactions"], float(settings.long_transaction_s))
+    if rows:
+        shown = "; ".join(f"pid {r['pid']} ({r['usename']}, {r['state']}, open {int(r['age_s'])}s)" for r in rows[:3])
+        return Check(
+            "long_transactions",
+            FAIL,
+            f"{len(rows)} transaction(s) open longer than {settings.long_transaction_s:g}s would stall "
+            f"every CREATE INDEX CONCURRENTLY: {shown}",
+            {"pids": [r["pid"] for r in rows]},
+        )
+    if not await conn.fetchval(Q["sees_all_activity"]):
+        return Check("long_transactions", WARN, "none visible, but this role cannot see other roles' sessions")
+    return Check("long_transactions", PASS, f"none open longer than {settings.long_transaction_s:g}s")
+
+
+async def collect(conn: asyncpg.Connection, settings: Settings, profile: Profile) -> PreflightReport:
+    """Every check, in order. Read-only."""
+    checks = [await check_version(conn)]
+    base = await check_base_schema(conn, profile)
+    checks.append(base)
+    if base.status != FAIL:
+        checks.append(await check_privileges(conn, profile))
+    checks.append(await check_disk(conn, settings))
+    checks.extend(await check_settings(conn))
+    checks.append(await check_other_run(conn))
+    checks.append(await check_long_transactions(conn, settings))
+    return PreflightReport(checks)
+
+
+def raise_for(report: PreflightReport) -> None:
+    failed = report.failed
+    if not failed:
+        return
+    if [c.name for c in failed] == ["other_bxbatch_run"]:
+        raise LockBusy(failed[0].reason, hint="wait for it to finish, or stop it; `bxbatch status` shows the run")
+    first = failed[0]
+    more = f" (and {len(failed) - 1} more failed check(s))" if len(failed) > 1 else ""
+    raise PreflightFailed(
+        f"preflight failed: {first.name}: {first.reason}{more}",
+        hint="`bxbatch preflight` shows every check; nothing was changed",
+    )
+
+
+async def check_essentials(
+    conn: asyncpg.Connection, profile: Profile, settings: Settings | None = None
+) -> dict[str, Any]:
+    """Refuse to start unless the database is ready. With ``settings``, the whole check table.
+
+    Without settings only the server version and base schema (nothing may be created in a
+    database that is not a Baserow install).
+    """
+    if settings is None:
+        checks = [await check_version(conn)]
+        if checks[0].status != FAIL:
+            checks.append(await check_base_schema(conn, profile))
+        report = PreflightReport(checks)
+    else:
+        report = await collect(conn, settings, profile)
+    raise_for(report)
+    return {"server_version_num": report.checks[0].detail["num"], **report.figures()}
 
 
 async def run(ctx: RunContext) -> dict[str, Any]:
-    return await check_essentials(ctx.conn, ctx.profile)
+    report = await collect(ctx.conn, ctx.settings, ctx.profile)
+    for check in report.checks:
+        ctx.log.info("preflight_check", check=check.name, status=check.status, reason=check.reason)
+    raise_for(report)
+    return {"server_version_num": report.checks[0].detail["num"], **report.figures()}

@@ -1,0 +1,87 @@
+-- Read-only catalog queries of the preflight checks. Loaded by sqlfiles.queries("preflight").
+
+-- name: base_columns
+SELECT c.relname, a.attname
+FROM pg_class c
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+WHERE c.relnamespace = to_regnamespace($1)
+  AND c.relkind IN ('r', 'p')
+  AND c.relname = ANY($2::text[])
+
+-- name: role
+SELECT current_user AS role, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser
+
+-- name: schema_create
+SELECT has_schema_privilege(current_user, $1, 'CREATE')
+
+-- name: ledger_create
+-- The bxbatch schema: creatable, or already there and usable by this role.
+SELECT CASE
+    WHEN to_regnamespace('bxbatch') IS NULL THEN has_database_privilege(current_database(), 'CREATE')
+    ELSE has_schema_privilege('bxbatch', 'CREATE') AND has_schema_privilege('bxbatch', 'USAGE')
+END
+
+-- name: tables_lacking
+-- Tables of $2 (that exist) on which the current role lacks privilege $3.
+SELECT c.relname
+FROM pg_class c
+WHERE c.relnamespace = to_regnamespace($1)
+  AND c.relkind IN ('r', 'p')
+  AND c.relname = ANY($2::text[])
+  AND NOT has_table_privilege(c.oid, $3)
+ORDER BY c.relname
+
+-- name: tables_not_owned
+SELECT c.relname
+FROM pg_class c
+WHERE c.relnamespace = to_regnamespace($1)
+  AND c.relkind IN ('r', 'p')
+  AND c.relname = ANY($2::text[])
+  AND NOT pg_has_role(current_user, c.relowner, 'USAGE')
+ORDER BY c.relname
+
+-- name: user_tables_not_owned
+SELECT count(*)
+FROM pg_class c
+WHERE c.relnamespace = to_regnamespace($1)
+  AND c.relkind IN ('r', 'p')
+  AND c.relname = ANY($2::text[])
+  AND NOT pg_has_role(current_user, c.relowner, 'USAGE')
+
+-- name: postmaster_start_epoch
+SELECT extract(epoch FROM pg_postmaster_start_time())::bigint
+
+-- name: server_addr
+SELECT host(inet_server_addr())
+
+-- name: maintenance_work_mem_kb
+SELECT setting::bigint * CASE unit WHEN 'kB' THEN 1 WHEN 'MB' THEN 1024 WHEN 'GB' THEN 1048576 ELSE 1 END
+FROM pg_settings
+WHERE name = 'maintenance_work_mem'
+
+-- name: bxbatch_lock_holders
+-- Any bxbatch advisory lock (run, DDL, ledger setup) held by another session in this database.
+SELECT DISTINCT a.pid, a.application_name
+FROM pg_locks l
+JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory'
+  AND l.granted
+  AND l.classid = $1
+  AND l.pid <> pg_backend_pid()
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+ORDER BY a.pid
+
+-- name: long_transactions
+-- Transactions in this database older than $1 seconds: CREATE INDEX CONCURRENTLY waits for each.
+SELECT pid, usename, coalesce(state, '?') AS state, application_name,
+       extract(epoch FROM now() - xact_start) AS age_s
+FROM pg_stat_activity
+WHERE datname = current_database()
+  AND pid <> pg_backend_pid()
+  AND backend_type = 'client backend'
+  AND xact_start < now() - make_interval(secs => $1)
+ORDER BY xact_start
+
+-- name: sees_all_activity
+SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+    OR pg_has_role(current_user, 'pg_read_all_stats', 'MEMBER')
