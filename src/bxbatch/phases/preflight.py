@@ -182,7 +182,8 @@ def _pid_file_matches(data_dir: Path, started_epoch: int) -> bool | None:
         return False
     try:
         lines = (data_dir / "postmaster.pid").read_text().splitlines()
-        return len(lines) > 2 and int(lines[2]) == started_epoch
+        # the pid file truncates to whole seconds, the SQL side rounds
+        return len(lines) > 2 and abs(int(lines[2]) - started_epoch) <= 1
     except (OSError, ValueError):
         return None
 
