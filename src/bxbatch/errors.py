@@ -19,6 +19,8 @@ class ExitCode(IntEnum):
     COMPLETED_WITH_FAILURES = 8  # run finished, but some keys failed; see `bxbatch status`
     VALIDATION = 9  # validation found differences
     NOTHING_TO_RESUME = 10  # `resume` found no unfinished run
+    BACKUP = 11  # pg_dump missing or older than the server, or the backup failed or did not verify
+    ROLLBACK_REFUSED = 12  # rollback refused: no --yes, or new tables hold application data (see --force)
     RESUMABLE = 75  # interrupted (signal, cancel, lost server): `bxbatch resume` continues (EX_TEMPFAIL)
 
 
@@ -76,3 +78,11 @@ class Interrupted(BxbatchError):
     """The run stopped early but its ledger is consistent: `bxbatch resume` continues it."""
 
     exit_code = ExitCode.RESUMABLE
+
+
+class BackupFailed(BxbatchError):
+    exit_code = ExitCode.BACKUP
+
+
+class RollbackRefused(BxbatchError):
+    exit_code = ExitCode.ROLLBACK_REFUSED
