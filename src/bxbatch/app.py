@@ -14,7 +14,7 @@ from .context import RunContext
 from .db import connect
 from .errors import BxbatchError, Interrupted
 from .log import get_logger
-from .phases import preflight, schema, triggers
+from .phases import indexes, preflight, schema, triggers
 from .settings import Settings
 from .sqlfiles import ddl_files
 
@@ -40,7 +40,7 @@ PHASES: list[tuple[str, PhaseFn]] = [
     ("preflight", preflight.run),
     ("schema", _ddl_phase("schema")),
     ("triggers", triggers.run),
-    ("indexes", _ddl_phase("indexes")),
+    ("indexes", indexes.run),
     ("constraints", _ddl_phase("constraints")),
 ]
 

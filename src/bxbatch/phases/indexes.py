@@ -1,0 +1,403 @@
+"""Index phase: every CREATE INDEX CONCURRENTLY of the ``phase=indexes`` DDL files, watched by the monitor.
+
+The DDL files stay the source of the statements (split and parsed by sqlfiles/pglast; the
+IndexStmt gives the index and table names), and the ddl_statement/ddl_file ledger is kept as the
+schema runner keeps it, so `plan` and `status` see the files as applied. On top of that:
+
+* one build at a time per table (builds on different tables may overlap with
+  ``--index-concurrency``), each on its own connection with ``maintenance_work_mem`` set;
+* every build attempt is a row in ``bxbatch.index_build`` (skips and rebuilds too);
+* an index left INVALID by an interrupted build is dropped concurrently and rebuilt, a valid
+  one is skipped, and a build still running for a bxbatch process that died is adopted
+  (watched to its end) rather than fought over;
+* the monitor polls pg_stat_progress_create_index on a second connection and names blockers.
+
+Timeouts: a CONCURRENTLY build runs with lock_timeout = 0 and statement_timeout = 0. Its
+lock on the table (SHARE UPDATE EXCLUSIVE) does not conflict with reads or writes, and after
+that it waits for older transactions through virtualxid locks; a lock_timeout there would abort
+the build into an INVALID index that costs a drop and a full rebuild, so it waits instead and
+the monitor names who it waits for. ``client_connection_check_interval`` (PostgreSQL 14+) makes
+the server abort the build when bxbatch dies, so a killed run leaves an INVALID index for the
+next run to rebuild, not an unobserved build.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import asyncpg
+
+from .. import ledger
+from ..context import RunContext
+from ..db import backoff_delay, connect, is_connection_lost, is_retryable, qualified, server_version_num
+from ..errors import ChangedFileError, SqlFileError, UsageError
+from ..monitor import IndexMonitor
+from ..monitor import Q as MQ
+from ..settings import Settings
+from ..sqlfiles import SqlFile, Statement, ddl_files, queries
+from . import schema
+
+Q = queries("indexes")
+LQ = ledger.Q
+
+CONNECTION_CHECK_MS = 2000
+
+
+@dataclass(frozen=True)
+class IndexTask:
+    """One CREATE INDEX statement of a DDL file."""
+
+    file: SqlFile
+    idx: int
+    stmt: Statement
+    name: str
+    table: str
+    schema: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.file.name}#{self.idx}"
+
+
+def index_tasks(files: list[SqlFile], default_schema: str = "public") -> list[IndexTask]:
+    """The index phase's statements; anything but a named CREATE INDEX CONCURRENTLY is refused."""
+    tasks: list[IndexTask] = []
+    for f in files:
+        for idx, stmt in enumerate(f.statements):
+            node = stmt.node
+            if stmt.kind != "IndexStmt" or not getattr(node, "idxname", None):
+                raise SqlFileError(
+                    f"sql/ddl/{f.name}, line {stmt.line}: the index phase runs only named CREATE INDEX statements",
+                    hint="move other statements to a phase=schema file",
+                )
+            if not stmt.concurrent:
+                raise SqlFileError(
+                    f"sql/ddl/{f.name}, line {stmt.line}: {node.idxname} is not built CONCURRENTLY",
+                    hint="use CREATE INDEX CONCURRENTLY IF NOT EXISTS so that writes are never blocked",
+                )
+            rel = node.relation
+            tasks.append(
+                IndexTask(
+                    file=f,
+                    idx=idx,
+                    stmt=stmt,
+                    name=str(node.idxname),
+                    table=str(rel.relname),
+                    schema=str(rel.schemaname or default_schema),
+                )
+            )
+    return tasks
+
+
+@dataclass
+class PhaseTally:
+    built: int = 0
+    rebuilt: int = 0
+    skipped_valid: int = 0
+    adopted: int = 0
+    retries: int = 0
+    waited_s: float = 0.0
+    build_seconds: dict[str, float] = field(default_factory=dict)
+
+    def as_detail(self) -> dict[str, Any]:
+        slowest = max(self.build_seconds.items(), key=lambda kv: kv[1], default=None)
+        return {
+            "indexes_built": self.built + self.rebuilt,
+            "rebuilt_invalid": self.rebuilt,
+            "skipped_valid": self.skipped_valid,
+            "adopted": self.adopted,
+            "retries": self.retries,
+            "waited_s": round(self.waited_s, 1),
+            "slowest": f"{slowest[0]} {slowest[1]:.1f}s" if slowest else None,
+        }
+
+
+async def prepare_build_session(conn: asyncpg.Connection, settings: Settings) -> None:
+    """Session settings of a build connection: memory per the flag, no timeouts (see module doc)."""
+    try:
+        await conn.execute("SELECT set_config('maintenance_work_mem', $1, false)", settings.maintenance_work_mem)
+    except (asyncpg.InvalidParameterValueError, asyncpg.InvalidTextRepresentationError) as exc:
+        raise UsageError(
+            f"invalid --maintenance-work-mem {settings.maintenance_work_mem!r}: {exc}",
+            hint="use a PostgreSQL memory size such as 256MB or 1GB",
+        ) from exc
+    await conn.execute("SELECT set_config('lock_timeout', '0', false), set_config('statement_timeout', '0', false)")
+    if await server_version_num(conn) >= 140000:
+        await conn.execute(
+            "SELECT set_config('client_connection_check_interval', $1, false)", f"{CONNECTION_CHECK_MS}ms"
+        )
+
+
+class IndexPhase:
+    """Runs the pending index statements for one run."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.settings = ctx.settings
+        self.log = ctx.log.bind(phase="indexes")
+        self.tally = PhaseTally()
+
+    async def _state(self, conn: asyncpg.Connection, task: IndexTask) -> asyncpg.Record | None:
+        row: asyncpg.Record | None = await conn.fetchrow(Q["index_state"], task.name, task.schema)
+        return row
+
+    async def _insert_build(
+        self, conn: asyncpg.Connection, task: IndexTask, action: str, status: str, attempt: int, pid: int | None
+    ) -> int:
+        size = await conn.fetchrow(Q["table_size"], task.table, task.schema)
+        build_id: int = await conn.fetchval(
+            Q["insert_build"],
+            self.ctx.run_id,
+            task.file.name,
+            task.idx,
+            task.name,
+            task.table,
+            action,
+            status,
+            attempt,
+            pid,
+            self.settings.host,
+            os.getpid(),
+            self.settings.maintenance_work_mem,
+            size["rows_estimate"] if size else None,
+            size["bytes"] if size else None,
+        )
+        return build_id
+
+    def _show_bar(self, rows_estimate: int | None, table_bytes: int | None) -> bool:
+        if rows_estimate is not None and rows_estimate >= 0:
+            return rows_estimate >= self.settings.index_bar_min_rows
+        return (table_bytes or 0) >= 16 * 1024 * 1024  # never analyzed: judge by size
+
+    async def _record_done(self, conn: asyncpg.Connection, task: IndexTask, started: float) -> None:
+        await conn.execute(
+            LQ["record_statement"],
+            task.file.name,
+            task.idx,
+            task.file.sha256,
+            int((time.monotonic() - started) * 1000),
+            self.ctx.run_id,
+        )
+
+    async def _adopt(self, conn: asyncpg.Connection, task: IndexTask) -> None:
+        """A build of this index is running in a backend we do not own (its bxbatch died): watch it end."""
+        row = await conn.fetchrow(MQ["progress_for_index"], task.name, task.schema)
+        if row is None:
+            return
+        pid = int(row["pid"])
+        self.log.warning("index_build_adopted", index=task.name, backend_pid=pid)
+        build_id = await self._insert_build(conn, task, "adopt", "running", 1, pid)
+        started = time.monotonic()
+        monitor = IndexMonitor(
+            self.settings, self.log, index_name=task.name, table_name=task.table, show_bar=False, build_id=build_id
+        )
+        stop = anyio.Event()
+
+        async def wait_gone() -> None:
+            while True:
+                if await conn.fetchrow(MQ["progress_for_index"], task.name, task.schema) is None:
+                    break
+                await anyio.sleep(self.settings.monitor_interval_s)
+            stop.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait_gone)
+            tg.start_soon(monitor.watch, None, pid, stop)
+        self.tally.adopted += 1
+        await conn.execute(
+            Q["finish_build"], build_id, "done", int((time.monotonic() - started) * 1000), None, None, None
+        )
+
+    async def build(self, conn: asyncpg.Connection, task: IndexTask) -> asyncpg.Connection:
+        """Bring one index to valid (skip, adopt, drop+rebuild or build). Returns the connection to keep using."""
+        started = time.monotonic()
+        state = await self._state(conn, task)
+        if state is not None and state["building"]:
+            await self._adopt(conn, task)
+            state = await self._state(conn, task)
+        if state is not None and state["indisvalid"]:
+            build_id = await self._insert_build(conn, task, "skip_valid", "skipped", 1, None)
+            async with conn.transaction():
+                await self._record_done(conn, task, started)
+                await conn.execute(Q["finish_build"], build_id, "skipped", 0, 0, None, None)
+            self.tally.skipped_valid += 1
+            self.log.info("index_skipped", index=task.name, reason="already exists and is valid")
+            return conn
+        action = "build"
+        attempt = 0
+        while True:
+            attempt += 1
+            if state is not None and not state["indisvalid"]:
+                # Left INVALID by an interrupted build: unusable, and IF NOT EXISTS would keep it.
+                self.log.warning("index_invalid_dropped", index=task.name, table=task.table)
+                await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {qualified(task.schema, task.name)}")
+                action = "rebuild"
+            try:
+                await self._build_once(conn, task, action, attempt)
+                if action == "rebuild":
+                    self.tally.rebuilt += 1
+                else:
+                    self.tally.built += 1
+                return conn
+            except Exception as exc:
+                if not is_retryable(exc) or attempt >= self.settings.max_attempts:
+                    if isinstance(exc, asyncpg.PostgresError) and not is_retryable(exc):
+                        raise schema._statement_error(task.file, task.stmt, exc) from exc
+                    raise
+                delay = backoff_delay(attempt, self.settings.retry_base_ms, self.settings.retry_max_ms)
+                self.log.warning(
+                    "index_build_retry", index=task.name, attempt=attempt, error=type(exc).__name__, delay_s=delay
+                )
+                self.tally.retries += 1
+                await anyio.sleep(delay)
+                if is_connection_lost(exc) or conn.is_closed():
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+                    conn = await connect(self.settings, role="index")
+                    await prepare_build_session(conn, self.settings)
+                state = await self._state(conn, task)
+                if state is not None and state["indisvalid"]:  # finished although we lost sight of it
+                    async with conn.transaction():
+                        await self._record_done(conn, task, started)
+                    return conn
+
+    async def _build_once(self, conn: asyncpg.Connection, task: IndexTask, action: str, attempt: int) -> None:
+        pid = conn.get_server_pid()
+        build_id = await self._insert_build(conn, task, action, "running", attempt, pid)
+        size = await conn.fetchrow(Q["table_size"], task.table, task.schema)
+        rows_estimate = int(size["rows_estimate"]) if size else None
+        show_bar = self._show_bar(rows_estimate, int(size["bytes"]) if size else None)
+        self.log.info(
+            "index_build_started",
+            index=task.name,
+            table=task.table,
+            action=action,
+            attempt=attempt,
+            rows_estimate=rows_estimate,
+            backend_pid=pid,
+            maintenance_work_mem=self.settings.maintenance_work_mem,
+        )
+        monitor = IndexMonitor(
+            self.settings, self.log, index_name=task.name, table_name=task.table, show_bar=show_bar, build_id=build_id
+        )
+        stop = anyio.Event()
+        t0 = time.monotonic()
+        error: BaseException | None = None
+
+        async def run_build() -> None:
+            nonlocal error
+            try:
+                await conn.execute(task.stmt.sql)
+            except Exception as exc:
+                error = exc
+            finally:
+                stop.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run_build)
+            tg.start_soon(monitor.watch, None, pid, stop)
+        seconds = time.monotonic() - t0
+        waited_ms = int(monitor.result.waited_s * 1000)
+        self.tally.waited_s += monitor.result.waited_s
+        if error is not None:
+            with contextlib.suppress(Exception):
+                ledger_conn = conn if not conn.is_closed() else await connect(self.settings, role="index")
+                try:
+                    await ledger_conn.execute(
+                        Q["finish_build"],
+                        build_id,
+                        "failed",
+                        int(seconds * 1000),
+                        waited_ms,
+                        None,
+                        f"{type(error).__name__}: {error}"[:2000],
+                    )
+                finally:
+                    if ledger_conn is not conn:
+                        await ledger_conn.close()
+            raise error
+        index_bytes = await conn.fetchval(Q["index_bytes"], task.name, task.schema)
+        async with conn.transaction():
+            await self._record_done(conn, task, t0)
+            await conn.execute(Q["finish_build"], build_id, "done", int(seconds * 1000), waited_ms, index_bytes, None)
+        self.tally.build_seconds[task.name] = seconds
+        self.log.info(
+            "index_built",
+            index=task.name,
+            table=task.table,
+            seconds=round(seconds, 3),
+            waited_s=round(monitor.result.waited_s, 1),
+            samples=len(monitor.result.samples),
+            index_bytes=index_bytes,
+            blockers_seen=sorted(monitor.result.blockers_seen),
+        )
+
+    async def run_queue(self, tasks: list[IndexTask]) -> None:
+        """The builds of one table, one after another, on a connection of their own."""
+        conn = await connect(self.settings, role="index")
+        try:
+            await prepare_build_session(conn, self.settings)
+            for task in tasks:
+                conn = await self.build(conn, task)
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+
+async def pending_tasks(conn: asyncpg.Connection, files: list[SqlFile], schema_name: str) -> list[IndexTask]:
+    """Index statements not yet recorded; refuses files changed since some of their statements ran."""
+    applied = {r["file"] for r in await conn.fetch(LQ["applied_files"])}
+    pending: list[IndexTask] = []
+    for task in index_tasks([f for f in files if f.name not in applied], schema_name):
+        pending.append(task)
+    done: dict[str, dict[int, str]] = {}
+    for name in {t.file.name for t in pending}:
+        done[name] = {r["idx"]: r["file_sha256"] for r in await conn.fetch(LQ["applied_statements"], name)}
+        f = next(t.file for t in pending if t.file.name == name)
+        if any(sha != f.sha256 for sha in done[name].values()):
+            raise ChangedFileError(
+                f"sql/ddl/{name} was changed after some of its statements were applied",
+                hint="restore the applied version and put the change in a new, higher-numbered file",
+            )
+    return [t for t in pending if t.idx not in done[t.file.name]]
+
+
+async def run(ctx: RunContext) -> dict[str, Any]:
+    all_files = ddl_files()
+    files = [f for f in all_files if f.phase == "indexes"]
+    phase = IndexPhase(ctx)
+    conn = ctx.conn
+    async with ledger.advisory_lock(conn, ledger.LOCK_DDL, "applying DDL"):
+        await schema.check_checksums(conn, all_files)
+        for r in await conn.fetch(Q["abandon_builds"]):
+            phase.log.warning("index_build_abandoned", index=r["index_name"], backend_pid=r["backend_pid"])
+        tasks = await pending_tasks(conn, files, ctx.profile.schema)
+        queues: OrderedDict[tuple[str, str], list[IndexTask]] = OrderedDict()
+        for t in tasks:
+            queues.setdefault((t.schema, t.table), []).append(t)
+        phase.log.info("index_phase_plan", pending=len(tasks), tables=len(queues))
+        limiter = anyio.CapacityLimiter(max(1, ctx.settings.index_concurrency))
+
+        async def one_table(items: list[IndexTask]) -> None:
+            async with limiter:
+                await phase.run_queue(items)
+
+        async with anyio.create_task_group() as tg:
+            for items in queues.values():
+                tg.start_soon(one_table, items)
+        # A file is applied once every statement in it is: then plan/status count it as applied.
+        applied = {r["file"] for r in await conn.fetch(LQ["applied_files"])}
+        for f in files:
+            if f.name in applied:
+                continue
+            done = {r["idx"] for r in await conn.fetch(LQ["applied_statements"], f.name)}
+            if done >= set(range(len(f.statements))):
+                duration = await conn.fetchval(Q["file_duration"], f.name)
+                await conn.execute(LQ["record_file"], f.name, f.sha256, f.phase, duration, ctx.run_id)
+    return phase.tally.as_detail()
