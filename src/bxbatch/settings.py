@@ -44,12 +44,6 @@ class Settings:
     # constraints and triggers
     clean_orphans: bool = False  # --clean-orphans: NULL (or CASCADE-delete) dangling references before VALIDATE
     trigger_group_size: int = 10  # user tables per trigger-install transaction (bounded locks)
-    index_concurrency: int = 1  # index builds at once (never two on one table)
-    monitor_interval_s: float = 1.0  # pg_stat_progress_create_index polling period
-    index_bar_min_rows: int = 100_000  # tables estimated smaller than this get a log line, not a bar
-    # constraints and triggers
-    clean_orphans: bool = False  # --clean-orphans: NULL (or CASCADE-delete) dangling references before VALIDATE
-    trigger_group_size: int = 10  # user tables per trigger-install transaction (bounded locks)
     # the operator's safety net: preflight and backup
     backup_path: str | None = None  # directory or file for pg_dump -Fc; None (library default): no backup
     no_backup: bool = False  # explicit --no-backup (recorded in the ledger)
