@@ -14,7 +14,7 @@ from .context import RunContext
 from .db import connect
 from .errors import BxbatchError, Interrupted
 from .log import get_logger
-from .phases import backup, indexes, preflight, schema, triggers
+from .phases import backfill, backup, constraints, indexes, preflight, schema, triggers
 from .settings import Settings
 from .sqlfiles import ddl_files
 
@@ -41,8 +41,9 @@ PHASES: list[tuple[str, PhaseFn]] = [
     ("backup", backup.run),
     ("schema", _ddl_phase("schema")),
     ("triggers", triggers.run),
+    ("backfill", backfill.run),
     ("indexes", indexes.run),
-    ("constraints", _ddl_phase("constraints")),
+    ("constraints", constraints.run),
 ]
 
 ALWAYS_RERUN = {"preflight"}

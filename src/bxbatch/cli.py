@@ -104,6 +104,44 @@ StatementTimeoutOpt = Annotated[
         help="statement_timeout for every DDL statement (except index builds) and chunk.",
     ),
 ]
+MaintenanceWorkMemOpt = Annotated[
+    str,
+    typer.Option(
+        "--maintenance-work-mem",
+        envvar="BXBATCH_MAINTENANCE_WORK_MEM",
+        help="maintenance_work_mem of each index build session (a PostgreSQL size: 256MB, 1GB).",
+    ),
+]
+IndexConcurrencyOpt = Annotated[
+    int,
+    typer.Option(
+        "--index-concurrency",
+        envvar="BXBATCH_INDEX_CONCURRENCY",
+        min=1,
+        max=16,
+        help="Index builds at once, never two on one table (each may use maintenance_work_mem).",
+    ),
+]
+CleanOrphansOpt = Annotated[
+    bool,
+    typer.Option(
+        "--clean-orphans",
+        envvar="BXBATCH_CLEAN_ORPHANS",
+        help="Before validating a foreign key, set references to missing rows to NULL (ON DELETE CASCADE "
+        "keys: delete the row), saving each changed row in bxbatch.orphan_fix. Without it, orphans stop "
+        "the run (exit 9) before any change.",
+    ),
+]
+TriggerGroupOpt = Annotated[
+    int,
+    typer.Option(
+        "--trigger-group-size",
+        envvar="BXBATCH_TRIGGER_GROUP_SIZE",
+        min=1,
+        max=100,
+        help="User tables whose activity trigger is installed per transaction (each holds a few locks).",
+    ),
+]
 
 
 def _settings(
@@ -161,6 +199,10 @@ def run(
     target_chunk_ms: TargetChunkOpt = 300,
     lock_timeout_ms: LockTimeoutOpt = 2000,
     statement_timeout_ms: StatementTimeoutOpt = 60000,
+    maintenance_work_mem: MaintenanceWorkMemOpt = "256MB",
+    index_concurrency: IndexConcurrencyOpt = 1,
+    clean_orphans: CleanOrphansOpt = False,
+    trigger_group_size: TriggerGroupOpt = 10,
     log_format: LogFormatOpt = "auto",
     no_progress: NoProgressOpt = False,
     debug: DebugOpt = False,
@@ -175,6 +217,10 @@ def run(
         target_chunk_ms=target_chunk_ms,
         lock_timeout_ms=lock_timeout_ms,
         statement_timeout_ms=statement_timeout_ms,
+        maintenance_work_mem=maintenance_work_mem,
+        index_concurrency=index_concurrency,
+        clean_orphans=clean_orphans,
+        trigger_group_size=trigger_group_size,
     )
     from .app import run_migration
 
@@ -188,6 +234,10 @@ def resume(
     target_chunk_ms: TargetChunkOpt = 300,
     lock_timeout_ms: LockTimeoutOpt = 2000,
     statement_timeout_ms: StatementTimeoutOpt = 60000,
+    maintenance_work_mem: MaintenanceWorkMemOpt = "256MB",
+    index_concurrency: IndexConcurrencyOpt = 1,
+    clean_orphans: CleanOrphansOpt = False,
+    trigger_group_size: TriggerGroupOpt = 10,
     log_format: LogFormatOpt = "auto",
     no_progress: NoProgressOpt = False,
     debug: DebugOpt = False,
@@ -202,6 +252,10 @@ def resume(
         target_chunk_ms=target_chunk_ms,
         lock_timeout_ms=lock_timeout_ms,
         statement_timeout_ms=statement_timeout_ms,
+        maintenance_work_mem=maintenance_work_mem,
+        index_concurrency=index_concurrency,
+        clean_orphans=clean_orphans,
+        trigger_group_size=trigger_group_size,
     )
     from .app import run_migration
 

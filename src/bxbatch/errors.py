@@ -70,6 +70,10 @@ class ValidationFailed(BxbatchError):
     exit_code = ExitCode.VALIDATION
 
 
+class OrphansFound(ValidationFailed):
+    """The constraint phase found rows referencing missing rows; nothing was changed (exit 9)."""
+
+
 class NothingToResume(BxbatchError):
     exit_code = ExitCode.NOTHING_TO_RESUME
 
