@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -161,12 +162,12 @@ async def test_monitor_sees_a_million_row_build_progress(fresh_db, conn_to) -> N
     assert len(samples) >= 5, [s.phase for s in samples]
     assert "building index: scanning table" in mon.result.phases
     # Within one phase, blocks and tuples done never go backwards; the scan reaches its total.
-    for a, b in zip(samples, samples[1:], strict=False):
+    for a, b in itertools.pairwise(samples):
         if a.phase == b.phase:
             assert b.blocks_done >= a.blocks_done and b.tuples_done >= a.tuples_done
     moving = [
         (a, b)
-        for a, b in zip(samples, samples[1:], strict=False)
+        for a, b in itertools.pairwise(samples)
         if a.phase == b.phase and (b.blocks_done > a.blocks_done or b.tuples_done > a.tuples_done)
     ]
     assert len(moving) >= 2, [(s.phase, s.blocks_done, s.tuples_done) for s in samples]
