@@ -86,6 +86,27 @@ TargetChunkOpt = Annotated[
         help="Chunk duration the adaptive chunk size aims for, in milliseconds.",
     ),
 ]
+MinChunkRowsOpt = Annotated[
+    int,
+    typer.Option(
+        "--min-chunk-rows", envvar="BXBATCH_MIN_CHUNK_ROWS", min=1, help="Floor of the adaptive chunk size (keys)."
+    ),
+]
+MaxChunkRowsOpt = Annotated[
+    int,
+    typer.Option(
+        "--max-chunk-rows", envvar="BXBATCH_MAX_CHUNK_ROWS", min=1, help="Ceiling of the adaptive chunk size (keys)."
+    ),
+]
+InitialChunkRowsOpt = Annotated[
+    int,
+    typer.Option(
+        "--initial-chunk-rows",
+        envvar="BXBATCH_INITIAL_CHUNK_ROWS",
+        min=1,
+        help="Chunk size (keys) before the first chunks are measured.",
+    ),
+]
 LockTimeoutOpt = Annotated[
     int,
     typer.Option(
@@ -197,6 +218,9 @@ def run(
     dsn: DsnOpt = None,
     concurrency: ConcurrencyOpt = 4,
     target_chunk_ms: TargetChunkOpt = 300,
+    min_chunk_rows: MinChunkRowsOpt = 100,
+    max_chunk_rows: MaxChunkRowsOpt = 100_000,
+    initial_chunk_rows: InitialChunkRowsOpt = 5_000,
     lock_timeout_ms: LockTimeoutOpt = 2000,
     statement_timeout_ms: StatementTimeoutOpt = 60000,
     maintenance_work_mem: MaintenanceWorkMemOpt = "256MB",
@@ -215,6 +239,9 @@ def run(
         debug,
         concurrency=concurrency,
         target_chunk_ms=target_chunk_ms,
+        min_chunk_rows=min_chunk_rows,
+        max_chunk_rows=max_chunk_rows,
+        initial_chunk_rows=initial_chunk_rows,
         lock_timeout_ms=lock_timeout_ms,
         statement_timeout_ms=statement_timeout_ms,
         maintenance_work_mem=maintenance_work_mem,
@@ -232,6 +259,9 @@ def resume(
     dsn: DsnOpt = None,
     concurrency: ConcurrencyOpt = 4,
     target_chunk_ms: TargetChunkOpt = 300,
+    min_chunk_rows: MinChunkRowsOpt = 100,
+    max_chunk_rows: MaxChunkRowsOpt = 100_000,
+    initial_chunk_rows: InitialChunkRowsOpt = 5_000,
     lock_timeout_ms: LockTimeoutOpt = 2000,
     statement_timeout_ms: StatementTimeoutOpt = 60000,
     maintenance_work_mem: MaintenanceWorkMemOpt = "256MB",
@@ -250,6 +280,9 @@ def resume(
         debug,
         concurrency=concurrency,
         target_chunk_ms=target_chunk_ms,
+        min_chunk_rows=min_chunk_rows,
+        max_chunk_rows=max_chunk_rows,
+        initial_chunk_rows=initial_chunk_rows,
         lock_timeout_ms=lock_timeout_ms,
         statement_timeout_ms=statement_timeout_ms,
         maintenance_work_mem=maintenance_work_mem,

@@ -1,0 +1,70 @@
+"""Adaptive chunk size: how many keys the next chunk should cover to last about ``target_ms``.
+
+The model is a per-key cost: each committed chunk reports (keys planned, seconds). The size
+aims at ``target / cost`` where cost is the *median* per-key cost of the last ``window`` chunks,
+so one chunk slowed by something other than its size (a lock wait, a checkpoint, a noisy
+neighbour) moves nothing; a sustained change moves the median within a few chunks. Each step
+is clamped to ``max_step`` times (or 1/``max_step`` of) the current size, so a wild estimate
+cannot jump straight to the floor or the ceiling, yet from the initial size any target inside
+[floor, ceiling] is reached within ~20 chunks (2x per step covers a 1000x range in 10 steps).
+Chunks that are far too fast do not get a vote on a shrink of the size and vice versa: the
+clamp is on the size, the median is on the cost.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ChunkSizer:
+    target_ms: float
+    floor: int
+    ceiling: int
+    size: int
+    window: int = 7
+    max_step: float = 2.0
+    _costs: deque[float] = field(default_factory=deque, repr=False)
+    observations: int = 0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.floor <= self.ceiling:
+            raise ValueError("chunk size floor/ceiling must satisfy 1 <= floor <= ceiling")
+        self.size = self._clamp(self.size)
+
+    @classmethod
+    def from_settings(cls, settings: object) -> ChunkSizer:
+        return cls(
+            target_ms=float(settings.target_chunk_ms),  # type: ignore[attr-defined]
+            floor=int(settings.min_chunk_rows),  # type: ignore[attr-defined]
+            ceiling=int(settings.max_chunk_rows),  # type: ignore[attr-defined]
+            size=int(settings.initial_chunk_rows),  # type: ignore[attr-defined]
+        )
+
+    def _clamp(self, value: float) -> int:
+        return int(max(self.floor, min(self.ceiling, round(value))))
+
+    @property
+    def per_key_ms(self) -> float | None:
+        return statistics.median(self._costs) if self._costs else None
+
+    def observe(self, keys: int, seconds: float) -> int:
+        """Record one committed chunk; returns the new size."""
+        if keys <= 0 or seconds <= 0:
+            return self.size  # an empty chunk says nothing about the cost of a key
+        self.observations += 1
+        self._costs.append(seconds * 1000.0 / keys)
+        while len(self._costs) > self.window:
+            self._costs.popleft()
+        cost = self.per_key_ms
+        assert cost is not None
+        ideal = self.target_ms / max(cost, 1e-9)
+        low, high = self.size / self.max_step, self.size * self.max_step
+        self.size = self._clamp(min(high, max(low, ideal)))
+        return self.size
+
+    def next_size(self, scale: float = 1.0) -> int:
+        """The size to plan now, times the throttle's multiplier (never below the floor)."""
+        return self._clamp(self.size * max(scale, 0.0)) if scale != 1.0 else self.size

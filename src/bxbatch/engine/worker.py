@@ -1,0 +1,214 @@
+"""Chunk workers: claim a pending range, apply it and mark it done, all in ONE transaction.
+
+``apply_chunk_transaction`` is the single place where a chunk transaction runs: timeouts are set
+there (``SET LOCAL``), errors are classified there (retry with backoff, or fail the chunk), so
+throttling and health work can hook in without touching the rest of the engine.
+
+Why this is exactly-once: the ledger row is locked ``FOR UPDATE SKIP LOCKED`` by the transaction
+that does the chunk's work and flips it to ``done`` in the same commit. A crash at any instant
+either commits both or neither; a concurrent worker (in this process or another one on another
+host) skips the locked row and can never take it while it is in flight.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import asyncpg
+import asyncpg.exceptions as pgexc
+
+from ..db import backoff_delay, is_connection_lost, is_retryable
+from ..log import scrub
+from ..profile import Profile
+from ..settings import Settings
+from ..sqlfiles import queries
+from .jobs import Job, render_segments
+
+Q = queries("engine")
+Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+# A chunk meeting one of these raced with the live application (a user table dropped, a view or
+# member deleted between our snapshot and the foreign key check, a table altered under a cached
+# plan): the next attempt sees the new state and does the right thing, so retry it.
+RACE_ERRORS: tuple[type[BaseException], ...] = (
+    pgexc.ForeignKeyViolationError,
+    pgexc.UndefinedTableError,
+    pgexc.InvalidCachedStatementError,
+    pgexc.UniqueViolationError,
+)
+
+
+def should_retry(exc: BaseException) -> bool:
+    return is_retryable(exc) or isinstance(exc, RACE_ERRORS)
+
+
+def _affected(status: str) -> int:
+    tail = status.rsplit(" ", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+@dataclass(frozen=True)
+class PassRef:
+    """What a worker needs to know about the pass it works on."""
+
+    run_id: int
+    job: Job
+    seq: int
+    kind: str  # main | catchup | reconcile
+    profile: Profile
+
+    @property
+    def statement(self) -> str:
+        return "reconcile" if self.kind == "reconcile" else "chunk"
+
+
+@dataclass
+class ChunkResult:
+    chunk_id: int
+    status: str  # done | failed | gone (taken by another process while we backed off)
+    rows: int = 0
+    planned_rows: int = 0
+    seconds: float = 0.0
+    retries: int = 0
+    segments: int = 1
+    error: str | None = None
+
+
+@dataclass
+class WorkerState:
+    """In-memory state of one worker task, written to bxbatch.worker by the heartbeat."""
+
+    idx: int
+    job: str | None = None
+    chunk_id: int | None = None
+    state: str = "idle"
+    chunks_done: int = 0
+    rows_done: int = 0
+
+
+async def _apply(conn: Conn, ref: PassRef, row: asyncpg.Record) -> int:
+    """Run the job's statement for the claimed chunk; returns rows written (or changed)."""
+    job = ref.job
+    lo, hi = int(row["los"][0]), int(row["his"][0])
+    if not job.per_user_table:
+        args = (lo, hi, *job.extra_args(ref.profile))
+        if ref.kind == "reconcile":
+            return int(await conn.fetchval(job.sql("reconcile"), *args))
+        return _affected(await conn.execute(job.sql("chunk"), *args))
+    parts = [int(p) for p in row["parts"]]
+    relnames: list[str] = row["relnames"]
+    live = await conn.fetch(Q["live_user_tables"], parts, relnames, ref.profile.schema)
+    keep = [int(r["i"]) - 1 for r in live]
+    if not keep:
+        return 0  # every table of the chunk was dropped: nothing to seed, the range is done
+    sql = render_segments(job, [relnames[i] for i in keep], ref.profile.schema)
+    status = await conn.execute(
+        sql,
+        [parts[i] for i in keep],
+        [int(row["los"][i]) for i in keep],
+        [int(row["his"][i]) for i in keep],
+    )
+    return _affected(status)
+
+
+async def _claim(conn: Conn, ref: PassRef, chunk_id: int | None) -> asyncpg.Record | None:
+    if chunk_id is None:
+        return await conn.fetchrow(Q["claim_chunk"], ref.run_id, ref.job.name, ref.seq)
+    return await conn.fetchrow(Q["claim_chunk_by_id"], chunk_id)
+
+
+async def apply_chunk_transaction(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    ref: PassRef,
+    worker_label: str,
+    on_claim: Callable[[int], Any] | None = None,
+) -> ChunkResult | None:
+    """Claim one pending chunk of the pass and apply it in one transaction, retrying what is retryable.
+
+    Returns None when no chunk is pending (or all pending ones are in flight elsewhere).
+    """
+    attempt = 0
+    chunk_id: int | None = None
+    retries = 0
+    while True:
+        attempt += 1
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute(
+                    "SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true)",
+                    f"{int(settings.lock_timeout_ms)}ms",
+                    f"{int(settings.statement_timeout_ms)}ms",
+                )
+                claimed = await _claim(conn, ref, chunk_id)
+                if claimed is None:
+                    if chunk_id is None:
+                        return None
+                    return ChunkResult(chunk_id, "gone", retries=retries)
+                chunk_id = int(claimed["id"])
+                if on_claim is not None:
+                    on_claim(chunk_id)
+                t0 = time.monotonic()
+                rows = await _apply(conn, ref, claimed)
+                seconds = time.monotonic() - t0
+                await conn.execute(Q["finish_chunk"], chunk_id, rows, seconds * 1000.0, worker_label)
+            return ChunkResult(
+                chunk_id,
+                "done",
+                rows=rows,
+                planned_rows=int(claimed["planned_rows"]),
+                seconds=seconds,
+                retries=retries,
+                segments=len(claimed["parts"]),
+            )
+        except Exception as exc:
+            if chunk_id is None:
+                # Failed before a chunk was claimed (connection trouble): retry or give up loudly.
+                if is_retryable(exc) and attempt < settings.max_attempts:
+                    await anyio.sleep(backoff_delay(attempt, settings.retry_base_ms, settings.retry_max_ms))
+                    continue
+                raise
+            message = scrub(f"{type(exc).__name__}: {exc}")[:500]
+            if should_retry(exc) and attempt < settings.max_attempts:
+                retries += 1
+                await _note(pool, Q["note_retry"], chunk_id, message)
+                await anyio.sleep(backoff_delay(attempt, settings.retry_base_ms, settings.retry_max_ms))
+                continue
+            if is_connection_lost(exc) and should_retry(exc):
+                raise  # the server is gone for longer than our retries: the run stops, resumable
+            await _note(pool, Q["fail_chunk"], chunk_id, message, worker_label)
+            return ChunkResult(chunk_id, "failed", retries=retries + 1, error=message)
+
+
+async def _note(pool: asyncpg.Pool, sql: str, *args: Any) -> None:
+    """Record a retry or a failure outside the rolled-back chunk transaction (best effort)."""
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute(sql, *args)
+    except Exception as exc:
+        if not should_retry(exc):
+            raise
+
+
+@dataclass
+class WorkerStats:
+    chunks: int = 0
+    rows: int = 0
+    failed: int = 0
+    retries: int = 0
+    longest_s: float = 0.0
+    durations: list[float] = field(default_factory=list)
+
+    def add(self, result: ChunkResult) -> None:
+        self.retries += result.retries
+        if result.status == "done":
+            self.chunks += 1
+            self.rows += result.rows
+            self.longest_s = max(self.longest_s, result.seconds)
+            self.durations.append(result.seconds)
+        elif result.status == "failed":
+            self.failed += 1
