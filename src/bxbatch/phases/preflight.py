@@ -333,4 +333,7 @@ async def run(ctx: RunContext) -> dict[str, Any]:
     for check in report.checks:
         ctx.log.info("preflight_check", check=check.name, status=check.status, reason=check.reason)
     raise_for(report)
+    from ..rollback import record_preexisting  # rollback must never drop what the install already had
+
+    await record_preexisting(ctx.conn, ctx.run_id, ctx.profile.schema)
     return {"server_version_num": report.checks[0].detail["num"], **report.figures()}

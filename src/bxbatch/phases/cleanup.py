@@ -1,0 +1,55 @@
+"""Cleanup phase: ``VACUUM (ANALYZE)`` of every new table, so the planner knows them before users arrive.
+
+VACUUM cannot run in a transaction block: each table is its own autocommit statement, under
+lock_timeout (retried with backoff) and without statement_timeout (a big activity log takes a
+while). The backfilled tables are among the new ones (sql/ddl creates them all).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import asyncpg
+
+from .. import progress
+from ..context import RunContext
+from ..db import qualified, retrying
+from ..expected import expected_schema
+from ..settings import Settings
+
+EXISTING_SQL = "SELECT relname FROM pg_class WHERE relnamespace = to_regnamespace($1) AND relname = ANY($2::text[])"
+
+
+async def vacuum_tables(conn: asyncpg.Connection, settings: Settings, schema: str, log: Any) -> dict[str, Any]:
+    wanted = list(expected_schema().tables)
+    present = {r["relname"] for r in await conn.fetch(EXISTING_SQL, schema, wanted)}
+    tables = [t for t in wanted if t in present]
+    started = time.monotonic()
+    retries = 0
+    await conn.execute(f"SET lock_timeout = {int(settings.lock_timeout_ms)}")
+    await conn.execute("SET statement_timeout = 0")
+    try:
+        with progress.bar(settings, total=len(tables), desc="vacuum analyze", unit="table") as bar:
+            for table in tables:
+                t0 = time.monotonic()
+
+                def note(attempt: int, exc: BaseException, delay: float, table: str = table) -> None:
+                    nonlocal retries
+                    retries += 1
+                    log.warning("vacuum_retry", table=table, attempt=attempt, error=type(exc).__name__, delay_s=delay)
+
+                async def vacuum(table: str = table) -> None:
+                    await conn.execute(f"VACUUM (ANALYZE) {qualified(schema, table)}")
+
+                await retrying(vacuum, settings, on_retry=note)
+                log.debug("table_vacuumed", table=table, seconds=round(time.monotonic() - t0, 3))
+                bar.update(1)
+    finally:
+        if not conn.is_closed():
+            await conn.execute("RESET lock_timeout; RESET statement_timeout")
+    return {"tables_vacuumed": len(tables), "retries": retries, "vacuum_seconds": round(time.monotonic() - started, 3)}
+
+
+async def run(ctx: RunContext) -> dict[str, Any]:
+    return await vacuum_tables(ctx.conn, ctx.settings, ctx.profile.schema, ctx.log)

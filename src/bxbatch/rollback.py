@@ -1,0 +1,228 @@
+"""``bxbatch rollback``: remove what bxbatch added, in reverse order, each step recorded and resumable.
+
+Order: activity triggers on user tables, foreign keys, indexes, the new tables of sql/ddl, the
+trigger function, and the ``bxbatch`` schema (the ledger) last. What to remove is derived from
+the DDL parse trees and the catalog, minus what the install already had before bxbatch first
+changed anything (``bxbatch.preexisting``): base tables are never touched. Each step is one
+short transaction under lock_timeout (retried), recorded in ``bxbatch.rollback_step`` in the
+same transaction, so an interrupted rollback continues where it stopped; every statement is
+also ``IF EXISTS``, so a second rollback is a no-op.
+
+The alternative is restoring the verified backup (README, "Rolling back").
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from . import ledger
+from .db import connect, qualified, quote_ident, retrying
+from .errors import RollbackRefused
+from .expected import expected_schema
+from .log import get_logger
+from .profile import GUIDE, Profile
+from .settings import Settings
+from .sqlfiles import queries
+
+Q = queries("rollback")
+SCHEMA_STEP = "schema:bxbatch"
+
+
+@dataclass(frozen=True)
+class Step:
+    key: str  # kind:name, unique; the ledger records it
+    sql: str
+
+
+@dataclass
+class RollbackResult:
+    steps: list[Step]
+    done: int
+    skipped: int
+    seconds: float
+    app_data: list[str]
+
+
+async def record_preexisting(conn: asyncpg.Connection, run_id: int | None, schema: str = "public") -> bool:
+    """Before bxbatch's first DDL: remember which of its objects the install already had. Once per database."""
+    if await conn.fetchval(Q["preexisting_taken"]):
+        return False
+    if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM bxbatch.ddl_file)"):
+        return False  # DDL applied by a bxbatch without this record: nothing trustworthy to take
+    exp = expected_schema()
+    async with conn.transaction():
+        await conn.execute(
+            Q["record_preexisting"],
+            schema,
+            list(exp.tables),
+            list(exp.indexes),
+            [c.name for c in exp.foreign_keys],
+            list(exp.functions),
+        )
+        await conn.execute(Q["mark_preexisting_taken"], run_id)
+    return True
+
+
+async def _preexisting(conn: asyncpg.Connection) -> set[tuple[str, str]]:
+    if not await conn.fetchval(Q["safety_ledger_present"]):
+        return set()
+    return {(r["kind"], r["name"]) for r in await conn.fetch(Q["preexisting"])}
+
+
+async def plan_steps(conn: asyncpg.Connection, profile: Profile = GUIDE) -> list[Step]:
+    """The steps still to do, in order, from the catalog as it is now."""
+    from .phases.triggers import TRIGGER_NAME
+
+    schema = profile.schema
+    exp = expected_schema()
+    ledger_present = await ledger.ledger_exists(conn)
+    if not ledger_present:
+        return []  # no ledger: bxbatch never ran here, or its rollback finished
+    kept = await _preexisting(conn)
+    steps: list[Step] = []
+    for r in await conn.fetch(Q["tables_with_trigger"], schema, TRIGGER_NAME):
+        steps.append(
+            Step(
+                f"trigger:{r['relname']}",
+                f"DROP TRIGGER IF EXISTS {quote_ident(TRIGGER_NAME)} ON {qualified(schema, r['relname'])}",
+            )
+        )
+    present_fks = {
+        r["conname"]: r["relname"]
+        for r in await conn.fetch(Q["constraints_present"], schema, [c.name for c in exp.foreign_keys])
+    }
+    for con in reversed(exp.foreign_keys):
+        if con.name in present_fks and ("constraint", con.name) not in kept:
+            table = present_fks[con.name]
+            steps.append(
+                Step(
+                    f"constraint:{con.name}",
+                    f"ALTER TABLE {qualified(schema, table)} DROP CONSTRAINT IF EXISTS {quote_ident(con.name)}",
+                )
+            )
+    present = {r["relname"] for r in await conn.fetch(Q["relations_present"], schema, [*exp.indexes, *exp.tables])}
+    for name in reversed(list(exp.indexes)):
+        if name in present and ("index", name) not in kept:
+            steps.append(Step(f"index:{name}", f"DROP INDEX IF EXISTS {qualified(schema, name)}"))
+    for table in reversed(list(exp.tables)):
+        if table in present and ("table", table) not in kept:
+            steps.append(Step(f"table:{table}", f"DROP TABLE IF EXISTS {qualified(schema, table)}"))
+    for fn, fn_schema in exp.functions.items():
+        if ("function", fn) not in kept and await conn.fetchval(Q["function_present"], fn_schema, fn):
+            steps.append(Step(f"function:{fn}", f"DROP FUNCTION IF EXISTS {qualified(fn_schema, fn)}()"))
+    steps.append(Step(SCHEMA_STEP, "DROP SCHEMA IF EXISTS bxbatch CASCADE"))
+    return steps
+
+
+async def application_data(conn: asyncpg.Connection, profile: Profile = GUIDE) -> list[str]:
+    """Data in the new tables that no bxbatch backfill wrote: what a rollback would destroy."""
+    from .engine.jobs import load_jobs
+
+    exp = expected_schema()
+    targets = {job.target for job in load_jobs()}
+    kept = {name for kind, name in await _preexisting(conn) if kind == "table"}
+    present = {r["relname"] for r in await conn.fetch(Q["relations_present"], profile.schema, list(exp.tables))}
+    found: list[str] = []
+    for table in exp.tables:
+        if table in present and table not in kept and table not in targets:
+            sql = f"SELECT EXISTS (SELECT 1 FROM {qualified(profile.schema, table)})"
+            if await conn.fetchval(sql):
+                found.append(f"{table} has rows (no backfill writes it: the application did)")
+    run_end = await conn.fetchval(Q["last_run_end"])
+    if run_end is not None:
+        if "database_activitylog" in present and "database_activitylog" not in kept:
+            n = await conn.fetchval(Q["activity_after"], run_end)
+            if n:
+                found.append(
+                    f"database_activitylog has {n} entries newer than the run's end ({run_end:%Y-%m-%d %H:%M})"
+                )
+        if "database_permission" in present and "database_permission" not in kept:
+            n = await conn.fetchval(Q["permissions_after"], run_end)
+            if n:
+                found.append(f"database_permission has {n} permissions granted after the run's end")
+    return found
+
+
+async def rollback(
+    conn: asyncpg.Connection,
+    settings: Settings,
+    *,
+    profile: Profile = GUIDE,
+    force: bool = False,
+    log: Any = None,
+) -> RollbackResult:
+    """Run the remaining steps. Refuses (RollbackRefused) when new tables hold application data, unless ``force``."""
+    log = log or get_logger("bxbatch")
+    started = time.monotonic()
+    async with ledger.advisory_lock(conn, ledger.LOCK_DDL, "changing the schema"):
+        steps = await plan_steps(conn, profile)
+        if not steps:
+            log.info("rollback_nothing_to_do")
+            return RollbackResult([], 0, 0, 0.0, [])
+        app_data = await application_data(conn, profile)
+        if app_data and not force:
+            raise RollbackRefused(
+                f"rollback would destroy data written by the application: {'; '.join(app_data[:3])}",
+                hint="export what you need first, then pass --force; or restore the verified backup instead",
+            )
+        done_keys = (
+            {r["step"] for r in await conn.fetch(Q["steps_done"])}
+            if await conn.fetchval(Q["safety_ledger_present"])
+            else set()
+        )
+        done = skipped = 0
+        for step in steps:
+            if step.key in done_keys:
+                skipped += 1
+                continue
+            t0 = time.monotonic()
+
+            async def apply(step: Step = step, t0: float = t0) -> None:
+                async with conn.transaction():
+                    await conn.execute(f"SET LOCAL lock_timeout = {int(settings.lock_timeout_ms)}")
+                    await conn.execute(f"SET LOCAL statement_timeout = {int(settings.statement_timeout_ms)}")
+                    await conn.execute(step.sql)
+                    if step.key != SCHEMA_STEP and await conn.fetchval(Q["safety_ledger_present"]):
+                        await conn.execute(Q["record_step"], step.key, int((time.monotonic() - t0) * 1000))
+
+            def note(attempt: int, exc: BaseException, delay: float, step: Step = step) -> None:
+                log.warning("rollback_retry", step=step.key, attempt=attempt, error=type(exc).__name__, delay_s=delay)
+
+            await retrying(apply, settings, on_retry=note)
+            done += 1
+            log.info("rollback_step_done", step=step.key, ms=int((time.monotonic() - t0) * 1000))
+    seconds = round(time.monotonic() - started, 3)
+    log.info("rollback_finished", steps=done, skipped=skipped, seconds=seconds)
+    return RollbackResult(steps, done, skipped, seconds, app_data)
+
+
+async def rollback_database(settings: Settings, *, confirmed: bool, force: bool = False) -> RollbackResult:
+    """The library call behind ``bxbatch rollback``: without ``confirmed`` it lists the steps and refuses."""
+    conn = await connect(settings, role="rollback")
+    try:
+        if not confirmed:
+            steps = await plan_steps(conn)
+            if not steps:
+                return RollbackResult([], 0, 0, 0.0, [])
+            listing = ", ".join(s.key for s in steps[:5]) + (f" and {len(steps) - 5} more" if len(steps) > 5 else "")
+            raise RollbackRefused(
+                f"rollback would run {len(steps)} step(s): {listing}",
+                hint="pass --yes to roll back (`bxbatch rollback --plan` lists every step)",
+            )
+        return await rollback(conn, settings, force=force)
+    finally:
+        await conn.close()
+
+
+async def rollback_plan(settings: Settings) -> dict[str, Any]:
+    conn = await connect(settings, role="rollback")
+    try:
+        steps = await plan_steps(conn)
+        app_data = await application_data(conn) if steps else []
+        return {"steps": [{"step": s.key, "sql": s.sql} for s in steps], "application_data": app_data}
+    finally:
+        await conn.close()
