@@ -14,7 +14,7 @@ from .context import RunContext
 from .db import connect
 from .errors import BxbatchError, Interrupted
 from .log import get_logger
-from .phases import backfill, backup, constraints, indexes, preflight, schema, triggers
+from .phases import backfill, backup, cleanup, constraints, indexes, preflight, schema, triggers, validate
 from .settings import Settings
 from .sqlfiles import ddl_files
 
@@ -44,6 +44,8 @@ PHASES: list[tuple[str, PhaseFn]] = [
     ("backfill", backfill.run),
     ("indexes", indexes.run),
     ("constraints", constraints.run),
+    ("validate", validate.run),
+    ("cleanup", cleanup.run),
 ]
 
 ALWAYS_RERUN = {"preflight"}
