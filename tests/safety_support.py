@@ -97,3 +97,27 @@ async def catalog_snapshot(conn: asyncpg.Connection) -> dict[str, list[tuple[Any
     for name, sql in CATALOG_QUERIES.items():
         snap[name] = sorted(tuple(str(v) for v in r.values()) for r in await conn.fetch(sql))
     return snap
+
+
+SMALL_SCALE = 0.01
+
+
+async def build_small_install(dsn: str) -> None:
+    """A synthetic install (every data trap of synth), before the migration."""
+    from bxbatch.synth import SynthSpec, build_install
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await build_install(conn, SynthSpec(scale=SMALL_SCALE, seed=7))
+    finally:
+        await conn.close()
+
+
+async def build_migrated_install(dsn: str) -> None:
+    """The same install after a complete `bxbatch run` (no backup)."""
+    from bxbatch.app import run_migration
+    from bxbatch.settings import Settings
+
+    await build_small_install(dsn)
+    summary = await run_migration(Settings(dsn=dsn, progress=False, no_backup=True))
+    assert summary.status == "completed"

@@ -75,8 +75,6 @@ async def _preexisting(conn: asyncpg.Connection) -> set[tuple[str, str]]:
 
 async def plan_steps(conn: asyncpg.Connection, profile: Profile = GUIDE) -> list[Step]:
     """The steps still to do, in order, from the catalog as it is now."""
-    from .phases.triggers import TRIGGER_NAME
-
     schema = profile.schema
     exp = expected_schema()
     ledger_present = await ledger.ledger_exists(conn)
@@ -84,11 +82,11 @@ async def plan_steps(conn: asyncpg.Connection, profile: Profile = GUIDE) -> list
         return []  # no ledger: bxbatch never ran here, or its rollback finished
     kept = await _preexisting(conn)
     steps: list[Step] = []
-    for r in await conn.fetch(Q["tables_with_trigger"], schema, TRIGGER_NAME):
+    for r in await conn.fetch(Q["activity_triggers"], schema, list(exp.functions)):
         steps.append(
             Step(
-                f"trigger:{r['relname']}",
-                f"DROP TRIGGER IF EXISTS {quote_ident(TRIGGER_NAME)} ON {qualified(schema, r['relname'])}",
+                f"trigger:{r['relname']}.{r['tgname']}",
+                f"DROP TRIGGER IF EXISTS {quote_ident(r['tgname'])} ON {qualified(schema, r['relname'])}",
             )
         )
     present_fks = {

@@ -21,10 +21,11 @@ from ..log import get_logger
 from ..profile import GUIDE, Profile
 from ..settings import Settings
 from ..sqlfiles import queries
-from .triggers import TRIGGER_NAME, user_tables
+from .triggers import user_tables
 
 Q = queries("validate")
 SAMPLE = 5
+ALL_EVENTS = 4 | 8 | 16  # pg_trigger.tgtype bits: INSERT, DELETE, UPDATE
 
 
 @dataclass
@@ -161,16 +162,21 @@ async def _backfills(conn: asyncpg.Connection, profile: Profile, tables: list[tu
 
 
 async def _triggers(conn: asyncpg.Connection, profile: Profile, tables: list[tuple[int, str]]) -> Finding:
+    """Every user table logs inserts, updates and deletes through the activity functions; no other table does."""
     finding = Finding("triggers", len(tables))
-    have = {r["relname"]: r["enabled"] for r in await conn.fetch(Q["triggers"], profile.schema, TRIGGER_NAME)}
+    functions = list(expected_schema().functions)
+    have = {r["relname"]: r for r in await conn.fetch(Q["triggers"], profile.schema, functions)}
     wanted = {relname for _id, relname in tables}
     for relname in sorted(wanted):
-        if relname not in have:
-            finding.fail(relname, f"activity trigger {TRIGGER_NAME} missing")
-        elif not have[relname]:
-            finding.fail(relname, f"activity trigger {TRIGGER_NAME} is disabled")
+        row = have.get(relname)
+        if row is None:
+            finding.fail(relname, "activity trigger missing")
+        elif row["events"] != ALL_EVENTS:
+            finding.fail(relname, f"activity trigger(s) {row['names']} do not cover insert, update and delete")
+        elif not row["enabled"]:
+            finding.fail(relname, f"activity trigger(s) {row['names']} disabled")
     for relname in sorted(set(have) - wanted):
-        finding.fail(relname, f"activity trigger on a table that is not a user table ({relname})")
+        finding.fail(relname, f"activity trigger on a table that is not a user table ({have[relname]['names']})")
     return finding
 
 

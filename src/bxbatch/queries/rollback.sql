@@ -26,12 +26,14 @@ INSERT INTO bxbatch.preexisting_taken (run_id) VALUES ($1) ON CONFLICT DO NOTHIN
 -- name: preexisting
 SELECT kind, name FROM bxbatch.preexisting
 
--- name: tables_with_trigger
-SELECT c.relname
+-- name: activity_triggers
+-- Every trigger calling one of bxbatch's functions ($2), whatever its name.
+SELECT c.relname, t.tgname
 FROM pg_trigger t
 JOIN pg_class c ON c.oid = t.tgrelid
-WHERE c.relnamespace = to_regnamespace($1) AND t.tgname = $2 AND NOT t.tgisinternal
-ORDER BY c.relname
+JOIN pg_proc p ON p.oid = t.tgfoid
+WHERE c.relnamespace = to_regnamespace($1) AND NOT t.tgisinternal AND p.proname = ANY($2::text[])
+ORDER BY c.relname, t.tgname
 
 -- name: constraints_present
 SELECT k.conname, c.relname

@@ -119,11 +119,17 @@ FROM database_activitylog
 WHERE action_type = 'row_created' AND table_id IS NOT NULL AND NOT (table_id = ANY($1::integer[]))
 
 -- name: triggers
--- Tables carrying the activity trigger, enabled or not.
-SELECT c.relname, t.tgenabled <> 'D' AS enabled
+-- Tables carrying triggers that call the activity functions ($2): the events they cover
+-- (tgtype bits INSERT 4, DELETE 8, UPDATE 16) and whether all are enabled.
+SELECT c.relname,
+       bit_or(t.tgtype::integer) & 28 AS events,
+       bool_and(t.tgenabled <> 'D') AS enabled,
+       string_agg(t.tgname, ', ' ORDER BY t.tgname) AS names
 FROM pg_trigger t
 JOIN pg_class c ON c.oid = t.tgrelid
-WHERE c.relnamespace = to_regnamespace($1) AND t.tgname = $2 AND NOT t.tgisinternal
+JOIN pg_proc p ON p.oid = t.tgfoid
+WHERE c.relnamespace = to_regnamespace($1) AND NOT t.tgisinternal AND p.proname = ANY($2::text[])
+GROUP BY c.relname
 
 -- name: permission_orphans
 SELECT count(*) AS n,
