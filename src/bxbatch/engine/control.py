@@ -1,0 +1,254 @@
+"""Control from anywhere: the operator's control row, the throttle's ledger records, and the run's safety guard.
+
+``bxbatch pause|continue|cancel|set concurrency=N`` (any host) write ``bxbatch.control`` and
+``NOTIFY bxbatch_control``; every process of the run reads the row on its own connection about
+every ``control_interval_s`` and at once on the notification, so workers obey before their next
+chunk. The same loop writes the throttle's state and decisions to the ledger for ``status``.
+
+``guard`` wraps the engine's work: health monitor, control loop, signal registration, and a
+final, shielded, time-bounded save of the throttle's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import asyncpg
+
+from ..db import backoff_delay, connect, is_retryable
+from ..errors import NothingToResume, UsageError
+from ..settings import Settings
+from ..sqlfiles import queries
+from . import stopping
+from .health import HealthMonitor
+from .throttle import Throttle
+
+Q = queries("control")
+CHANNEL = "bxbatch_control"
+ACTIONS = ("pause", "continue", "cancel", "set")
+
+
+class ControlLoop:
+    """Reads the control row and applies it to the throttle; writes the throttle's state and decisions."""
+
+    def __init__(self, settings: Settings, run_id: int, throttle: Throttle, log: Any) -> None:
+        self.settings = settings
+        self.run_id = run_id
+        self.throttle = throttle
+        self.log = log
+        self.pid = os.getpid()
+        self._wake = asyncio.Event()
+        self.seen: tuple[str, int | None] | None = None
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
+        if str(payload) in (str(self.run_id), ""):
+            self._wake.set()
+
+    def apply(self, state: str, concurrency: int | None, by: str | None) -> None:
+        """Make the throttle match the control row (idempotent: called on every poll)."""
+        who = f" by {by}" if by else ""
+        if concurrency is not None:
+            self.throttle.set_ceiling(concurrency, f"concurrency set to {concurrency}{who}")
+        if state == "paused":
+            self.throttle.operator_pause(f"paused{who} (`bxbatch continue` resumes)")
+        elif state == "running":
+            self.throttle.operator_continue(f"continued{who}")
+        elif state == "cancelled":
+            self.throttle.request_stop(f"cancelled{who}")
+        if self.seen != (state, concurrency):
+            self.seen = (state, concurrency)
+
+    async def poll_once(self, conn: asyncpg.Connection) -> None:
+        row = await conn.fetchrow(Q["get_control"], self.run_id)
+        if row is not None:
+            self.apply(row["state"], row["concurrency"], row["updated_by"])
+        await self.save(conn)
+
+    async def save(self, conn: asyncpg.Connection) -> None:
+        state = self.throttle.state()
+        unsaved, self.throttle.unsaved = self.throttle.unsaved, []
+        try:
+            async with conn.transaction():
+                await conn.execute(
+                    Q["save_throttle_state"],
+                    self.run_id,
+                    self.settings.host,
+                    self.pid,
+                    state["concurrency"],
+                    state["max_concurrency"],
+                    state["chunk_scale"],
+                    state["paused"],
+                    state["stopping"],
+                    state["reason"],
+                    json.dumps(state["signals"]),
+                    state["paused_seconds"],
+                    state["throttled_seconds"],
+                )
+                if unsaved:
+                    await conn.execute(
+                        Q["insert_throttle_events"],
+                        self.run_id,
+                        self.settings.host,
+                        self.pid,
+                        json.dumps([d.as_dict() for d in unsaved]),
+                    )
+        except BaseException:
+            self.throttle.unsaved[:0] = unsaved  # keep them for the next attempt
+            raise
+
+    async def run(self) -> None:
+        conn: asyncpg.Connection | None = None
+        failures = 0
+        try:
+            while True:
+                try:
+                    if conn is None or conn.is_closed():
+                        conn = await connect(self.settings, role="control")
+                        await conn.add_listener(CHANNEL, self._on_notify)
+                    await self.poll_once(conn)
+                    failures = 0
+                except Exception as exc:
+                    if not is_retryable(exc):
+                        raise
+                    failures += 1
+                    if failures == 1:
+                        self.log.warning("control_unavailable", error=type(exc).__name__)
+                    if conn is not None:
+                        conn.terminate()
+                        conn = None
+                    await asyncio.sleep(backoff_delay(failures, 200, 5_000))
+                    continue
+                self._wake.clear()
+                with anyio.move_on_after(self.settings.control_interval_s):
+                    await self._wake.wait()
+        finally:
+            if conn is not None:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(3):
+                    try:
+                        await self.save(conn)
+                    except Exception as exc:
+                        self.log.warning("throttle_state_not_saved", error=type(exc).__name__)
+                    await conn.close()
+
+
+@asynccontextmanager
+async def guard(settings: Settings, run_id: int, throttle: Throttle, log: Any) -> AsyncIterator[HealthMonitor | None]:
+    """Health signals, the control loop and signal-driven stopping around the engine's work."""
+    if throttle.log is None:
+        throttle.log = log
+    monitor: HealthMonitor | None = None
+    if settings.throttle:
+        monitor = HealthMonitor(settings, throttle.observe, log)
+        await monitor.measure_baseline()
+    control = ControlLoop(settings, run_id, throttle, log)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(control.run, name="control")
+        if monitor is not None:
+            tg.start_soon(monitor.run, name="health")
+        with stopping.registered(throttle):
+            try:
+                yield monitor
+            finally:
+                tg.cancel_scope.cancel()
+
+
+# --- what the operator commands call -------------------------------------------------------------
+async def send(settings: Settings, action: str, concurrency: int | None = None) -> dict[str, Any]:
+    """Write the control row of the newest unfinished run and notify its processes."""
+    if action not in ACTIONS:
+        raise UsageError(f"unknown control action {action!r}", hint=", ".join(ACTIONS))
+    if action == "set" and (concurrency is None or concurrency < 1):
+        raise UsageError("set needs concurrency=N with N >= 1", hint="e.g. bxbatch set concurrency=2")
+    state = {"pause": "paused", "continue": "running", "cancel": "cancelled", "set": None}[action]
+    by = f"{settings.host}:{os.getpid()}"
+    conn = await connect(settings, role="control-cli")
+    try:
+        if await conn.fetchval("SELECT to_regclass('bxbatch.control') IS NULL"):
+            raise NothingToResume("no bxbatch run in this database", hint="start one with `bxbatch run`")
+        async with conn.transaction():
+            run = await conn.fetchrow(Q["target_run"])
+            if run is None:
+                raise NothingToResume(
+                    "no unfinished bxbatch run to control", hint="`bxbatch status` shows the last run"
+                )
+            row = await conn.fetchrow(Q["set_control"], run["id"], state, concurrency, by)
+            await conn.execute(Q["notify_control"], str(run["id"]))
+        assert row is not None
+        return {
+            "run_id": int(run["id"]),
+            "run_status": run["status"],
+            "state": row["state"],
+            "concurrency": row["concurrency"],
+        }
+    finally:
+        await conn.close()
+
+
+async def prepare_attempt(conn: asyncpg.Connection, run_id: int, settings: Settings) -> str | None:
+    """At the start of a (re)attempt: a cancel is spent; a pause stays. Returns the control state."""
+    if await conn.fetchval("SELECT to_regclass('bxbatch.control') IS NULL"):
+        return None
+    await conn.execute(Q["reset_cancelled"], run_id, f"{settings.host}:{os.getpid()} (new attempt)")
+    state = await conn.fetchval("SELECT state FROM bxbatch.control WHERE run_id = $1", run_id)
+    return None if state is None else str(state)
+
+
+# --- what `bxbatch status` shows ------------------------------------------------------------------
+async def status_section(conn: asyncpg.Connection, run_id: int | None, live_seconds: float = 10.0) -> dict[str, Any]:
+    if run_id is None or await conn.fetchval("SELECT to_regclass('bxbatch.control') IS NULL"):
+        return {"control": None, "throttle": [], "throttle_events": [], "failed_keys": [], "failed_key_count": 0}
+    control = await conn.fetchrow(Q["get_control"], run_id)
+    states = [dict(r) for r in await conn.fetch(Q["throttle_states"], run_id, live_seconds)]
+    for s in states:
+        s["signals"] = json.loads(s["signals"]) if isinstance(s["signals"], str) else s["signals"]
+    events = [dict(r) for r in await conn.fetch(Q["recent_throttle_events"], run_id, 5)]
+    for e in events:
+        e["signals"] = json.loads(e["signals"]) if isinstance(e["signals"], str) else e["signals"]
+    keys = [dict(r) for r in await conn.fetch(Q["failed_keys"], run_id, 50)]
+    return {
+        "control": dict(control) if control else None,
+        "throttle": states,
+        "throttle_events": events,
+        "failed_keys": keys,
+        "failed_key_count": int(await conn.fetchval(Q["count_failed_keys"], run_id)),
+    }
+
+
+def render_status_lines(report: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    control = report.get("control")
+    if control and (control["state"] != "running" or control["concurrency"] is not None):
+        extra = f", concurrency ceiling {control['concurrency']}" if control["concurrency"] else ""
+        by = f" by {control['updated_by']}" if control["updated_by"] else ""
+        lines.append(f"control: {control['state']}{extra} (set {control['updated_at']:%H:%M:%S}{by})")
+    for s in report.get("throttle", []):
+        if not s["live"]:
+            continue
+        if s["stopping"]:
+            what = f"stopping: {s['reason']}"
+        elif s["paused"] or s["concurrency"] < s["max_concurrency"] or s["chunk_scale"] < 1:
+            what = s["reason"] or "throttled"
+        else:
+            what = "full speed"
+        lines.append(
+            f"throttle {s['host']}:{s['pid']}: concurrency {s['concurrency']}/{s['max_concurrency']}, "
+            f"chunk scale {s['chunk_scale']:.2g}; {what}"
+            + (
+                f" (paused {s['paused_seconds']:.0f}s, held back {s['throttled_seconds']:.0f}s)"
+                if s["paused_seconds"] or s["throttled_seconds"]
+                else ""
+            )
+        )
+    count = report.get("failed_key_count", 0)
+    if count:
+        lines.append(f"failed keys: {count} (fix the rows, then `bxbatch resume` retries them)")
+        for k in report.get("failed_keys", []):
+            where = k["relname"] or k["job"]
+            lines.append(f"  {k['job']} {where} key {k['key']}: {k['error']}")
+    return lines

@@ -1,0 +1,75 @@
+-- Named queries on the live-safety ledger tables. Loaded by sqlfiles.queries("control").
+
+-- name: target_run
+-- The run an operator command acts on: the newest one still running (or interrupted).
+SELECT id, status, host, pid FROM bxbatch.run
+WHERE status IN ('running', 'interrupted')
+ORDER BY id DESC
+LIMIT 1
+
+-- name: set_control
+INSERT INTO bxbatch.control (run_id, state, concurrency, updated_by)
+VALUES ($1, coalesce($2, 'running'), $3, $4)
+ON CONFLICT (run_id) DO UPDATE
+SET state = coalesce($2, bxbatch.control.state),
+    concurrency = coalesce($3, bxbatch.control.concurrency),
+    updated_at = now(),
+    updated_by = $4
+RETURNING state, concurrency
+
+-- name: notify_control
+SELECT pg_notify('bxbatch_control', $1::text)
+
+-- name: get_control
+SELECT state, concurrency, updated_at, updated_by FROM bxbatch.control WHERE run_id = $1
+
+-- name: reset_cancelled
+-- A new attempt at a cancelled run starts again (a pause stays: the operator lifts it).
+UPDATE bxbatch.control SET state = 'running', updated_at = now(), updated_by = $2
+WHERE run_id = $1 AND state = 'cancelled'
+
+-- name: save_throttle_state
+INSERT INTO bxbatch.throttle_state (run_id, host, pid, concurrency, max_concurrency, chunk_scale, paused,
+                                    stopping, reason, signals, paused_seconds, throttled_seconds)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12)
+ON CONFLICT (run_id, host, pid) DO UPDATE
+SET concurrency = EXCLUDED.concurrency, max_concurrency = EXCLUDED.max_concurrency,
+    chunk_scale = EXCLUDED.chunk_scale, paused = EXCLUDED.paused, stopping = EXCLUDED.stopping,
+    reason = EXCLUDED.reason, signals = EXCLUDED.signals, paused_seconds = EXCLUDED.paused_seconds,
+    throttled_seconds = EXCLUDED.throttled_seconds, updated_at = now()
+
+-- name: insert_throttle_events
+INSERT INTO bxbatch.throttle_event (run_id, at, host, pid, action, concurrency, max_concurrency, chunk_scale,
+                                    paused, reason, signals)
+SELECT $1, to_timestamp(e.at), $2, $3, e.action, e.concurrency, e.max_concurrency, e.chunk_scale, e.paused,
+       e.reason, e.signals
+FROM jsonb_to_recordset($4::jsonb) AS e(at float8, action text, concurrency int, max_concurrency int,
+                                        chunk_scale float8, paused boolean, reason text, signals jsonb)
+
+-- name: throttle_states
+SELECT host, pid, concurrency, max_concurrency, chunk_scale, paused, stopping, reason, signals,
+       paused_seconds, throttled_seconds, updated_at,
+       updated_at > now() - make_interval(secs => $2) AS live
+FROM bxbatch.throttle_state WHERE run_id = $1
+ORDER BY updated_at DESC
+
+-- name: recent_throttle_events
+SELECT at, host, pid, action, concurrency, max_concurrency, chunk_scale, paused, reason, signals
+FROM bxbatch.throttle_event WHERE run_id = $1
+ORDER BY id DESC
+LIMIT $2
+
+-- name: record_failed_key
+INSERT INTO bxbatch.failed_key (run_id, job, seq, part, relname, key, chunk_id, sqlstate, error)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT (run_id, job, seq, part, key) DO UPDATE
+SET error = EXCLUDED.error, sqlstate = EXCLUDED.sqlstate, chunk_id = EXCLUDED.chunk_id, recorded_at = now()
+
+-- name: failed_keys
+SELECT job, seq, part, relname, key, sqlstate, error, recorded_at
+FROM bxbatch.failed_key WHERE run_id = $1
+ORDER BY job, part, key
+LIMIT $2
+
+-- name: count_failed_keys
+SELECT count(*) FROM bxbatch.failed_key WHERE run_id = $1

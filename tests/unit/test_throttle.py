@@ -1,0 +1,259 @@
+"""The throttle's decisions (AIMD on health signals, pauses, the operator's ceiling), on a fake clock."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from bxbatch.engine.health import Signal, probe_limit_ms, signals_from_snapshot
+from bxbatch.engine.throttle import MIN_CHUNK_SCALE, Throttle, eta_seconds
+from bxbatch.settings import Settings
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+def make(concurrency: int = 8, **kw: object) -> tuple[Throttle, Clock]:
+    clock = Clock()
+    return Throttle(Settings(concurrency=concurrency, **kw), clock=clock, wall=clock), clock  # type: ignore[arg-type]
+
+
+LAG_OK = Signal("replication_lag_bytes", 1 * 2**20, 8 * 2**20, 16 * 2**20, "bytes")
+LAG_BAD = Signal("replication_lag_bytes", 12 * 2**20, 8 * 2**20, 16 * 2**20, "bytes")
+LAG_CRIT = Signal("replication_lag_bytes", 20 * 2**20, 8 * 2**20, 16 * 2**20, "bytes")
+
+
+def test_signal_levels_and_descriptions() -> None:
+    assert LAG_OK.level == "ok"
+    assert LAG_BAD.level == "bad"
+    assert LAG_CRIT.level == "critical"
+    assert LAG_BAD.describe() == "replication lag 12 MB > 8 MB"
+    assert LAG_CRIT.describe() == "replication lag 20 MB > 16 MB"
+    assert Signal("probe_latency", 3.25, 2.0, 4.0, "ms").describe() == "probe latency 3.2 ms > 2.0 ms"
+
+
+def test_a_bad_signal_cuts_at_once_and_again_only_after_the_cut_interval() -> None:
+    throttle, clock = make(8)
+    decision = throttle.observe("health", [LAG_BAD])
+    assert decision is not None and decision.action == "cut"
+    assert (throttle.concurrency, throttle.chunk_scale) == (4, 0.5)
+    assert throttle.reason == "throttled: replication lag 12 MB > 8 MB"
+    assert decision.signals == ["replication lag 12 MB > 8 MB"]
+    clock.advance(0.5)
+    assert throttle.observe("health", [LAG_BAD]) is None  # still within the cut interval
+    assert throttle.concurrency == 4
+    clock.advance(0.6)
+    throttle.observe("health", [LAG_BAD])
+    assert (throttle.concurrency, throttle.chunk_scale) == (2, 0.25)
+    for _ in range(10):
+        clock.advance(1.1)
+        throttle.observe("health", [LAG_BAD])
+    assert throttle.concurrency == 1
+    assert throttle.chunk_scale == MIN_CHUNK_SCALE  # floors, never zero
+    assert not throttle.paused
+
+
+def test_recovery_is_gradual_and_needs_a_clear_interval() -> None:
+    throttle, clock = make(4)
+    throttle.observe("health", [LAG_BAD])
+    assert (throttle.concurrency, throttle.chunk_scale) == (2, 0.5)
+    clock.advance(1.0)
+    assert throttle.observe("health", [LAG_OK]) is None  # clear, but not long enough
+    steps = []
+    for _ in range(20):
+        clock.advance(1.0)
+        d = throttle.observe("health", [LAG_OK])
+        if d is not None:
+            steps.append((d.action, d.concurrency, d.chunk_scale))
+    assert steps == [("recover", 3, 1.0), ("recover", 4, 1.0)]
+    assert not throttle.throttled
+    assert throttle.reason is None
+
+
+def test_a_bad_reading_during_recovery_cuts_again() -> None:
+    throttle, clock = make(8)
+    throttle.observe("health", [LAG_BAD])
+    clock.advance(3)
+    throttle.observe("health", [LAG_OK])
+    clock.advance(3)
+    throttle.observe("health", [LAG_OK])
+    assert throttle.concurrency == 5
+    throttle.observe("health", [LAG_BAD])
+    assert throttle.concurrency == 3
+
+
+def test_a_critical_signal_pauses_until_it_clears_then_restarts_from_one() -> None:
+    throttle, clock = make(6)
+    d = throttle.observe("health", [LAG_CRIT])
+    assert d is not None and d.action == "pause" and d.paused
+    assert throttle.paused
+    assert throttle.reason == "paused: replication lag 20 MB > 16 MB"
+    clock.advance(5)
+    assert throttle.observe("health", [LAG_CRIT]) is None  # no repeated decisions while paused
+    d = throttle.observe("health", [LAG_BAD])
+    assert d is not None and d.action == "unpause"
+    assert not throttle.paused and throttle.concurrency == 1
+    assert throttle.paused_seconds == pytest.approx(5.0)
+
+
+def test_signals_from_several_sources_combine() -> None:
+    throttle, _ = make(8)
+    probe = Signal("probe_latency", 30.0, 10.0, 20.0, "ms")
+    throttle.observe("health", [LAG_OK])
+    throttle.observe("probe", [probe])
+    assert throttle.paused  # the probe is critical
+    throttle.observe("health", [LAG_BAD])  # health's own reading does not clear the probe's
+    assert throttle.paused
+    throttle.observe("probe", [])  # the probe loop lost its connection: its readings are forgotten
+    assert not throttle.paused
+
+
+def test_operator_pause_is_independent_of_health() -> None:
+    throttle, _ = make(4)
+    throttle.operator_pause("paused by ops")
+    throttle.observe("health", [LAG_CRIT])
+    throttle.observe("health", [LAG_OK])
+    assert throttle.paused  # health cleared, the operator's pause holds
+    assert throttle.operator_continue("continued") is not None
+    assert not throttle.paused
+    assert throttle.operator_continue("continued") is None  # idempotent: polled every half second
+
+
+def test_ceiling_from_the_operator_is_capped_by_the_workers_started() -> None:
+    throttle, clock = make(4)
+    throttle.set_ceiling(2, "set by ops")
+    assert (throttle.concurrency, throttle.max_concurrency) == (2, 2)
+    throttle.set_ceiling(10, "set by ops")
+    assert (throttle.concurrency, throttle.max_concurrency) == (4, 4)
+    assert throttle.set_ceiling(4, "again") is None
+    throttle.observe("health", [LAG_BAD])
+    throttle.set_ceiling(3, "lower while cut")
+    assert throttle.concurrency == 2  # stays cut; recovery climbs to the new ceiling
+    for _ in range(10):
+        clock.advance(2.1)
+        throttle.observe("health", [LAG_OK])
+    assert throttle.concurrency == 3
+
+
+def test_every_decision_is_recorded_and_logged() -> None:
+    events: list[tuple[str, dict[str, object]]] = []
+
+    class Log:
+        def info(self, event: str, **kw: object) -> None:
+            events.append((event, kw))
+
+    throttle, _ = make(4)
+    throttle.log = Log()
+    throttle.observe("health", [LAG_BAD])
+    throttle.request_stop("SIGINT received")
+    throttle.request_stop("again")  # the first reason stands
+    assert [d.action for d in throttle.unsaved] == ["cut", "stop"]
+    assert throttle.stop_reason == "SIGINT received"
+    assert [e for e, _ in events] == ["throttle_decision", "throttle_decision"]
+    assert events[0][1]["reason"] == "throttled: replication lag 12 MB > 8 MB"
+
+
+def test_retries_cut_like_a_bad_signal() -> None:
+    throttle, clock = make(8)
+    assert throttle.note_retry("lock timeout on a chunk") is not None
+    assert throttle.note_retry("lock timeout on a chunk") is None
+    clock.advance(1.0)
+    throttle.note_retry("deadlock")
+    assert throttle.concurrency == 2
+
+
+def test_throttled_time_is_accounted_for_the_eta() -> None:
+    throttle, clock = make(4)
+    throttle.observe("health", [LAG_BAD])  # half the workers, half the chunk: a quarter of full speed
+    clock.advance(4)
+    state = throttle.state()
+    assert state["throttled_seconds"] == pytest.approx(3.0)
+    throttle.operator_pause("paused")
+    clock.advance(10)
+    state = throttle.state()
+    assert state["paused_seconds"] == pytest.approx(10.0)
+    # 100 rows in 20 s of which 10 paused and 3 held back: 100 rows per 7 effective seconds
+    assert eta_seconds(200, 100, 20, 10, 3) == pytest.approx(14.0)
+    assert eta_seconds(200, 0, 20, 0, 0) is None
+
+
+async def test_gate_holds_workers_above_the_limit_and_wakes_them_on_change() -> None:
+    throttle = Throttle(Settings(concurrency=3))
+    assert await throttle.gate(2)
+    throttle.set_concurrency(1, "test")
+    opened: list[int] = []
+
+    async def worker(i: int) -> None:
+        if await throttle.gate(i):
+            opened.append(i)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker, 0)
+        tg.start_soon(worker, 2)
+        await anyio.sleep(0.05)
+        assert opened == [0]
+        throttle.set_concurrency(3, "test")
+    assert sorted(opened) == [0, 2]
+
+
+async def test_gate_returns_false_when_stopping_even_while_paused() -> None:
+    throttle = Throttle(Settings(concurrency=2))
+    throttle.operator_pause("paused")
+    results: list[bool] = []
+
+    async def worker() -> None:
+        results.append(await throttle.gate(0))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker)
+        await anyio.sleep(0.05)
+        assert results == []
+        throttle.request_stop("cancelled")
+    assert results == [False]
+
+
+async def test_rate_limit_spaces_chunks() -> None:
+    clock = Clock()
+    throttle = Throttle(Settings(concurrency=1, max_rows_per_second=1000.0), clock=clock)
+    throttle.note_chunk(500, 0.01)  # half a second's budget
+    assert throttle.chunk_rows_cap() == 1000
+    with anyio.move_on_after(0.2) as scope:
+        await throttle.gate(0)
+    assert scope.cancelled_caught  # the fake clock never reaches the free time
+    clock.advance(0.5)
+    assert await throttle.gate(0)
+
+
+def test_snapshot_signals_and_wal_rate() -> None:
+    settings = Settings(max_replication_lag_bytes=8 * 2**20, max_wal_bytes_per_second=1000, max_active_backends=0)
+    snap = {
+        "blocked_sessions": 1,
+        "replication_lag_bytes": 12 * 2**20,
+        "replication_lag_s": 0.0,
+        "xmin_age_s": 5.0,
+        "active_backends": 3,
+        "max_connections": 100,
+        "wal_lsn": 10_000.0,
+    }
+    first = {s.name: s for s in signals_from_snapshot(snap, settings, None, 0.0)}
+    assert "wal_rate" not in first  # needs two readings
+    assert first["blocked_sessions"].level == "bad"  # any session waiting on bxbatch is bad by default
+    assert first["replication_lag_bytes"].describe() == "replication lag 12 MB > 8 MB"
+    assert first["active_backends"].limit == 50  # half of max_connections by default
+    second = {s.name: s for s in signals_from_snapshot(snap | {"wal_lsn": 13_000.0}, settings, (0.0, 10_000.0), 1.0)}
+    assert second["wal_rate"].value == 3000.0
+    assert second["wal_rate"].level == "critical"
+
+
+def test_probe_limit_has_a_noise_floor() -> None:
+    settings = Settings(probe_max_ratio=2.0, probe_min_ms=5.0)
+    assert probe_limit_ms(0.2, settings) == pytest.approx(5.2)
+    assert probe_limit_ms(40.0, settings) == pytest.approx(80.0)
