@@ -49,10 +49,12 @@ async def bxbatch_traces(conn: asyncpg.Connection) -> list[str]:
 
 
 # Catalog snapshot, table by table, by name (never by OID), structural columns only (no statistics).
+# Not pg_class.relhastriggers: a hint ("has or once had triggers") that DROP TRIGGER leaves set and
+# the next VACUUM clears; the triggers themselves are compared through pg_trigger.
 CATALOG_QUERIES: dict[str, str] = {
     "pg_class": """
         SELECT n.nspname, c.relname, c.relkind, c.relpersistence, c.relnatts, c.relhasindex,
-               c.relhastriggers, c.relchecks, pg_get_userbyid(c.relowner) AS owner, c.relacl::text
+               c.relchecks, pg_get_userbyid(c.relowner) AS owner, c.relacl::text
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') AND n.nspname NOT LIKE 'pg_temp%'
     """,

@@ -1,0 +1,86 @@
+"""Rollback: after a full run the catalog is exactly as before (table by table); a second rollback is a no-op;
+refusals without confirmation and with application data; preexisting objects survive."""
+
+from __future__ import annotations
+
+import pytest
+from tests.safety_support import build_small_install, build_tiny, catalog_snapshot
+
+from bxbatch.app import run_migration
+from bxbatch.errors import RollbackRefused
+from bxbatch.rollback import plan_steps, rollback, rollback_database
+from bxbatch.settings import Settings
+
+
+def _settings(dsn: str) -> Settings:
+    return Settings(dsn=dsn, progress=False, no_backup=True)
+
+
+async def test_rollback_restores_the_catalog_exactly(pg_server, db_factory, conn_to):
+    dsn = await db_factory(template=await pg_server.template("small_install", build_small_install))
+    conn = await conn_to(dsn)
+    before = await catalog_snapshot(conn)
+
+    summary = await run_migration(_settings(dsn))
+    assert summary.status == "completed"
+    assert await catalog_snapshot(conn) != before
+
+    with pytest.raises(RollbackRefused, match="pass --yes"):
+        await rollback_database(_settings(dsn), confirmed=False)
+
+    result = await rollback(conn, _settings(dsn))
+    assert result.done == len(result.steps) > 20
+    kinds = [s.key.split(":")[0] for s in result.steps]
+    assert kinds == sorted(kinds, key=["trigger", "constraint", "index", "table", "function", "schema"].index)
+    after = await catalog_snapshot(conn)
+    for table in before:
+        assert after[table] == before[table], f"{table} differs after rollback"
+
+    again = await rollback(conn, _settings(dsn))
+    assert (again.steps, again.done) == ([], 0)
+    assert await catalog_snapshot(conn) == after
+
+
+async def test_rollback_refuses_application_data_unless_forced(pg_server, db_factory, conn_to):
+    dsn = await db_factory(template=await pg_server.template("tiny_install", build_tiny))
+    conn = await conn_to(dsn)
+    await run_migration(_settings(dsn))
+    await conn.execute("INSERT INTO database_comment (row_id, content) VALUES (1, 'written by a user')")
+    await conn.execute("INSERT INTO database_table_1 (field_1) VALUES ('after the run')")  # trigger logs it now
+    with pytest.raises(RollbackRefused, match="database_comment has rows") as info:
+        await rollback(conn, _settings(dsn))
+    assert "database_activitylog has 1 entries newer" in str(info.value)
+    assert info.value.exit_code == 12
+    assert await conn.fetchval("SELECT to_regclass('database_comment') IS NOT NULL")
+    result = await rollback(conn, _settings(dsn), force=True)
+    assert result.app_data and result.done == len(result.steps)
+    assert not await conn.fetchval("SELECT to_regclass('database_comment') IS NOT NULL")
+    assert await conn.fetchval("SELECT count(*) FROM database_table_1") == 31  # base data untouched
+
+
+async def test_interrupted_rollback_resumes_and_keeps_preexisting_tables(pg_server, db_factory, conn_to):
+    dsn = await db_factory(template=await pg_server.template("tiny_install", build_tiny))
+    conn = await conn_to(dsn)
+    # the install already had one of the new tables: bxbatch must never drop it
+    await conn.execute(
+        "CREATE TABLE database_userpresence (id serial PRIMARY KEY, user_id integer, table_id integer, "
+        "view_id integer, last_seen timestamptz DEFAULT now(), cursor_position jsonb, is_active boolean DEFAULT TRUE)"
+    )
+    await run_migration(_settings(dsn))
+    steps = await plan_steps(conn)
+    assert "table:database_userpresence" not in {s.key for s in steps}
+    # interrupt after the trigger steps: a lock held on a new table makes a later step time out
+    locker = await conn_to(dsn)
+    tx = locker.transaction()
+    await tx.start()
+    await locker.execute("LOCK TABLE database_dashboard IN ACCESS SHARE MODE")
+    fast = _settings(dsn).with_(lock_timeout_ms=50, max_attempts=2, retry_base_ms=10, retry_max_ms=20)
+    with pytest.raises(Exception, match="lock"):
+        await rollback(conn, fast)
+    done = await conn.fetchval("SELECT count(*) FROM bxbatch.rollback_step")
+    assert done > 0
+    await tx.rollback()
+    result = await rollback(conn, _settings(dsn))
+    assert result.skipped == 0 and result.done == len(result.steps) < len(steps)
+    assert await conn.fetchval("SELECT to_regclass('database_userpresence') IS NOT NULL")
+    assert not await conn.fetchval("SELECT to_regnamespace('bxbatch') IS NOT NULL")
