@@ -6,7 +6,7 @@ import asyncio
 import json
 
 import pytest
-from tests.integration.test_index_phase import LOG, schema_applied_db
+from tests.phase_support import LOG, schema_applied_db
 
 from bxbatch import ledger
 from bxbatch.context import RunContext

@@ -4,48 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import anyio
 import asyncpg
 import pytest
-import structlog
+from tests.phase_support import LOG, run_context, schema_applied_db
 
-from bxbatch import ledger, monitor
+from bxbatch import monitor
 from bxbatch.context import RunContext
 from bxbatch.phases import indexes, schema
 from bxbatch.settings import Settings
 from bxbatch.sqlfiles import ddl_files
 
-BASE_SCHEMA = (Path(__file__).parent.parent / "base_schema.sql").read_text()
-LOG = structlog.get_logger("test")
 INDEX_NAMES = [t.name for t in indexes.index_tasks(ddl_files(phase="indexes"))]
-
-Connect = Callable[[str], Awaitable[asyncpg.Connection]]
-
-
-async def _build_schema_template(dsn: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(BASE_SCHEMA)
-        await ledger.ensure_schema(conn)
-        await schema.apply_phase(conn, Settings(dsn=dsn), None, LOG, phase="schema")
-    finally:
-        await conn.close()
-
-
-async def schema_applied_db(pg_server: Any, db_factory: Callable[..., Awaitable[str]]) -> str:
-    """A database with the base schema and the schema phase applied (no indexes yet)."""
-    template = await pg_server.template("schema_applied", _build_schema_template)
-    dsn: str = await db_factory(template=template)
-    return dsn
 
 
 async def _ctx(conn: asyncpg.Connection, settings: Settings) -> RunContext:
-    record = await ledger.start_or_continue_run(conn, settings, "test")
-    return RunContext(settings=settings, conn=conn, run_id=record.id, log=LOG)
+    return await run_context(conn, settings)
 
 
 async def _index_validity(conn: asyncpg.Connection) -> dict[str, bool]:

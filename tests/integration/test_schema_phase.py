@@ -226,7 +226,8 @@ async def test_activity_trigger_function_corrected(db_factory, conn_to) -> None:
     # idempotent: a second install neither adds a trigger nor moves the high-water mark
     await conn.execute("INSERT INTO database_table_3 (field_7) VALUES ('after')")
     assert await triggers.install_one(conn, Settings(dsn=dsn), GUIDE, 3, "database_table_3", None) == 1
-    assert await conn.fetchval("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'database_table_3'::regclass") == 1
+    # statement-level, one trigger per event (transition tables need single-event triggers)
+    assert await conn.fetchval("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'database_table_3'::regclass") == 3
 
     await conn.execute("UPDATE database_table_3 SET field_7 = 'x' WHERE id = 1")  # app.current_user_id unset
     await conn.execute("SET app.current_user_id = '1'")

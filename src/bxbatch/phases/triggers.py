@@ -1,103 +1,226 @@
-"""Trigger phase: the activity trigger on every user table, one short transaction per table.
+"""Trigger phase: the activity triggers on every user table, a small group of tables per short transaction.
 
-Each install records the table's high-water mark (max id under the trigger's lock) in
-``bxbatch.trigger_install``: the activity seeding logs rows up to it, the trigger logs the rest.
+User tables are ``database_table_<id>`` matched exactly (regex, never ``LIKE``) whose id is in
+``database_table``. Each table gets three statement-level triggers calling
+``log_table_activity_stmt`` (sql/ddl/009) with transition tables: one INSERT ... SELECT per
+statement instead of a plpgsql call and an INSERT per row (benchmarks/trigger_overhead.py).
+
+A transaction covers ``trigger_group_size`` tables (a handful of locks each, far below
+``max_locks_per_transaction``; one transaction over thousands of tables would exhaust it). It
+takes SHARE ROW EXCLUSIVE on the group's tables with NOWAIT, so a group never queues the
+application behind a busy table: a busy table is set aside and installed alone afterwards,
+waiting at most ``lock_timeout`` per attempt, retried with backoff. Under that lock every earlier
+insert has committed and every later one fires the trigger, so ``max(id)`` read in the same
+transaction is the table's high-water mark, recorded in ``bxbatch.trigger_install`` with the
+install: the activity seeding logs rows up to it, the trigger logs the rest. A committed group is
+never redone (resumable); installing on a table that has the triggers is a no-op (idempotent).
 """
 
 from __future__ import annotations
 
-import asyncio
+import time
 from typing import Any
 
+import anyio
 import asyncpg
 
+from .. import progress
 from ..context import RunContext
-from ..db import backoff_delay, is_retryable, quote_ident
+from ..db import backoff_delay, is_retryable, qualified, quote_ident
 from ..profile import USER_TABLE_REGEX_SQL, Profile
 from ..settings import Settings
+from ..sqlfiles import queries
 
-TRIGGER_NAME = "bxbatch_activity_log"
+Q = queries("triggers")
 
-USER_TABLES_SQL = """
-SELECT c.relname, substring(c.relname from '[0-9]+$')::integer AS table_id
-FROM pg_class c
-WHERE c.relnamespace = to_regnamespace($1)
-  AND c.relkind IN ('r', 'p')
-  AND c.relname ~ $2
-  AND substring(c.relname from '[0-9]+$')::bigint <= 2147483647
-  AND EXISTS (SELECT 1 FROM database_table t WHERE t.id = substring(c.relname from '[0-9]+$')::integer)
-ORDER BY 2
-"""
+FUNCTION = "log_table_activity_stmt"
+# name -> (event clause, REFERENCING clause)
+TRIGGERS: dict[str, tuple[str, str]] = {
+    "bxbatch_activity_ins": ("AFTER INSERT", "REFERENCING NEW TABLE AS bxbatch_new"),
+    "bxbatch_activity_upd": ("AFTER UPDATE", "REFERENCING OLD TABLE AS bxbatch_old NEW TABLE AS bxbatch_new"),
+    "bxbatch_activity_del": ("AFTER DELETE", "REFERENCING OLD TABLE AS bxbatch_old"),
+}
+LEGACY_TRIGGERS = ("bxbatch_activity_log",)  # the row-level trigger of earlier builds: replaced, never doubled
+TRIGGER_NAME = "bxbatch_activity_ins"  # kept for callers that look for "the" trigger
+
+Table = tuple[int, str]  # (database_table id, relname)
 
 
-async def user_tables(conn: asyncpg.Connection, profile: Profile) -> list[tuple[int, str]]:
+async def user_tables(conn: asyncpg.Connection, profile: Profile) -> list[Table]:
     """(table_id, relname) of every user data table: name matched exactly and id known to database_table."""
-    rows = await conn.fetch(USER_TABLES_SQL, profile.schema, USER_TABLE_REGEX_SQL)
+    rows = await conn.fetch(Q["user_tables"], profile.schema, USER_TABLE_REGEX_SQL)
     return [(r["table_id"], r["relname"]) for r in rows]
+
+
+def _create_sql(table: str, table_id: int, missing: list[str]) -> str:
+    parts = []
+    for name in missing:
+        event, referencing = TRIGGERS[name]
+        parts.append(
+            f"CREATE TRIGGER {quote_ident(name)} {event} ON {table} {referencing} "
+            f"FOR EACH STATEMENT EXECUTE PROCEDURE public.{FUNCTION}('{int(table_id)}')"
+        )
+    return ";\n".join(parts)
+
+
+class GroupBusy(Exception):
+    """A table of a group was locked by someone else (NOWAIT) or vanished: install its tables one by one."""
+
+
+async def _install_locked(
+    conn: asyncpg.Connection, profile: Profile, tables: list[Table], run_id: int | None
+) -> dict[int, int]:
+    """Inside the group's transaction, with the tables locked: create what is missing, record high-water marks."""
+    names = [qualified(profile.schema, rel) for _tid, rel in tables]
+    present: dict[str, set[str]] = {}
+    for r in await conn.fetch(Q["present_triggers"], names, list(TRIGGERS) + list(LEGACY_TRIGGERS)):
+        present.setdefault(r["relname"], set()).add(r["tgname"])
+    ddl: list[str] = []
+    for (tid, rel), table in zip(tables, names, strict=True):
+        have = present.get(rel, set())
+        ddl += [f"DROP TRIGGER {quote_ident(old)} ON {table}" for old in LEGACY_TRIGGERS if old in have]
+        missing = [t for t in TRIGGERS if t not in have]
+        if missing:
+            ddl.append(_create_sql(table, tid, missing))
+    if ddl:
+        await conn.execute(";\n".join(ddl))
+    hw_sql = " UNION ALL ".join(
+        f"SELECT {int(tid)} AS table_id, coalesce(max(id), 0)::bigint AS hw FROM {table}"
+        for (tid, _rel), table in zip(tables, names, strict=True)
+    )
+    marks = {int(r["table_id"]): int(r["hw"]) for r in await conn.fetch(hw_sql)}
+    # A table installed earlier keeps its first mark: rows above it were logged by the trigger.
+    rows = await conn.fetch(
+        Q["record_installs"],
+        [tid for tid, _ in tables],
+        [rel for _, rel in tables],
+        [marks[tid] for tid, _ in tables],
+        run_id,
+    )
+    return {int(r["table_id"]): int(r["high_water"]) for r in rows}
+
+
+async def _install_group(
+    conn: asyncpg.Connection,
+    settings: Settings,
+    profile: Profile,
+    tables: list[Table],
+    run_id: int | None,
+    *,
+    wait: bool,
+) -> dict[int, int]:
+    """One transaction. ``wait`` False: lock with NOWAIT and raise GroupBusy rather than queue."""
+    names = ", ".join(qualified(profile.schema, rel) for _tid, rel in tables)
+    async with conn.transaction():
+        await conn.execute(
+            f"SET LOCAL lock_timeout = {int(settings.lock_timeout_ms)}; "
+            f"SET LOCAL statement_timeout = {int(settings.statement_timeout_ms)}"
+        )
+        if wait:
+            await conn.execute(f"LOCK TABLE {names} IN SHARE ROW EXCLUSIVE MODE")
+        else:
+            try:
+                async with conn.transaction():  # a savepoint: a busy table must not abort the group silently
+                    await conn.execute(f"LOCK TABLE {names} IN SHARE ROW EXCLUSIVE MODE NOWAIT")
+            except (asyncpg.LockNotAvailableError, asyncpg.UndefinedTableError) as exc:
+                raise GroupBusy(type(exc).__name__) from exc
+        return await _install_locked(conn, profile, tables, run_id)
+
+
+async def install_tables(
+    conn: asyncpg.Connection,
+    settings: Settings,
+    profile: Profile,
+    tables: list[Table],
+    run_id: int | None,
+    *,
+    log: Any = None,
+    on_done: Any = None,
+) -> dict[int, int]:
+    """Install on ``tables`` in groups; busy tables alone afterwards. Returns table_id -> high-water mark."""
+    done: dict[int, int] = {}
+    busy: list[Table] = []
+    size = max(1, settings.trigger_group_size)
+    ordered = sorted(tables)  # one lock order for every bxbatch process
+    for start in range(0, len(ordered), size):
+        group = ordered[start : start + size]
+        try:
+            marks = await _install_group(conn, settings, profile, group, run_id, wait=False)
+        except GroupBusy:
+            busy += group
+            continue
+        done.update(marks)
+        if on_done is not None:
+            on_done(len(group))
+    for table in busy:
+        hw = await _install_alone(conn, settings, profile, table, run_id, log)
+        if hw >= 0:
+            done[table[0]] = hw
+        if on_done is not None:
+            on_done(1)
+    return done
+
+
+async def _install_alone(
+    conn: asyncpg.Connection, settings: Settings, profile: Profile, table: Table, run_id: int | None, log: Any
+) -> int:
+    """One table, waiting up to lock_timeout for its lock, retried with backoff. -1: the table is gone."""
+    attempt = 0
+    while True:
+        attempt += 1
+        if await conn.fetchval("SELECT to_regclass($1)", qualified(profile.schema, table[1])) is None:
+            return -1  # dropped by the application meanwhile: nothing to install or seed
+        try:
+            marks = await _install_group(conn, settings, profile, [table], run_id, wait=True)
+            return marks[table[0]]
+        except asyncpg.UndefinedTableError:
+            continue  # dropped between the check and the lock: the check above says so next time
+        except Exception as exc:
+            if not is_retryable(exc) or attempt >= settings.max_attempts:
+                raise
+            delay = backoff_delay(attempt, settings.retry_base_ms, settings.retry_max_ms)
+            if log is not None:
+                log.warning("trigger_retry", table=table[1], attempt=attempt, error=type(exc).__name__, delay_s=delay)
+            await anyio.sleep(delay)
 
 
 async def install_one(
     conn: asyncpg.Connection, settings: Settings, profile: Profile, table_id: int, relname: str, run_id: int | None
 ) -> int:
-    """Install the trigger on one table (idempotent) and return its high-water mark."""
-    table = f"{quote_ident(profile.schema)}.{quote_ident(relname)}"
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            async with conn.transaction():
-                await conn.execute(f"SET LOCAL lock_timeout = {int(settings.lock_timeout_ms)}")
-                await conn.execute(f"SET LOCAL statement_timeout = {int(settings.statement_timeout_ms)}")
-                existing = await conn.fetchval(
-                    "SELECT high_water FROM bxbatch.trigger_install WHERE table_id = $1", table_id
-                )
-                present = await conn.fetchval(
-                    "SELECT 1 FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname = $2",
-                    table,
-                    TRIGGER_NAME,
-                )
-                if existing is not None and present:
-                    return int(existing)
-                # SHARE ROW EXCLUSIVE: writers wait (for at most lock_timeout before we give up);
-                # once we hold it, every earlier insert has committed or rolled back.
-                await conn.execute(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
-                if not present:
-                    await conn.execute(
-                        f"CREATE TRIGGER {quote_ident(TRIGGER_NAME)} AFTER INSERT OR UPDATE OR DELETE ON {table} "
-                        f"FOR EACH ROW EXECUTE PROCEDURE public.log_table_activity('{int(table_id)}')"
-                    )
-                high_water = int(await conn.fetchval(f"SELECT coalesce(max(id), 0) FROM {table}"))
-                await conn.execute(
-                    "INSERT INTO bxbatch.trigger_install (table_id, relname, high_water, run_id) "
-                    "VALUES ($1, $2, $3, $4) ON CONFLICT (table_id) DO UPDATE SET high_water = EXCLUDED.high_water",
-                    table_id,
-                    relname,
-                    high_water,
-                    run_id,
-                )
-                return high_water
-        except asyncpg.UndefinedTableError:
-            return -1  # dropped by the application meanwhile: nothing to install or seed
-        except Exception as exc:
-            if not is_retryable(exc) or attempt >= settings.max_attempts:
-                raise
-            await asyncio.sleep(backoff_delay(attempt, settings.retry_base_ms, settings.retry_max_ms))
+    """Install on one table (idempotent) and return its high-water mark (-1: the table is gone)."""
+    return await _install_alone(conn, settings, profile, (table_id, relname), run_id, None)
 
 
-async def install_missing(ctx: RunContext) -> dict[int, int]:
+async def install_missing(ctx: RunContext, *, show_progress: bool = False) -> dict[int, int]:
     """Install on every user table that has no install record yet. Returns table_id -> high_water."""
-    installed = {r["table_id"] for r in await ctx.conn.fetch("SELECT table_id FROM bxbatch.trigger_install")}
-    done: dict[int, int] = {}
-    for table_id, relname in await user_tables(ctx.conn, ctx.profile):
-        if table_id in installed:
-            continue
-        hw = await install_one(ctx.conn, ctx.settings, ctx.profile, table_id, relname, ctx.run_id)
-        if hw >= 0:
-            done[table_id] = hw
-    return done
+    installed = {r["table_id"] for r in await ctx.conn.fetch(Q["installed_ids"])}
+    todo = [t for t in await user_tables(ctx.conn, ctx.profile) if t[0] not in installed]
+    if not todo:
+        return {}
+    bar = progress.bar(ctx.settings, len(todo), "activity triggers", unit="table") if show_progress else None
+    try:
+        return await install_tables(
+            ctx.conn,
+            ctx.settings,
+            ctx.profile,
+            todo,
+            ctx.run_id,
+            log=ctx.log,
+            on_done=bar.update if bar is not None else None,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 async def run(ctx: RunContext) -> dict[str, Any]:
-    done = await install_missing(ctx)
-    total = await ctx.conn.fetchval("SELECT count(*) FROM bxbatch.trigger_install")
-    return {"installed": len(done), "tables_with_trigger": total}
+    t0 = time.monotonic()
+    done = await install_missing(ctx, show_progress=True)
+    total = await ctx.conn.fetchval(Q["installed_count"])
+    seconds = time.monotonic() - t0
+    ctx.log.info("triggers_installed", tables=len(done), total=total, seconds=round(seconds, 3))
+    return {
+        "installed": len(done),
+        "tables_with_trigger": total,
+        "group_size": ctx.settings.trigger_group_size,
+    }

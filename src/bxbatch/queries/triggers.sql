@@ -1,0 +1,40 @@
+-- Named queries of the trigger phase (phases/triggers.py). Loaded by sqlfiles.queries("triggers").
+
+-- name: user_tables
+-- User data tables: database_table_<id> matched exactly ($2 is an anchored regex, never LIKE,
+-- whose _ would match any character), and the id present in database_table (an orphan
+-- database_table_<n> left by a deleted table is not a user table).
+SELECT c.relname, x.table_id
+FROM pg_class c
+CROSS JOIN LATERAL (SELECT substring(c.relname FROM '[0-9]+$') AS digits) d
+CROSS JOIN LATERAL (
+    -- CASE, not AND: the length test must come before the cast (AND has no evaluation order)
+    SELECT CASE WHEN length(d.digits) > 10 THEN NULL
+                WHEN d.digits::bigint > 2147483647 THEN NULL
+                ELSE d.digits::integer END AS table_id
+) x
+WHERE c.relnamespace = to_regnamespace($1)
+  AND c.relkind IN ('r', 'p')
+  AND c.relname ~ $2
+  AND EXISTS (SELECT 1 FROM database_table t WHERE t.id = x.table_id)
+ORDER BY 2
+
+-- name: present_triggers
+SELECT c.relname, t.tgname
+FROM pg_trigger t
+JOIN pg_class c ON c.oid = t.tgrelid
+WHERE t.tgrelid = ANY($1::text[]::regclass[]) AND t.tgname = ANY($2::text[])
+
+-- name: record_installs
+-- One row per table; a table recorded earlier keeps its first high-water mark (RETURNING gives it).
+INSERT INTO bxbatch.trigger_install (table_id, relname, high_water, run_id)
+SELECT u.table_id, u.relname, u.high_water, $4
+FROM unnest($1::integer[], $2::text[], $3::bigint[]) AS u(table_id, relname, high_water)
+ON CONFLICT (table_id) DO UPDATE SET relname = EXCLUDED.relname
+RETURNING table_id, high_water
+
+-- name: installed_ids
+SELECT table_id FROM bxbatch.trigger_install
+
+-- name: installed_count
+SELECT count(*) FROM bxbatch.trigger_install
