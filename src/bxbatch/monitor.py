@@ -317,6 +317,8 @@ class IndexMonitor:
 async def builds_in_progress(conn: asyncpg.Connection) -> list[dict[str, Any]]:
     """Ledger rows of running index builds with live figures and, when waiting, the blockers (for status)."""
     out: list[dict[str, Any]] = []
+    if not await conn.fetchval(Q["index_ledger_exists"]):
+        return out  # a ledger older than the index phase
     for r in await conn.fetch(Q["builds_in_progress"]):
         item: dict[str, Any] = {
             k: r[k]

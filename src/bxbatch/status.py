@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import ledger
+from . import ledger, monitor
 from .db import connect
 from .settings import Settings
 from .sqlfiles import ddl_files
@@ -32,6 +32,8 @@ async def collect_status(settings: Settings) -> dict[str, Any]:
                 "applied": sum(1 for f in files if f.name in applied),
                 "pending": [f.name for f in files if f.name not in applied],
             },
+            # index builds in progress: ledger rows + pg_stat_progress_create_index (monitor.py)
+            "index_builds": await monitor.builds_in_progress(conn),
         }
     finally:
         await conn.close()
@@ -55,4 +57,5 @@ def render_status(report: dict[str, Any]) -> str:
     lines.append(
         f"ddl: {ddl['applied']} files applied, {len(pending)} pending" + (f": {', '.join(pending)}" if pending else "")
     )
+    lines.extend(monitor.render_builds(report.get("index_builds") or []))
     return "\n".join(lines)

@@ -92,3 +92,6 @@ FROM bxbatch.index_build b
 LEFT JOIN pg_stat_progress_create_index p ON p.pid = b.backend_pid
 WHERE b.status = 'running'
 ORDER BY b.started_at
+
+-- name: index_ledger_exists
+SELECT to_regclass('bxbatch.index_build') IS NOT NULL
