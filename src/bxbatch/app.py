@@ -7,12 +7,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import asyncpg
 
 from . import ledger
 from .context import RunContext
-from .db import connect
-from .errors import BxbatchError, Interrupted
+from .db import connect, is_connection_lost
+from .engine import control
+from .errors import BxbatchError, CompletedWithFailures, Interrupted
 from .log import get_logger
 from .phases import backfill, backup, cleanup, constraints, indexes, preflight, schema, triggers, validate
 from .settings import Settings
@@ -73,31 +75,48 @@ async def run_migration(settings: Settings, *, resume_only: bool = False, comman
         await ledger.ensure_schema(conn)
         record = await ledger.start_or_continue_run(conn, settings, command, resume_only=resume_only)
         log = log.bind(run_id=record.id)
-        log.info("run_started", resumed=record.resumed)
+        control_state = await control.prepare_attempt(conn, record.id, settings)  # a cancel is spent
+        log.info("run_started", resumed=record.resumed, control=control_state)
         ctx = RunContext(settings=settings, conn=conn, run_id=record.id, log=log)
         summary = RunSummary(run_id=record.id, status="running", resumed=record.resumed, seconds=0.0)
         done = await ledger.phase_states(conn, record.id)
         try:
-            for name, fn in PHASES:
-                if done.get(name) == "done" and name not in ALWAYS_RERUN:
-                    log.info("phase_skipped", phase=name, reason="done in an earlier attempt")
-                    continue
-                t0 = time.monotonic()
-                await ledger.start_phase(conn, record.id, name)
-                log.info("phase_started", phase=name)
-                detail = await fn(ctx)
-                detail["seconds"] = round(time.monotonic() - t0, 3)
-                await ledger.finish_phase(conn, record.id, name, "done", detail)
-                summary.phases[name] = detail
-                log.info("phase_finished", phase=name, **detail)
+            try:
+                for name, fn in PHASES:
+                    if done.get(name) == "done" and name not in ALWAYS_RERUN:
+                        log.info("phase_skipped", phase=name, reason="done in an earlier attempt")
+                        continue
+                    t0 = time.monotonic()
+                    await ledger.start_phase(conn, record.id, name)
+                    log.info("phase_started", phase=name)
+                    detail = await fn(ctx)
+                    detail["seconds"] = round(time.monotonic() - t0, 3)
+                    await ledger.finish_phase(conn, record.id, name, "done", detail)
+                    summary.phases[name] = detail
+                    log.info("phase_finished", phase=name, **detail)
+            except BaseExceptionGroup as group:  # from a task group (workers, helpers): its telling leaf
+                raise _telling_leaf(group) from group
         except Interrupted:
-            await _mark(conn, record.id, "interrupted", None)
+            await _mark(conn, record.id, "interrupted", None, settings)
+            raise
+        except CompletedWithFailures as exc:
+            await _mark(conn, record.id, "completed_with_failures", str(exc), settings)
             raise
         except BxbatchError as exc:
-            await _mark(conn, record.id, "interrupted", str(exc))
+            await _mark(conn, record.id, "interrupted", str(exc), settings)
             raise
+        except Exception as exc:
+            if not is_connection_lost(exc):
+                await _mark(conn, record.id, "interrupted", f"{type(exc).__name__}: {exc}", settings)
+                raise
+            # The server restarted or our backend was terminated past the retries: resumable.
+            await _mark(conn, record.id, "interrupted", f"lost the server: {type(exc).__name__}", settings)
+            raise Interrupted(
+                f"lost the connection to the server ({type(exc).__name__}); every committed chunk is recorded",
+                hint="run `bxbatch resume` once the server is back",
+            ) from exc
         except BaseException as exc:
-            await _mark(conn, record.id, "interrupted", f"{type(exc).__name__}: {exc}")
+            await _mark(conn, record.id, "interrupted", f"{type(exc).__name__}: {exc}", settings)
             raise
         await ledger.set_run_status(conn, record.id, "completed")
         summary.status = "completed"
@@ -114,13 +133,49 @@ def ledger_profile() -> Any:
     return GUIDE
 
 
-async def _mark(conn: asyncpg.Connection, run_id: int, status: str, error: str | None) -> None:
-    """Record the run's state on the way out; never mask the original error."""
-    try:
-        if not conn.is_closed():
-            await ledger.set_run_status(conn, run_id, status, error)
-    except Exception:
-        pass
+def _telling_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The exception of a task group that says most about how the run ended."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for wanted in (Interrupted, CompletedWithFailures, BxbatchError):
+        for leaf in leaves:
+            if isinstance(leaf, wanted):
+                return leaf
+    for leaf in leaves:
+        if is_connection_lost(leaf):
+            return leaf
+    return leaves[0] if leaves else group
+
+
+async def _mark(
+    conn: asyncpg.Connection, run_id: int, status: str, error: str | None, settings: Settings | None = None
+) -> None:
+    """Record the run's state on the way out (shielded, at most a few seconds); never mask the original error."""
+    with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+        try:
+            if not conn.is_closed():
+                await ledger.set_run_status(conn, run_id, status, error)
+                return
+        except Exception:
+            pass
+        if settings is None:
+            return
+        try:  # the main connection is gone (server restart, terminated backend): a fresh one
+            fresh = await connect(settings, role="main", connect_timeout=3)
+            try:
+                await ledger.set_run_status(fresh, run_id, status, error)
+            finally:
+                await fresh.close()
+        except Exception:
+            pass
 
 
 async def plan_ddl(settings: Settings) -> list[dict[str, Any]]:

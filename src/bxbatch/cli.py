@@ -12,6 +12,8 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from . import __version__
+from .cli_safety import safety_options, safety_overrides
+from .engine.stopping import run_with_signals
 from .errors import BxbatchError, ExitCode
 from .log import configure, scrub
 from .settings import LogFormat, Settings, resolve_dsn
@@ -176,6 +178,7 @@ def _settings(
         raise typer.BadParameter("use auto, console or json", param_hint="--log-format")
     fmt: LogFormat = log_format  # type: ignore[assignment]
     configure(fmt, debug=debug)
+    engine.update(safety_overrides())  # --probe-sql, thresholds, timeouts... of `run` / `resume`
     return Settings(dsn=resolve_dsn(dsn), log_format=fmt, progress=not no_progress, debug=debug, **engine).validate()
 
 
@@ -187,7 +190,9 @@ def _execute(settings: Settings | None, factory: Callable[[], Awaitable[T]]) -> 
     """The single error boundary: BxbatchError -> one line + its exit code; anything else -> exit 1."""
     debug = settings.debug if settings else False
     try:
-        return asyncio.run(factory())  # type: ignore[arg-type]
+        # SIGINT/SIGTERM: first stops gracefully (exit 75), second exits at once (engine/stopping.py)
+        grace = settings.stop_grace_s if settings else 30.0
+        return asyncio.run(run_with_signals(factory, grace))
     except BxbatchError as exc:
         if debug:
             traceback.print_exc()
@@ -214,6 +219,7 @@ def _print_summary(summary: Any) -> None:
 
 
 @app.command()
+@safety_options
 def run(
     dsn: DsnOpt = None,
     concurrency: ConcurrencyOpt = 4,
@@ -255,6 +261,7 @@ def run(
 
 
 @app.command()
+@safety_options
 def resume(
     dsn: DsnOpt = None,
     concurrency: ConcurrencyOpt = 4,
@@ -413,5 +420,8 @@ def main() -> None:
     app()
 
 
+from . import cli_control  # noqa: E402,F401  (registers commands)
+
 if __name__ == "__main__":  # pragma: no cover
     main()
+

@@ -147,15 +147,21 @@ async def guard(settings: Settings, run_id: int, throttle: Throttle, log: Any) -
         monitor = HealthMonitor(settings, throttle.observe, log)
         await monitor.measure_baseline()
     control = ControlLoop(settings, run_id, throttle, log)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(control.run, name="control")
-        if monitor is not None:
-            tg.start_soon(monitor.run, name="health")
-        with stopping.registered(throttle):
-            try:
-                yield monitor
-            finally:
-                tg.cancel_scope.cancel()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(control.run, name="control")
+            if monitor is not None:
+                tg.start_soon(monitor.run, name="health")
+            with stopping.registered(throttle):
+                try:
+                    yield monitor
+                finally:
+                    tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # the engine's own error (or a dead helper's) as itself, not wrapped by our task group
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
 
 
 # --- what the operator commands call -------------------------------------------------------------

@@ -50,8 +50,10 @@ from ..progress import bar
 from ..settings import Settings
 from ..sqlfiles import queries
 from .chunksize import ChunkSizer
+from .control import guard
 from .jobs import Job, load_jobs
 from .planner import PartCursor, TableKeySource, plan_chunks
+from .split import clear_failed_keys
 from .throttle import Throttle
 from .worker import ChunkResult, PassRef, WorkerState, WorkerStats, apply_chunk_transaction
 
@@ -434,7 +436,15 @@ class Engine:
                 return
             complete_before = state.complete
             me.state = "claiming"
-            result = await apply_chunk_transaction(self.pool, self.settings, ref, label, on_claim=claimed)
+            result = await apply_chunk_transaction(
+                self.pool,
+                self.settings,
+                ref,
+                label,
+                on_claim=claimed,
+                throttle=self.throttle,
+                app_name=f"bxbatch:worker-{idx}",
+            )
             me.chunk_id = None
             me.state = "idle"
             if result is None:
@@ -467,6 +477,10 @@ class Engine:
                 ms=round(result.seconds * 1000, 1),
                 retries=result.retries,
                 next_size=sizer.size,
+            )
+        elif result.status == "split":
+            self.log.info(
+                "chunk_bisected", job=ref.job.name, pass_seq=ref.seq, chunk=result.chunk_id, error=result.error
             )
         elif result.status == "failed":
             self.log.warning(
@@ -540,6 +554,7 @@ class Engine:
         started = time.monotonic()
         async with self.conn_lock:
             await self.conn.execute(Q["reset_failed_chunks"], self.run_id)
+            await clear_failed_keys(self.conn, self.run_id)  # retried now; failing again records them again
         reports: dict[str, JobReport] = {}
         next_seq: dict[str, int] = {}
         bound: dict[str, int] = {}
@@ -625,7 +640,7 @@ async def run_backfill_jobs(
     install_missing: Callable[[], Awaitable[Any]] | None = None,
 ) -> dict[str, Any]:
     """Run the backfill jobs of run ``run_id`` with ``settings.concurrency`` workers on a pool of that size."""
-    throttle = throttle or Throttle(settings)
+    throttle = throttle or Throttle(settings, log=log)
     pool = await create_pool(settings, size=max(1, throttle.max_concurrency), role="worker")
     try:
         engine = Engine(
@@ -638,7 +653,8 @@ async def run_backfill_jobs(
             profile=profile,
             install_missing=install_missing,
         )
-        return await engine.run_jobs(list(jobs if jobs is not None else load_jobs()))
+        async with guard(settings, run_id, throttle, log):  # health signals, control row, signals
+            return await engine.run_jobs(list(jobs if jobs is not None else load_jobs()))
     finally:
         with anyio.CancelScope(shield=True), anyio.move_on_after(10):
             await pool.close()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import asyncpg
@@ -27,6 +27,11 @@ from ..profile import Profile
 from ..settings import Settings
 from ..sqlfiles import queries
 from .jobs import Job, render_segments
+from .retry import classify
+from .split import SplitOutcome, split_or_fail
+
+if TYPE_CHECKING:
+    from .throttle import Throttle
 
 Q = queries("engine")
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
@@ -40,6 +45,10 @@ RACE_ERRORS: tuple[type[BaseException], ...] = (
     pgexc.InvalidCachedStatementError,
     pgexc.UniqueViolationError,
 )
+
+
+# A race error seen this many times on one chunk is a fact about its data, not a race: bisect.
+RACE_ATTEMPTS = 3
 
 
 def should_retry(exc: BaseException) -> bool:
@@ -69,13 +78,14 @@ class PassRef:
 @dataclass
 class ChunkResult:
     chunk_id: int
-    status: str  # done | failed | gone (taken by another process while we backed off)
+    status: str  # done | failed | split (bisected: both halves pending again) | gone (taken elsewhere meanwhile)
     rows: int = 0
     planned_rows: int = 0
     seconds: float = 0.0
     retries: int = 0
     segments: int = 1
     error: str | None = None
+    failed_key: int | None = None  # the single key a bisected chunk failed on
 
 
 @dataclass
@@ -127,10 +137,15 @@ async def apply_chunk_transaction(
     ref: PassRef,
     worker_label: str,
     on_claim: Callable[[int], Any] | None = None,
+    *,
+    throttle: Throttle | None = None,
+    app_name: str = "bxbatch:worker",
 ) -> ChunkResult | None:
     """Claim one pending chunk of the pass and apply it in one transaction, retrying what is retryable.
 
-    Returns None when no chunk is pending (or all pending ones are in flight elsewhere).
+    Returns None when no chunk is pending (or all pending ones are in flight elsewhere). A chunk
+    failing for a reason in its data (engine/retry.py classifies by SQLSTATE) is split in the
+    ledger (engine/split.py) and returned as ``split``; at a single key it is ``failed``.
     """
     attempt = 0
     chunk_id: int | None = None
@@ -140,9 +155,13 @@ async def apply_chunk_transaction(
         try:
             async with pool.acquire() as conn, conn.transaction():
                 await conn.execute(
-                    "SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true)",
+                    "SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true), "
+                    "set_config('idle_in_transaction_session_timeout', $3, true), "
+                    "set_config('application_name', $4, true)",
                     f"{int(settings.lock_timeout_ms)}ms",
                     f"{int(settings.statement_timeout_ms)}ms",
+                    f"{int(settings.idle_in_transaction_timeout_ms)}ms",
+                    app_name[:63],
                 )
                 claimed = await _claim(conn, ref, chunk_id)
                 if claimed is None:
@@ -173,6 +192,14 @@ async def apply_chunk_transaction(
                     continue
                 raise
             message = scrub(f"{type(exc).__name__}: {exc}")[:500]
+            kind = classify(exc)
+            if kind == "data" and not (isinstance(exc, RACE_ERRORS) and attempt < RACE_ATTEMPTS):
+                # retrying cannot help: bisect the chunk through the ledger down to the failing key
+                outcome = await _split(pool, chunk_id, exc, worker_label)
+                status = {"split": "split", "failed_key": "failed"}.get(outcome.action, "gone")
+                return ChunkResult(chunk_id, status, retries=retries + 1, error=message, failed_key=outcome.key)
+            if kind == "transient" and throttle is not None:
+                throttle.note_retry(f"chunk retried after {type(exc).__name__}")
             if should_retry(exc) and attempt < settings.max_attempts:
                 retries += 1
                 await _note(pool, Q["note_retry"], chunk_id, message)
@@ -182,6 +209,19 @@ async def apply_chunk_transaction(
                 raise  # the server is gone for longer than our retries: the run stops, resumable
             await _note(pool, Q["fail_chunk"], chunk_id, message, worker_label)
             return ChunkResult(chunk_id, "failed", retries=retries + 1, error=message)
+
+
+async def _split(pool: asyncpg.Pool, chunk_id: int, exc: BaseException, worker_label: str) -> SplitOutcome:
+    """Split (or at one key, fail and record) the chunk, retrying the ledger write through connection trouble."""
+    for attempt in range(1, 6):
+        try:
+            async with pool.acquire() as conn:
+                return await split_or_fail(conn, chunk_id, exc, worker_label)
+        except Exception as err:
+            if not is_retryable(err) or attempt == 5:
+                raise
+            await anyio.sleep(backoff_delay(attempt, 100, 2_000))
+    raise AssertionError("unreachable")
 
 
 async def _note(pool: asyncpg.Pool, sql: str, *args: Any) -> None:

@@ -73,3 +73,26 @@ LIMIT $2
 
 -- name: count_failed_keys
 SELECT count(*) FROM bxbatch.failed_key WHERE run_id = $1
+
+-- name: lock_chunk_for_split
+SELECT id, run_id, job, seq, parts, los, his, relnames, planned_rows, status
+FROM bxbatch.chunk WHERE id = $1
+FOR UPDATE
+
+-- name: shrink_chunk
+-- Keep the first part of a failing chunk in its own row (still pending), with its error noted.
+UPDATE bxbatch.chunk
+SET parts = $2, los = $3, his = $4, relnames = $5, planned_rows = $6, retries = retries + 1, error = $7
+WHERE id = $1
+
+-- name: insert_split_chunk
+INSERT INTO bxbatch.chunk (run_id, job, seq, parts, los, his, relnames, planned_rows, error)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+RETURNING id
+
+-- name: fail_key_chunk
+UPDATE bxbatch.chunk SET status = 'failed', error = $2, retries = retries + 1, worker = $3
+WHERE id = $1 AND status = 'pending'
+
+-- name: clear_failed_keys
+DELETE FROM bxbatch.failed_key WHERE run_id = $1

@@ -6,7 +6,7 @@ SELECT to_regclass('bxbatch.run') IS NOT NULL
 -- name: unfinished_run
 SELECT id, status, command, started_at, updated_at, host, pid
 FROM bxbatch.run
-WHERE status IN ('running', 'interrupted')
+WHERE status IN ('running', 'interrupted', 'completed_with_failures')  -- resume retries failed keys
 ORDER BY id DESC
 LIMIT 1
 
