@@ -13,6 +13,7 @@ import typer
 
 from . import __version__
 from .cli_safety import safety_options, safety_overrides
+from .cli_safetynet import safetynet_options, safetynet_overrides
 from .engine.stopping import run_with_signals
 from .errors import BxbatchError, ExitCode
 from .log import configure, scrub
@@ -179,6 +180,7 @@ def _settings(
     fmt: LogFormat = log_format  # type: ignore[assignment]
     configure(fmt, debug=debug)
     engine.update(safety_overrides())  # --probe-sql, thresholds, timeouts... of `run` / `resume`
+    engine.update(safetynet_overrides())  # --backup-path, --skip-disk-check... of `run` / `resume`
     return Settings(dsn=resolve_dsn(dsn), log_format=fmt, progress=not no_progress, debug=debug, **engine).validate()
 
 
@@ -220,6 +222,7 @@ def _print_summary(summary: Any) -> None:
 
 @app.command()
 @safety_options
+@safetynet_options
 def run(
     dsn: DsnOpt = None,
     concurrency: ConcurrencyOpt = 4,
@@ -262,6 +265,7 @@ def run(
 
 @app.command()
 @safety_options
+@safetynet_options
 def resume(
     dsn: DsnOpt = None,
     concurrency: ConcurrencyOpt = 4,
@@ -315,32 +319,6 @@ def status(
 
     report = _execute(settings, lambda: collect_status(settings))
     print(json.dumps(report, indent=2, default=str) if as_json else render_status(report))
-
-
-@app.command()
-def plan(
-    dsn: DsnOpt = None,
-    sql: Annotated[bool, typer.Option("--sql", help="Print each pending statement.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    log_format: LogFormatOpt = "auto",
-    debug: DebugOpt = False,
-) -> None:
-    """Show what a run would do, without changing anything: the pending DDL files (and SQL with --sql)."""
-    settings = _settings(dsn, log_format, True, debug)
-    from .app import plan_ddl
-
-    pending = _execute(settings, lambda: plan_ddl(settings))
-    if as_json:
-        print(json.dumps({"pending_ddl": pending}, indent=2))
-        return
-    if not pending:
-        print("schema: every DDL file is applied")
-    for item in pending:
-        mode = "one transaction" if item["transactional"] else "statement by statement, outside a transaction"
-        print(f"{item['file']}  phase={item['phase']}  {len(item['statements'])} statements, {mode}")
-        if sql:
-            for stmt in item["statements"]:
-                print("    " + stmt.replace("\n", "\n    ") + ";")
 
 
 @app.command()
@@ -420,7 +398,7 @@ def main() -> None:
     app()
 
 
-from . import cli_control  # noqa: E402,F401  (registers commands)
+from . import cli_control, cli_ops  # noqa: E402,F401  (register their commands)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
