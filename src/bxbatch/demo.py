@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -42,7 +43,9 @@ async def run_demo(settings: Settings, *, scale: float, flavor: str = "embedded"
             "demo_install_generated",
             **{k: v for k, v in vars(report).items() if isinstance(v, int | float)},
         )
-        summary = await run_migration(settings.with_(dsn=dsn), command="demo")
+        backup_dir = Path(server.owns_dir or server.datadir.parent) / "backup"  # removed with the server
+        backup_dir.mkdir(exist_ok=True)
+        summary = await run_migration(settings.with_(dsn=dsn, backup_path=f"{backup_dir}/"), command="demo")
         print(
             f"bxbatch demo: PostgreSQL {version} ({flavor}), synthetic install at scale {scale}: "
             f"{report.user_rows} user rows in {report.user_tables} user tables, "
@@ -52,9 +55,21 @@ async def run_demo(settings: Settings, *, scale: float, flavor: str = "embedded"
         for name, detail in summary.phases.items():
             figures = ", ".join(f"{k}={v}" for k, v in detail.items() if k != "seconds")
             print(f"  {name:<12} {detail.get('seconds', 0):>8.2f}s  {figures}")
+        print(await _validation_report(dsn))
         if keep:
             print(f"server left running: {dsn}")
         return summary
     finally:
         if not keep:
             server.close()
+
+
+async def _validation_report(dsn: str) -> str:
+    """The validation report of the migrated install (what `bxbatch validate` prints)."""
+    from .phases.validate import render, validate
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        return render(await validate(conn))
+    finally:
+        await conn.close()
