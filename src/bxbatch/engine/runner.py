@@ -59,7 +59,11 @@ from .worker import ChunkResult, PassRef, WorkerState, WorkerStats, apply_chunk_
 
 Q = queries("engine")
 
-LOCK_PASS_CREATE = 20  # advisory lock (ledger.LOCK_CLASS, 20): one process creates a pass at a time
+# One process creates a pass at a time: advisory lock (ENGINE_LOCK_CLASS, LOCK_PASS_CREATE). A class of
+# its own, so that preflight's "another bxbatch run holds the run lock" check (any lock of
+# ledger.LOCK_CLASS) does not refuse a process joining a run while another one creates a pass.
+ENGINE_LOCK_CLASS = ledger.LOCK_CLASS + 1
+LOCK_PASS_CREATE = 20
 MAX_SETTLE_ROUNDS = 8
 MAX_SEGMENTS = 64  # user tables per grouped chunk (one UNION ALL statement)
 COUNT_CAP = 2_000_000  # exact key counts of user tables up to this; beyond, pg_class.reltuples
@@ -283,7 +287,7 @@ class Engine:
     async def _create_pass(self, job: Job, seq: int, kind: str, round_: int, after: int) -> None:
         async with self.conn_lock:
             conn = self.conn
-            await conn.execute("SELECT pg_advisory_lock($1, $2)", ledger.LOCK_CLASS, LOCK_PASS_CREATE)
+            await conn.execute("SELECT pg_advisory_lock($1, $2)", ENGINE_LOCK_CLASS, LOCK_PASS_CREATE)
             try:
                 if await conn.fetchrow(Q["get_pass"], self.run_id, job.name, seq) is not None:
                     return  # another process created it while we waited
@@ -313,7 +317,7 @@ class Engine:
                             sum(p.est or 0 for p in parts),
                         )
             finally:
-                await conn.execute("SELECT pg_advisory_unlock($1, $2)", ledger.LOCK_CLASS, LOCK_PASS_CREATE)
+                await conn.execute("SELECT pg_advisory_unlock($1, $2)", ENGINE_LOCK_CLASS, LOCK_PASS_CREATE)
         self.log.debug("pass_created", job=job.name, seq=seq, kind=kind, round=round_, parts=len(parts))
 
     async def _pass_result(self, job: Job, seq: int, kind: str, round_: int) -> PassResult:
