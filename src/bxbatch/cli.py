@@ -14,6 +14,7 @@ import typer
 from . import __version__
 from .cli_safety import safety_options, safety_overrides
 from .cli_safetynet import safetynet_options, safetynet_overrides
+from .engine.report import summary_lines
 from .engine.stopping import run_with_signals
 from .errors import BxbatchError, ExitCode
 from .log import configure, scrub
@@ -216,8 +217,10 @@ def _print_summary(summary: Any) -> None:
         f"run #{summary.run_id} {summary.status} in {summary.seconds:.1f}s" + (" (resumed)" if summary.resumed else "")
     )
     for name, detail in phases.items():
-        figures = ", ".join(f"{k}={v}" for k, v in detail.items() if k != "seconds")
+        figures = ", ".join(f"{k}={v}" for k, v in detail.items() if k not in ("seconds", "jobs"))
         print(f"  {name:<12} {detail.get('seconds', 0):>8.2f}s  {figures}")
+        for line in summary_lines(detail):  # per backfill job: rows, time, rows/s, longest transaction
+            print(line)
 
 
 @app.command()

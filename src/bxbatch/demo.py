@@ -10,6 +10,7 @@ import asyncpg
 
 from .app import run_migration
 from .embedded import start_server
+from .engine.report import summary_lines
 from .log import get_logger
 from .settings import Settings
 
@@ -53,8 +54,10 @@ async def run_demo(settings: Settings, *, scale: float, flavor: str = "embedded"
         )
         print(f"run #{summary.run_id} {summary.status} in {summary.seconds:.1f}s")
         for name, detail in summary.phases.items():
-            figures = ", ".join(f"{k}={v}" for k, v in detail.items() if k != "seconds")
+            figures = ", ".join(f"{k}={v}" for k, v in detail.items() if k not in ("seconds", "jobs"))
             print(f"  {name:<12} {detail.get('seconds', 0):>8.2f}s  {figures}")
+            for line in summary_lines(detail):  # per backfill job: rows, time, rows/s, longest transaction
+                print(line)
         print(await _validation_report(dsn))
         if keep:
             print(f"server left running: {dsn}")

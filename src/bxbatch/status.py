@@ -7,6 +7,7 @@ from typing import Any
 from . import ledger, monitor
 from .db import connect
 from .engine import control
+from .engine.report import backfill_status, render_backfill_lines
 from .settings import Settings
 from .sqlfiles import ddl_files
 
@@ -37,6 +38,8 @@ async def collect_status(settings: Settings) -> dict[str, Any]:
             "index_builds": await monitor.builds_in_progress(conn),
             # live safety: control row, throttle state and decisions, failed keys (engine/control.py)
             **(await control.status_section(conn, run["id"] if run else None)),
+            # backfill jobs: rows, rate, ETA, chunks, active workers (engine/report.py)
+            **(await backfill_status(conn, run["id"] if run else None)),
         }
     finally:
         await conn.close()
@@ -60,6 +63,7 @@ def render_status(report: dict[str, Any]) -> str:
     lines.append(
         f"ddl: {ddl['applied']} files applied, {len(pending)} pending" + (f": {', '.join(pending)}" if pending else "")
     )
+    lines.extend(render_backfill_lines(report))
     lines.extend(control.render_status_lines(report))
     lines.extend(monitor.render_builds(report.get("index_builds") or []))
     return "\n".join(lines)

@@ -22,8 +22,10 @@ from tests.backfill_support import (
 )
 
 from bxbatch.app import run_migration
+from bxbatch.engine.report import backfill_status
 from bxbatch.engine.runner import run_job_once
 from bxbatch.settings import Settings
+from bxbatch.status import collect_status, render_status
 from bxbatch.synth import mutate_once
 
 SMALL_CHUNKS: dict[str, Any] = {
@@ -80,6 +82,17 @@ async def test_run_writes_exactly_the_set_based_rows(
     )
     assert [r["lo"] for r in ranges] == sorted(r["lo"] for r in ranges)
 
+    status = await collect_status(Settings(dsn=chunked))
+    jobs = {j["job"]: j for j in status["backfill"]["jobs"]}
+    assert set(jobs) == {"enhanced_views", "permissions", "activity_seed"}
+    for name, j in jobs.items():
+        assert j["status"] == "done" and j["chunks_pending"] == 0 and j["chunks_failed"] == 0
+        assert j["rows_done"] == j["rows_expected"] == sum(expected[name].values())
+        assert j["percent"] == 100.0 and j["eta_s"] is None and j["rows_per_s"] > 0
+    assert status["backfill"]["workers"] == []  # the run is over: nobody is active
+    text = render_status(status)
+    assert "activity_seed" in text and "rows/s" in text
+
     # a second run changes nothing: the migration is complete
     again = await run_migration(Settings(dsn=chunked, concurrency=2, **SMALL_CHUNKS))
     assert again.run_id != summary.run_id
@@ -99,12 +112,16 @@ async def test_live_writes_during_the_backfill(
     rng = random.Random(20261124)
     done: list[str] = []
     settle_seen = anyio.Event()
+    live_status: list[dict[str, Any]] = []
 
     async def application() -> None:
         while not settle_seen.is_set():
             done.append(await mutate_once(app_conn, rng))
             if len(done) % 10 == 0:
                 ledger_ready = await watch.fetchval("SELECT to_regclass('bxbatch.pass') IS NOT NULL")
+                if ledger_ready:
+                    run_id = await watch.fetchval("SELECT max(id) FROM bxbatch.run")
+                    live_status.append((await backfill_status(watch, run_id))["backfill"])
                 if ledger_ready and await watch.fetchval("SELECT EXISTS (SELECT 1 FROM bxbatch.pass WHERE round >= 1)"):
                     settle_seen.set()
 
@@ -126,6 +143,9 @@ async def test_live_writes_during_the_backfill(
     kinds = {k.split(":")[0] for k in done if not k.startswith("noop")}
     assert {"insert_row", "update_row", "delete_row", "insert_view", "insert_member", "delete_member"} <= kinds
     assert len([k for k in done if not k.startswith("noop")]) > 200
+    # `status` during the run showed the jobs in progress and the active workers with their heartbeats
+    assert any(st["workers"] for st in live_status)
+    assert any(j["status"] == "running" and j["chunks_done"] > 0 for st in live_status for j in st["jobs"])
     conn = await conn_to(dsn)
     # some writes landed in ranges done earlier, and the reconcile passes repaired them
     assert detail["reconciled"] > 0

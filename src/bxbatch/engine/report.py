@@ -1,0 +1,132 @@
+"""The backfill part of `bxbatch status` and of run summaries: per job rows, rate, ETA, chunks and active workers.
+
+Everything is read from the ledger, so it shows the work of every process sharing the run.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from ..sqlfiles import queries
+
+Q = queries("engine")
+
+RATE_WINDOW_S = 30.0  # the rate (and so the ETA) is the throughput of the last 30 seconds
+ACTIVE_WORKER_S = 10.0  # a worker whose heartbeat is older than this is not shown as active
+
+
+def _rate(rows_done: int, recent_rows: int, first_done: datetime | None, now: datetime) -> float:
+    if first_done is None:
+        return 0.0
+    elapsed = min(RATE_WINDOW_S, (now - first_done).total_seconds())
+    if elapsed <= 0:
+        return 0.0
+    return (recent_rows if elapsed >= RATE_WINDOW_S else rows_done) / elapsed
+
+
+async def backfill_status(conn: asyncpg.Connection, run_id: int | None) -> dict[str, Any]:
+    """``{"backfill": {"jobs": [...], "workers": [...]}}`` for a run (empty when it has no jobs yet)."""
+    if run_id is None or not await conn.fetchval("SELECT to_regclass('bxbatch.job') IS NOT NULL"):
+        return {"backfill": {"jobs": [], "workers": []}}
+    now: datetime = await conn.fetchval("SELECT now()")
+    jobs = []
+    for r in await conn.fetch(Q["job_totals"], run_id, RATE_WINDOW_S):
+        rows = int(r["seed_rows"])
+        expected = None if r["expected_rows"] is None else int(r["expected_rows"])
+        running = r["status"] in ("running", "settling")
+        rate = _rate(rows, int(r["recent_rows"]), r["first_done"], now) if running else 0.0
+        left = max(0, expected - rows) if expected is not None else None
+        eta = left / rate if running and rate > 0 and left is not None else None
+        if not running and r["first_done"] is not None and r["last_done"] is not None:
+            span = (r["last_done"] - r["first_done"]).total_seconds()
+            rate = rows / span if span > 0 else 0.0
+        jobs.append(
+            {
+                "job": r["name"],
+                "status": r["status"],
+                "rows_done": rows,
+                "rows_expected": expected,
+                "percent": round(100.0 * rows / expected, 1) if expected else None,
+                "rows_per_s": round(rate, 1),
+                "eta_s": None if eta is None else round(eta, 1),
+                "reconciled_rows": int(r["rows_done"]) - rows,
+                "chunks_done": int(r["chunks_done"]),
+                "chunks_pending": int(r["chunks_pending"]),
+                "chunks_failed": int(r["chunks_failed"]),
+                "chunks_retried": int(r["chunks_retried"]),
+                "retries": int(r["retries"]),
+                "longest_chunk_ms": round(float(r["longest_ms"]), 1),
+                "passes": int(r["passes"]),
+                "started_at": r["started_at"],
+                "finished_at": r["finished_at"],
+            }
+        )
+    workers = [
+        {
+            "host": w["host"],
+            "pid": w["pid"],
+            "worker": w["idx"],
+            "job": w["job"],
+            "chunk": w["chunk_id"],
+            "state": w["state"],
+            "chunks_done": int(w["chunks_done"]),
+            "rows_done": int(w["rows_done"]),
+            "heartbeat_age_s": round(float(w["age_s"]), 1),
+        }
+        for w in await conn.fetch(Q["active_workers"], run_id, ACTIVE_WORKER_S)
+    ]
+    return {"backfill": {"jobs": jobs, "workers": workers}}
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+def render_backfill_lines(report: dict[str, Any]) -> list[str]:
+    section = report.get("backfill") or {}
+    jobs = section.get("jobs") or []
+    if not jobs:
+        return []
+    lines = ["backfill:"]
+    for j in jobs:
+        expected = "?" if j["rows_expected"] is None else f"{j['rows_expected']:,}"
+        pct = f" ({j['percent']:.1f}%)" if j["percent"] is not None else ""
+        lines.append(
+            f"  {j['job']:<15} {j['status']:<9} {j['rows_done']:,}/{expected} rows{pct}, "
+            f"{j['rows_per_s']:,.0f} rows/s, ETA {_eta(j['eta_s'])}; chunks {j['chunks_done']} done, "
+            f"{j['chunks_pending']} pending, {j['chunks_failed']} failed, {j['chunks_retried']} retried; "
+            f"longest {j['longest_chunk_ms']:.0f} ms"
+            + (f"; reconciled {j['reconciled_rows']:,} rows" if j["reconciled_rows"] else "")
+        )
+    workers = section.get("workers") or []
+    if workers:
+        lines.append(f"  active workers: {len(workers)}")
+        for w in workers:
+            chunk = f" chunk {w['chunk']}" if w["chunk"] else ""
+            lines.append(
+                f"    {w['host']} pid {w['pid']} #{w['worker']}: {w['state']} {w['job'] or ''}{chunk} "
+                f"({w['chunks_done']} chunks, {w['rows_done']:,} rows; heartbeat {w['heartbeat_age_s']}s ago)"
+            )
+    return lines
+
+
+def summary_lines(detail: dict[str, Any]) -> list[str]:
+    """Per-job lines of a finished backfill phase (for `run` and `demo` summaries)."""
+    lines = []
+    for name, j in (detail.get("jobs") or {}).items():
+        lines.append(
+            f"    {name:<15} {j['rows']:>10,} rows in {j['seconds']:>7.2f}s = {j['rows_per_s']:>10,.0f} rows/s; "
+            f"{j['chunks']} chunks, longest transaction {j['longest_ms']:.0f} ms (p50 {j['p50_ms']:.0f}, "
+            f"p99 {j['p99_ms']:.0f})" + (f"; reconciled {j['reconciled']:,}" if j.get("reconciled") else "")
+        )
+    return lines
