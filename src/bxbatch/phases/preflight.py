@@ -29,6 +29,7 @@ from ..sqlfiles import queries
 MIN_SERVER_VERSION = 120000
 MIN_LOCKS_PER_TRANSACTION = 64
 MIN_MAINTENANCE_WORK_MEM_KB = 64 * 1024
+WORKER_HEARTBEAT_FRESH_S = 10.0  # the engine beats every second
 # Internal, for tests only: pretend the server has this server_version_num (an old server
 # cannot be started on demand). Deliberately not a flag and not in --help.
 _FAKE_VERSION_ENV = "BXBATCH_TEST_SERVER_VERSION_NUM"
@@ -252,7 +253,8 @@ async def check_settings(conn: asyncpg.Connection) -> list[Check]:
     return [lock_check, mwm_check]
 
 
-async def check_other_run(conn: asyncpg.Connection) -> Check:
+async def check_other_run(conn: asyncpg.Connection, settings: Settings) -> Check:
+    """Another bxbatch holding one of its advisory locks, or workers of another process still beating."""
     holders = await conn.fetch(Q["bxbatch_lock_holders"], ledger.LOCK_CLASS)
     if holders:
         who = ", ".join(f"pid {h['pid']} ({h['application_name'] or 'unknown'})" for h in holders)
@@ -262,7 +264,19 @@ async def check_other_run(conn: asyncpg.Connection) -> Check:
             f"another bxbatch process holds the run lock: {who}",
             {"pids": [h["pid"] for h in holders]},
         )
-    return Check("other_bxbatch_run", PASS, "no other bxbatch process holds the lock")
+    if await conn.fetchval(Q["worker_table_present"]):
+        live = await conn.fetch(Q["live_workers"], settings.host, os.getpid(), WORKER_HEARTBEAT_FRESH_S)
+        if live:
+            who = ", ".join(f"{r['workers']} worker(s) of pid {r['pid']} on {r['host']}" for r in live)
+            # Several processes may share one run (the engine's design): joining it is allowed.
+            return Check(
+                "other_bxbatch_run",
+                WARN,
+                f"another bxbatch process is working on the run: {who} (heartbeat under "
+                f"{WORKER_HEARTBEAT_FRESH_S:g}s old); this process would join it",
+                {"processes": [f"{r['host']}:{r['pid']}" for r in live]},
+            )
+    return Check("other_bxbatch_run", PASS, "no other bxbatch process holds the lock or runs workers")
 
 
 async def check_long_transactions(conn: asyncpg.Connection, settings: Settings) -> Check:
@@ -290,7 +304,7 @@ async def collect(conn: asyncpg.Connection, settings: Settings, profile: Profile
         checks.append(await check_privileges(conn, profile))
     checks.append(await check_disk(conn, settings))
     checks.extend(await check_settings(conn))
-    checks.append(await check_other_run(conn))
+    checks.append(await check_other_run(conn, settings))
     checks.append(await check_long_transactions(conn, settings))
     return PreflightReport(checks)
 

@@ -85,3 +85,17 @@ ORDER BY xact_start
 -- name: sees_all_activity
 SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
     OR pg_has_role(current_user, 'pg_read_all_stats', 'MEMBER')
+
+-- name: worker_table_present
+SELECT to_regclass('bxbatch.worker') IS NOT NULL
+
+-- name: live_workers
+-- Workers of another process (not host $1 / pid $2) whose heartbeat is fresher than $3 seconds:
+-- a run in progress, possibly on another host.
+SELECT host, pid, count(*) AS workers, max(heartbeat_at) AS last_beat
+FROM bxbatch.worker
+WHERE state <> 'stopped'
+  AND heartbeat_at > now() - make_interval(secs => $3)
+  AND NOT (host = $1 AND pid = $2)
+GROUP BY host, pid
+ORDER BY host, pid
