@@ -21,7 +21,6 @@ from .cli import (
     app,
 )
 from .cli_safetynet import BACKUP_PATH, LONG_TRANSACTION_S, PG_DUMP, SKIP_DISK_CHECK
-from .errors import ExitCode
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 
@@ -246,4 +245,3 @@ def rollback(
         print("nothing to roll back")
     else:
         print(f"rolled back: {result.done} steps ({result.skipped} already done) in {result.seconds:.1f}s")
-    raise typer.Exit(int(ExitCode.OK))
