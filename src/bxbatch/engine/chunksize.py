@@ -27,6 +27,7 @@ class ChunkSizer:
     window: int = 7
     max_step: float = 2.0
     _costs: deque[float] = field(default_factory=deque, repr=False)
+    _part_costs: dict[int, deque[float]] = field(default_factory=dict, repr=False)
     observations: int = 0
 
     def __post_init__(self) -> None:
@@ -50,20 +51,38 @@ class ChunkSizer:
     def per_key_ms(self) -> float | None:
         return statistics.median(self._costs) if self._costs else None
 
-    def observe(self, keys: int, seconds: float) -> int:
-        """Record one committed chunk; returns the new size."""
+    def observe(self, keys: int, seconds: float, part: int | None = None) -> int:
+        """Record one committed chunk; returns the new size.
+
+        ``part``: the one part (user table) the chunk covered, if it covered only one. Tables of one
+        job differ in cost per key (a wide table's rows make bigger JSON), so the chunks of a big
+        table are sized from that table's own median cost once it has one (``size_for``).
+        """
         if keys <= 0 or seconds <= 0:
             return self.size  # an empty chunk says nothing about the cost of a key
         self.observations += 1
-        self._costs.append(seconds * 1000.0 / keys)
+        cost = seconds * 1000.0 / keys
+        self._costs.append(cost)
         while len(self._costs) > self.window:
             self._costs.popleft()
-        cost = self.per_key_ms
-        assert cost is not None
-        ideal = self.target_ms / max(cost, 1e-9)
+        if part is not None:
+            own = self._part_costs.setdefault(part, deque())
+            own.append(cost)
+            while len(own) > self.window:
+                own.popleft()
+        median = self.per_key_ms
+        assert median is not None
+        ideal = self.target_ms / max(median, 1e-9)
         low, high = self.size / self.max_step, self.size * self.max_step
         self.size = self._clamp(min(high, max(low, ideal)))
         return self.size
+
+    def size_for(self, part: int | None, scale: float = 1.0) -> int:
+        """The size for a chunk starting in ``part``: from the part's own cost when it has one."""
+        own = self._part_costs.get(part) if part is not None else None
+        if own:
+            return self._clamp(self.target_ms / max(statistics.median(own), 1e-9) * max(scale, 0.0))
+        return self.next_size(scale)
 
     def next_size(self, scale: float = 1.0) -> int:
         """The size to plan now, times the throttle's multiplier (never below the floor)."""

@@ -16,6 +16,7 @@ with in-memory key sets; ``TableKeySource`` is the PostgreSQL one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -71,8 +72,11 @@ async def plan_chunks(
     size: int,
     max_chunks: int,
     max_segments: int = 64,
+    size_for: Callable[[PartCursor], int] | None = None,
 ) -> list[ChunkPlan]:
     """Cut up to ``max_chunks`` chunks of about ``size`` keys from the open parts, in part order.
+
+    ``size_for``, when given, sizes each chunk from the part it starts in (else ``size``).
 
     Advances each part's ``upto``; the caller persists the chunks and the cursors together.
     """
@@ -83,6 +87,10 @@ async def plan_chunks(
     while len(chunks) < max_chunks:
         segments: list[Segment] = []
         total = 0
+        while index < len(parts) and not parts[index].open:
+            index += 1
+        if index < len(parts) and size_for is not None:
+            size = max(1, size_for(parts[index]))
         while total < size and len(segments) < max_segments:
             while index < len(parts) and not parts[index].open:
                 index += 1

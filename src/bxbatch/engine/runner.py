@@ -181,8 +181,9 @@ class Engine:
         self.workers = max(1, throttle.max_concurrency)
         self.states = [WorkerState(i) for i in range(self.workers)]
         self.label = f"{settings.host}:{os.getpid()}"
-        self.lookahead = 2 * self.workers + 2
+        self.lookahead = self.workers + 1  # planned ahead of the workers: sizes follow the measurements closely
         self.sizers: dict[tuple[str, str], ChunkSizer] = {}
+        self.fanout: dict[str, float] = {}  # rows written per key, estimated when the job starts
         self.stats: dict[str, WorkerStats] = {}
         self.bars: dict[str, Any] = {}
 
@@ -190,7 +191,13 @@ class Engine:
     def sizer(self, job: Job, kind: str) -> ChunkSizer:
         key = (job.name, "reconcile" if kind == "reconcile" else "write")
         if key not in self.sizers:
-            self.sizers[key] = ChunkSizer.from_settings(self.settings)
+            sizer = ChunkSizer.from_settings(self.settings)
+            # Chunks are cut in keys; a key may yield many rows (a member: one row per table of the
+            # workspace). Start from --initial-chunk-rows *rows*, not keys.
+            fanout = self.fanout.get(job.name, 1.0)
+            if fanout > 1.0:
+                sizer.size = sizer.next_size(1.0 / fanout)
+            self.sizers[key] = sizer
         return self.sizers[key]
 
     async def _expected(self, job: Job) -> int | None:
@@ -204,8 +211,12 @@ class Engine:
             if exists is None:
                 expected = await self._expected(job)
                 await self.conn.execute(Q["insert_job"], self.run_id, job.name, job.order, job.sha256, expected)
-            elif exists["status"] == "done":
-                return
+            else:
+                expected = exists["expected_rows"]
+            if expected and job.key_table and not job.per_user_table:
+                keys = await self.conn.fetchval(Q["reltuples"], qualified(self.profile.schema, job.key_table))
+                if keys and keys > 0:
+                    self.fanout[job.name] = max(1.0, float(expected) / float(keys))
 
     # --- parts of a pass ------------------------------------------------------------------
     async def _table_parts(self, job: Job, lo: int, bound_sql: str) -> list[PartSpec]:
@@ -397,8 +408,15 @@ class Engine:
                 for r in rows
             ]
             before = {p.part: p.upto for p in parts}
-            size = sizer.next_size(self.throttle.chunk_scale)
-            chunks = await plan_chunks(parts, source, size, want, MAX_SEGMENTS)
+            scale = self.throttle.chunk_scale
+            chunks = await plan_chunks(
+                parts,
+                source,
+                sizer.next_size(scale),
+                want,
+                MAX_SEGMENTS,
+                size_for=lambda p: sizer.size_for(p.part if p.relname else None, scale),
+            )
             relname = {p.part: p.relname for p in parts}
             await conn.executemany(
                 Q["insert_chunk"],
@@ -465,7 +483,7 @@ class Engine:
         if result.status == "done":
             me.chunks_done += 1
             me.rows_done += result.rows
-            sizer.observe(result.planned_rows, result.seconds)
+            sizer.observe(result.planned_rows, result.seconds, result.first_part if result.segments == 1 else None)
             self.throttle.note_chunk(result.rows, result.seconds)
             if ref.kind != "reconcile" and ref.job.name in self.bars:
                 self.bars[ref.job.name].update(result.rows)

@@ -84,6 +84,7 @@ class ChunkResult:
     seconds: float = 0.0
     retries: int = 0
     segments: int = 1
+    first_part: int = 0
     error: str | None = None
     failed_key: int | None = None  # the single key a bisected chunk failed on
 
@@ -183,6 +184,7 @@ async def apply_chunk_transaction(
                 seconds=seconds,
                 retries=retries,
                 segments=len(claimed["parts"]),
+                first_part=int(claimed["parts"][0]),
             )
         except Exception as exc:
             if chunk_id is None:
