@@ -146,7 +146,13 @@ async def install_tables(
         group = ordered[start : start + size]
         try:
             marks = await _install_group(conn, settings, profile, group, run_id, wait=False)
-        except GroupBusy:
+        except Exception as exc:
+            # A busy or vanished table, or a transient failure (deadlock, timeout): the group's
+            # tables go in one by one, each with its own lock wait and retries.
+            if not (isinstance(exc, GroupBusy) or is_retryable(exc)):
+                raise
+            if log is not None and not isinstance(exc, GroupBusy):
+                log.warning("trigger_group_retry_alone", tables=len(group), error=type(exc).__name__)
             busy += group
             continue
         done.update(marks)
