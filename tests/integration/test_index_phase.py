@@ -150,3 +150,35 @@ async def test_monitor_sees_a_million_row_build_progress(fresh_db, conn_to) -> N
     scan = [s for s in samples if s.phase == "building index: scanning table"]
     assert scan[-1].blocks_total > 0 and all(s.percent is not None for s in scan)
     assert all(0 <= (s.percent or 0) <= 100 for s in samples)
+
+
+async def test_build_left_running_by_a_dead_client_is_adopted(pg_server, db_factory, conn_to) -> None:  # type: ignore[no-untyped-def]
+    dsn = await schema_applied_db(pg_server, db_factory)
+    conn = await conn_to(dsn)
+    orphan = await conn_to(dsn)  # stands in for the session of a bxbatch that was killed mid-build
+    writer = await conn_to(dsn)
+    await writer.execute("BEGIN; INSERT INTO database_comment (row_id, content) VALUES (1, 'held')")
+    stmt = next(
+        t.stmt.sql for t in indexes.index_tasks(ddl_files(phase="indexes")) if t.name == "idx_comment_table_row"
+    )
+    orphan_build = asyncio.ensure_future(orphan.execute(stmt))
+    with anyio.fail_after(20):
+        while True:
+            if await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_progress_create_index WHERE pid = $1)", orphan.get_server_pid()
+            ):
+                break
+            await asyncio.sleep(0.05)
+    phase = asyncio.ensure_future(indexes.run(await _ctx(conn, Settings(dsn=dsn, monitor_interval_s=0.1))))
+    await asyncio.sleep(1.0)
+    assert not phase.done()  # watching the other build, not dropping it under its feet
+    await writer.execute("COMMIT")
+    with anyio.fail_after(60):
+        await orphan_build
+        detail = await phase
+    assert detail["adopted"] == 1 and detail["skipped_valid"] == 1
+    assert await _index_validity(conn) == dict.fromkeys(INDEX_NAMES, True)
+    history = await conn.fetch(
+        "SELECT action, status FROM bxbatch.index_build WHERE index_name = 'idx_comment_table_row' ORDER BY id"
+    )
+    assert [(r["action"], r["status"]) for r in history] == [("adopt", "done"), ("skip_valid", "skipped")]

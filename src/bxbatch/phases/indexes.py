@@ -262,6 +262,9 @@ class IndexPhase:
                     conn = await connect(self.settings, role="index")
                     await prepare_build_session(conn, self.settings)
                 state = await self._state(conn, task)
+                if state is not None and state["building"]:  # our lost session's build still runs
+                    await self._adopt(conn, task)
+                    state = await self._state(conn, task)
                 if state is not None and state["indisvalid"]:  # finished although we lost sight of it
                     async with conn.transaction():
                         await self._record_done(conn, task, started)
