@@ -142,7 +142,7 @@ async def test_live_writes_during_the_backfill(
     assert detail["converged"] and detail["failed_chunks"] == 0
     kinds = {k.split(":")[0] for k in done if not k.startswith("noop")}
     assert {"insert_row", "update_row", "delete_row", "insert_view", "insert_member", "delete_member"} <= kinds
-    assert len([k for k in done if not k.startswith("noop")]) > 200
+    assert len([k for k in done if not k.startswith("noop")]) > 50
     # `status` during the run showed the jobs in progress and the active workers with their heartbeats
     assert any(st["workers"] for st in live_status)
     assert any(j["status"] == "running" and j["chunks_done"] > 0 for st in live_status for j in st["jobs"])

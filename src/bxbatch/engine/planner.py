@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -26,6 +26,7 @@ from ..db import qualified, quote_ident
 from ..sqlfiles import queries
 
 Q = queries("engine")
+_GONE = object()  # a probed user table no longer exists
 
 
 @dataclass
@@ -140,15 +141,22 @@ class TableKeySource:
         key = quote_ident(self.key_column if part.relname is None else "id")
         return Q[name].replace("{table}", qualified(self.schema, table)).replace("{key}", key)
 
-    async def key_at(self, part: PartCursor, after: int, upto: int, offset: int) -> int | None:
+    async def _probe(self, name: str, part: PartCursor, *args: int) -> Any:
+        if part.relname is None:
+            return await self.conn.fetchval(self._sql(name, part), *args)
+        # A user table can be dropped by the application at any moment: probe it in a savepoint, so
+        # that its disappearance does not abort the planner's transaction.
         try:
-            value = await self.conn.fetchval(self._sql("walk_key", part), after, upto, offset)
-        except asyncpg.UndefinedTableError:
-            return None  # dropped meanwhile: the rest of the part is one (empty) range
-        return None if value is None else int(value)
+            async with self.conn.transaction():
+                return await self.conn.fetchval(self._sql(name, part), *args)
+        except (asyncpg.UndefinedTableError, asyncpg.InvalidCachedStatementError):
+            return _GONE
+
+    async def key_at(self, part: PartCursor, after: int, upto: int, offset: int) -> int | None:
+        value = await self._probe("walk_key", part, after, upto, offset)
+        # None: no key that far; _GONE: dropped meanwhile, the rest of the part is one (empty) range
+        return None if value is None or value is _GONE else int(value)
 
     async def count(self, part: PartCursor, after: int, upto: int, cap: int) -> int:
-        try:
-            return int(await self.conn.fetchval(self._sql("count_keys", part), after, upto, cap))
-        except asyncpg.UndefinedTableError:
-            return 0
+        value = await self._probe("count_keys", part, after, upto, cap)
+        return 0 if value is _GONE else int(value)
