@@ -147,6 +147,9 @@ async def test_monitor_sees_a_million_row_build_progress(fresh_db, conn_to) -> N
         if a.phase == b.phase and (b.blocks_done > a.blocks_done or b.tuples_done > a.tuples_done)
     ]
     assert len(moving) >= 2, [(s.phase, s.blocks_done, s.tuples_done) for s in samples]
+    # ... and on past the scan: the build moved through its later phases to completion
+    later = ("building index: sorting", "building index: loading", "waiting for writers before validation", "index val")
+    assert any(p.startswith(later) for p in mon.result.phases), mon.result.phases
     scan = [s for s in samples if s.phase == "building index: scanning table"]
     assert scan[-1].blocks_total > 0 and all(s.percent is not None for s in scan)
     assert all(0 <= (s.percent or 0) <= 100 for s in samples)
