@@ -3,8 +3,9 @@
 Same server, same run: a Baserow-like user table, bulk INSERT of N rows (one statement), bulk
 UPDATE and DELETE of those rows, and single-row INSERTs (one statement each, as the web app
 writes), each with no trigger, the row-level trigger, and the statement-level triggers. The
-activity log has its indexes and foreign keys (the state after the migration). Reports the
-median of --repeat runs and checks that both trigger kinds log the same entries.
+activity log has its foreign keys; the rounds run first without the log's indexes (the trigger
+mechanism alone), then with them (the state after the migration). Reports the median of
+--repeat runs and checks that both trigger kinds log the same entries.
 
     .venv/bin/python benchmarks/trigger_overhead.py [--rows 10000] [--repeat 5] [--pg embedded|system]
 """
@@ -142,10 +143,6 @@ async def main() -> None:
         await conn.execute(SETUP)
         await ledger.ensure_schema(conn)
         await schema.apply_phase(conn, settings, None, log, phase="schema")
-        # the log's indexes, as after the migration
-        record = await ledger.start_or_continue_run(conn, settings, "bench")
-        await indexes.run(RunContext(settings=settings, conn=conn, run_id=record.id, log=log))
-
         # Same entries? One round of each trigger kind, compare the logs.
         logs = {}
         for kind in ("row", "statement"):
@@ -153,11 +150,19 @@ async def main() -> None:
             logs[kind] = [tuple(r) for r in await conn.fetch(LOG_ENTRIES)]
         same = logs["row"] == logs["statement"]
 
-        results: dict[str, dict[str, list[float]]] = {k: {} for k in ("none", "row", "statement")}
-        for _ in range(args.repeat):
-            for kind in ("none", "row", "statement"):
-                for op, seconds in (await one_round(conn, kind, args.rows, args.singles)).items():
-                    results[kind].setdefault(op, []).append(seconds)
+        # First with the bare log (the trigger mechanism alone, as during the migration before the
+        # index phase), then with the log's indexes built (the state after the migration).
+        by_state: dict[str, dict[str, dict[str, list[float]]]] = {}
+        for state in ("log without its indexes", "log with its indexes (after the migration)"):
+            if state.startswith("log with"):
+                record = await ledger.start_or_continue_run(conn, settings, "bench")
+                await indexes.run(RunContext(settings=settings, conn=conn, run_id=record.id, log=log))
+            results: dict[str, dict[str, list[float]]] = {k: {} for k in ("none", "row", "statement")}
+            for _ in range(args.repeat):
+                for kind in ("none", "row", "statement"):
+                    for op, seconds in (await one_round(conn, kind, args.rows, args.singles)).items():
+                        results[kind].setdefault(op, []).append(seconds)
+            by_state[state] = results
         await conn.close()
     finally:
         server.close()
@@ -167,21 +172,25 @@ async def main() -> None:
         f"{args.singles} single-row INSERTs, median of {args.repeat}"
     )
     print(f"same log entries from both trigger kinds: {same} ({len(logs['row'])} entries compared)")
-    header = f"{'operation':<16}{'no trigger':>12}{'row-level':>12}{'statement':>12}{'row/none':>10}{'stmt/none':>10}"
-    print(header)
-    print("-" * len(header))
-    for op in ("bulk_insert", "bulk_update", "bulk_delete", "single_inserts"):
-        med = {k: statistics.median(results[k][op]) * 1000 for k in results}
-        print(
-            f"{op:<16}{med['none']:>10.1f}ms{med['row']:>10.1f}ms{med['statement']:>10.1f}ms"
-            f"{med['row'] / med['none']:>9.2f}x{med['statement'] / med['none']:>9.2f}x"
+    for state, results in by_state.items():
+        print(f"\n{state}:")
+        header = (
+            f"{'operation':<16}{'no trigger':>12}{'row-level':>12}{'statement':>12}{'row/none':>10}{'stmt/none':>10}"
         )
-    ins = {k: statistics.median(results[k]["bulk_insert"]) for k in results}
-    per_row = {k: (ins[k] - ins["none"]) / args.rows * 1e6 for k in ("row", "statement")}
-    print(
-        f"\nbulk insert overhead per row: row-level {per_row['row']:.1f} us, statement-level "
-        f"{per_row['statement']:.1f} us"
-    )
+        print(header)
+        print("-" * len(header))
+        for op in ("bulk_insert", "bulk_update", "bulk_delete", "single_inserts"):
+            med = {k: statistics.median(results[k][op]) * 1000 for k in results}
+            print(
+                f"{op:<16}{med['none']:>10.1f}ms{med['row']:>10.1f}ms{med['statement']:>10.1f}ms"
+                f"{med['row'] / med['none']:>9.2f}x{med['statement'] / med['none']:>9.2f}x"
+            )
+        ins = {k: statistics.median(results[k]["bulk_insert"]) for k in results}
+        per_row = {k: (ins[k] - ins["none"]) / args.rows * 1e6 for k in ("row", "statement")}
+        print(
+            f"bulk insert overhead per row: row-level {per_row['row']:.1f} us, statement-level "
+            f"{per_row['statement']:.1f} us"
+        )
 
 
 if __name__ == "__main__":
