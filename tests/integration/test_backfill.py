@@ -24,6 +24,7 @@ from tests.backfill_support import (
 from bxbatch.app import run_migration
 from bxbatch.engine.report import backfill_status
 from bxbatch.engine.runner import run_job_once
+from bxbatch.errors import ChangedFileError
 from bxbatch.settings import Settings
 from bxbatch.status import collect_status, render_status
 from bxbatch.synth import mutate_once
@@ -187,3 +188,20 @@ async def test_run_job_once_for_benchmarks(pg_server: Any, db_factory: Any, monk
         assert await conn.fetchval("SELECT status FROM bxbatch.run WHERE id = $1", figures["run_id"]) == "completed"
     finally:
         await conn.close()
+
+
+async def test_resume_refuses_a_changed_job_file(
+    pg_server: Any, db_factory: Any, conn_to: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dsn = await db_factory(template=await synth_template(pg_server, 0.03, 3))
+    only_phases(monkeypatch)
+    summary = await run_migration(Settings(dsn=dsn, concurrency=2, **SMALL_CHUNKS))
+    conn = await conn_to(dsn)
+    # as if the run had been interrupted during the backfill, and the file edited since
+    await conn.execute("UPDATE bxbatch.run SET status = 'interrupted' WHERE id = $1", summary.run_id)
+    await conn.execute(
+        "UPDATE bxbatch.phase SET status = 'running' WHERE run_id = $1 AND name = 'backfill'", summary.run_id
+    )
+    await conn.execute("UPDATE bxbatch.job SET file_sha256 = 'edited' WHERE name = 'permissions'")
+    with pytest.raises(ChangedFileError, match=r"020_permissions\.sql changed"):
+        await run_migration(Settings(dsn=dsn, progress=False), resume_only=True)

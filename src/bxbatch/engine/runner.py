@@ -44,7 +44,7 @@ import asyncpg
 
 from .. import ledger
 from ..db import create_pool, qualified
-from ..errors import Interrupted, SqlFileError
+from ..errors import ChangedFileError, Interrupted, SqlFileError
 from ..profile import GUIDE, Profile
 from ..progress import bar
 from ..settings import Settings
@@ -211,6 +211,13 @@ class Engine:
             if exists is None:
                 expected = await self._expected(job)
                 await self.conn.execute(Q["insert_job"], self.run_id, job.name, job.order, job.sha256, expected)
+            elif exists["file_sha256"] != job.sha256:
+                # the chunks already done came from the old statement: mixing two versions in one
+                # run would make its result neither the old nor the new job's
+                raise ChangedFileError(
+                    f"sql/backfill/{job.file} changed since this run started job {job.name}",
+                    hint="restore the file, or finish the run with the bxbatch version that started it",
+                )
             else:
                 expected = exists["expected_rows"]
             if expected and job.key_table and not job.per_user_table:

@@ -18,7 +18,7 @@ VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (run_id, name) DO NOTHING
 
 -- name: get_job
-SELECT run_id, name, ord, status, expected_rows, started_at, finished_at, detail
+SELECT run_id, name, ord, file_sha256, status, expected_rows, started_at, finished_at, detail
 FROM bxbatch.job WHERE run_id = $1 AND name = $2
 
 -- name: set_job_status
