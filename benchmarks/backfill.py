@@ -319,8 +319,8 @@ async def engine_child(dsn: str, job: str, concurrency: int, settings_json: str)
     from bxbatch.log import configure
     from bxbatch.settings import Settings
 
-    configure("json")
     settings = Settings(progress=False, **json.loads(settings_json))
+    configure("json", debug=settings.debug)  # debug: a chunk_committed event per chunk
     started = time.time()
     figures = await run_job_once(dsn, job, concurrency, settings=settings)
     figures.update(
@@ -350,6 +350,10 @@ class Options:
     pg: str = "embedded"
     keep: bool = False
     quiet: bool = False
+    repeat: int = 1  # runs of single, keyset and bxbatch per job; the fastest is reported
+    engine_settings: dict[str, Any] = field(default_factory=dict)  # Settings fields for every bxbatch run
+    throttle_settings: dict[str, Any] = field(default_factory=dict)  # ... and for the throttled run on top
+    log_dir: Path | None = None  # keep the engine runs' logs here
 
 
 def _with_database(dsn: str, database: str) -> str:
@@ -621,9 +625,10 @@ class Bench:
         return MethodResult(job, "row", rows, total, seconds, measured, boxed, longest * 1000)
 
     async def bxbatch(self, job: str, total: int, concurrency: int, throttled: bool) -> MethodResult:
-        settings: dict[str, Any] = {}
+        settings: dict[str, Any] = dict(self.opts.engine_settings)
         if throttled:
             settings.update(probe_sql=self.probe_sql, probe_interval_s=self.opts.throttle_probe_interval_s)
+            settings.update(self.opts.throttle_settings)
         figures = await run_engine_child(self.dsn, job, concurrency, settings, self.log_dir)
         result = MethodResult(
             job,
@@ -671,32 +676,41 @@ class Bench:
         single = await timed(self.single(job))
         total = await self.keep_reference(job)
         single.check = "reference" if total == single.rows else f"MISMATCH: {single.rows} written, {total} kept"
-        results.append(single)
+        runs = [single]
+        for _ in range(opts.repeat - 1):
+            await self.reset(job)
+            again = await timed(self.single(job))
+            again.check = await self.check(job, complete=True)
+            runs.append(again)
+        results.append(_best_of(runs))
         ref_counts: dict[int, int] = {}
         if job == "activity_seed":
             ref_counts = {
                 int(r["table_id"]): int(r["n"])
                 for r in await self.c.fetch(f"SELECT table_id, count(*) AS n FROM bench.ref_{job} GROUP BY table_id")
             }
-        plan: list[tuple[str, Any, int | None]] = []
+        plan: list[tuple[str, Any, int | None, int]] = []  # (method, make, concurrency, runs)
         if "keyset" in opts.methods:
-            plan.append(("keyset", lambda: self.keyset(job, total, ref_counts), None))
+            plan.append(("keyset", lambda: self.keyset(job, total, ref_counts), None, opts.repeat))
         if "offset" in opts.methods:
-            plan.append(("offset", lambda: self.offset(job, total, ref_counts), None))
+            plan.append(("offset", lambda: self.offset(job, total, ref_counts), None, 1))
         if "row" in opts.methods:
-            plan.append(("row", lambda: self.row_by_row(job, total, ref_counts), None))
+            plan.append(("row", lambda: self.row_by_row(job, total, ref_counts), None, 1))
         if "bxbatch" in opts.methods:
             for n in opts.concurrency:
-                plan.append(("bxbatch", lambda n=n: self.bxbatch(job, total, n, False), n))
+                plan.append(("bxbatch", lambda n=n: self.bxbatch(job, total, n, False), n, opts.repeat))
         if "throttled" in opts.methods:
             n = max(opts.concurrency)
-            plan.append(("throttled", lambda n=n: self.bxbatch(job, total, n, True), n))
-        for name, make, conc in plan:
-            await self.reset(job)
-            say(opts, f"{job}: {name}" + (f" at concurrency {conc}" if conc else ""))
-            result = await timed(make())
-            result.check = await self.check(job, complete=not result.extrapolated)
-            results.append(result)
+            plan.append(("throttled", lambda n=n: self.bxbatch(job, total, n, True), n, opts.repeat))
+        for name, make, conc, repeat in plan:
+            runs = []
+            for _ in range(repeat):
+                await self.reset(job)
+                say(opts, f"{job}: {name}" + (f" at concurrency {conc}" if conc else ""))
+                result = await timed(make())
+                result.check = await self.check(job, complete=not result.extrapolated)
+                runs.append(result)
+            results.append(_best_of(runs))
         return results
 
     def attach_probe(self, scale_result: ScaleResult) -> None:
@@ -712,6 +726,20 @@ class Bench:
             p50, p99 = percentile(lat, 0.5), percentile(lat, 0.99)
             r.probe_p50_ms = None if p50 is None else round(p50, 3)
             r.probe_p99_ms = None if p99 is None else round(p99, 3)
+
+
+def _best_of(runs: list[MethodResult]) -> MethodResult:
+    """The fastest run (its own probe window and figures); every run's time and any failed check kept.
+
+    The fastest, not the median: on a shared machine other processes only ever add time.
+    """
+    chosen = min(runs, key=lambda r: r.seconds)
+    if len(runs) > 1:
+        chosen.extra["runs_seconds"] = [round(r.seconds, 3) for r in runs]
+        bad = [r.check for r in runs if r.check not in ("identical", "reference", "subset")]
+        if bad:
+            chosen.check = bad[0]
+    return chosen
 
 
 def _extrapolate_pages(
@@ -793,7 +821,8 @@ async def run_benchmark(opts: Options) -> dict[str, Any]:
     from bxbatch.embedded import start_server
 
     info = machine()
-    log_dir = Path(tempfile.mkdtemp(prefix="bxbench-"))
+    log_dir = opts.log_dir or Path(tempfile.mkdtemp(prefix="bxbench-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
     server = None
     admin_dsn = opts.dsn
     if admin_dsn is None:
@@ -804,7 +833,8 @@ async def run_benchmark(opts: Options) -> dict[str, Any]:
     finally:
         if server is not None:
             server.close()
-    shutil.rmtree(log_dir, ignore_errors=True)
+    if opts.log_dir is None:
+        shutil.rmtree(log_dir, ignore_errors=True)
     return {
         "machine": info,
         "options": asdict(opts) | {"dsn": None},
@@ -988,6 +1018,14 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, O
     p.add_argument("--dsn", help="a server where the benchmark may create and drop a database (default: embedded)")
     p.add_argument("--pg", choices=["embedded", "system"], default="embedded", help="throwaway server flavour")
     p.add_argument("--keep", action="store_true", help="keep the benchmark databases")
+    p.add_argument("--repeat", type=int, default=1, help="runs of single/keyset/bxbatch per job, fastest kept")
+    p.add_argument(
+        "--engine-settings",
+        default="{}",
+        help='JSON of Settings fields for every bxbatch run, e.g. {"target_chunk_ms": 500}',
+    )
+    p.add_argument("--throttle-settings", default="{}", help="JSON of Settings fields for the throttled run on top")
+    p.add_argument("--log-dir", type=Path, help="keep the bxbatch runs' logs (JSON lines) in this directory")
     p.add_argument("--json", type=Path, help="write every figure to this file")
     p.add_argument("--markdown", type=Path, help="write the tables as markdown to this file")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -996,7 +1034,6 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, O
     p.add_argument("--probe-sql", help=argparse.SUPPRESS)
     p.add_argument("--engine-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--engine-job", help=argparse.SUPPRESS)
-    p.add_argument("--engine-settings", default="{}", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     jobs = _csv(str, a.jobs)
     methods = _csv(str, a.methods)
@@ -1018,8 +1055,24 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, O
         pg=a.pg,
         keep=a.keep,
         quiet=a.quiet,
+        repeat=max(1, a.repeat),
+        engine_settings=json.loads(a.engine_settings),
+        throttle_settings=json.loads(a.throttle_settings),
+        log_dir=a.log_dir,
     )
     return a, opts
+
+
+def _quiet_logs() -> None:
+    """The setup phases' events would drown the table: warnings and errors only, on stderr."""
+    import logging
+
+    import structlog
+
+    from bxbatch.log import configure
+
+    configure("console", stream=sys.stderr)
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1030,6 +1083,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.engine_child:
         asyncio.run(engine_child(a.dsn, a.engine_job, int(a.concurrency), a.engine_settings))
         return 0
+    _quiet_logs()
     report = asyncio.run(run_benchmark(opts))
     text = markdown(report)
     print(text)
