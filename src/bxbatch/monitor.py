@@ -267,7 +267,8 @@ class IndexMonitor:
             for b in waiting_for:
                 self.result.blockers_seen[b.pid] = b
             pids = frozenset(b.pid for b in waiting_for)
-            if pids != self._last_blocker_pids or now - self._last_blocker_log >= self.blocker_log_every_s:
+            # An empty set is a locker that ended between the two queries: nothing to tell the operator.
+            if pids and (pids != self._last_blocker_pids or now - self._last_blocker_log >= self.blocker_log_every_s):
                 self.log.warning(
                     "index_waiting",
                     phase=s.phase,
