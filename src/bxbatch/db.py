@@ -32,6 +32,7 @@ RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
     pgexc.PostgresConnectionError,  # class 08
     pgexc.IdleInTransactionSessionTimeoutError,  # 25P03
     asyncpg.InterfaceError,  # connection closed under us ("connection is closed")
+    asyncpg.InternalClientError,  # protocol left mid-operation by a backend killed under it
     ConnectionError,
     OSError,
     asyncio.TimeoutError,
@@ -46,6 +47,7 @@ CONNECTION_LOST_ERRORS: tuple[type[BaseException], ...] = (
     pgexc.PostgresConnectionError,
     pgexc.IdleInTransactionSessionTimeoutError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
     ConnectionError,
     OSError,
 )

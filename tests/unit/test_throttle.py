@@ -257,3 +257,15 @@ def test_probe_limit_has_a_noise_floor() -> None:
     settings = Settings(probe_max_ratio=2.0, probe_min_ms=5.0)
     assert probe_limit_ms(0.2, settings) == pytest.approx(5.2)
     assert probe_limit_ms(40.0, settings) == pytest.approx(80.0)
+
+
+async def test_a_worker_held_above_the_limit_retires_when_told_but_a_paused_one_waits() -> None:
+    throttle = Throttle(Settings(concurrency=3))
+    throttle.set_concurrency(1, "cut")
+    with anyio.fail_after(1):
+        assert await throttle.gate(2, retire=lambda: True) is False  # the pass is planned: leave
+    assert await throttle.gate(0, retire=lambda: True) is True  # worker 0 is never above the limit
+    throttle.operator_pause("paused")
+    with anyio.move_on_after(0.1) as scope:
+        await throttle.gate(2, retire=lambda: True)
+    assert scope.cancelled_caught  # paused: waits for `continue`, does not retire

@@ -22,7 +22,7 @@ import anyio
 import asyncpg
 
 from ..db import backoff_delay, connect, is_retryable
-from ..errors import NothingToResume, UsageError
+from ..errors import ConnectionFailed, NothingToResume, UsageError
 from ..settings import Settings
 from ..sqlfiles import queries
 from . import stopping
@@ -114,7 +114,7 @@ class ControlLoop:
                     await self.poll_once(conn)
                     failures = 0
                 except Exception as exc:
-                    if not is_retryable(exc):
+                    if not (is_retryable(exc) or isinstance(exc, ConnectionFailed)):  # down or restarting
                         raise
                     failures += 1
                     if failures == 1:
@@ -197,7 +197,7 @@ async def send(settings: Settings, action: str, concurrency: int | None = None) 
 
 
 async def prepare_attempt(conn: asyncpg.Connection, run_id: int, settings: Settings) -> str | None:
-    """At the start of a (re)attempt: a cancel is spent; a pause stays. Returns the control state."""
+    """At the start of a (re)attempt: a cancel and a `set` are spent; a pause stays. Returns the state."""
     if await conn.fetchval("SELECT to_regclass('bxbatch.control') IS NULL"):
         return None
     await conn.execute(Q["reset_cancelled"], run_id, f"{settings.host}:{os.getpid()} (new attempt)")
@@ -255,6 +255,6 @@ def render_status_lines(report: dict[str, Any]) -> list[str]:
     if count:
         lines.append(f"failed keys: {count} (fix the rows, then `bxbatch resume` retries them)")
         for k in report.get("failed_keys", []):
-            where = k["relname"] or k["job"]
-            lines.append(f"  {k['job']} {where} key {k['key']}: {k['error']}")
+            table = f" {k['relname']}" if k["relname"] else ""
+            lines.append(f"  {k['job']}{table} key {k['key']}: {k['error']}")
     return lines

@@ -20,7 +20,7 @@ import anyio
 import asyncpg
 
 from ..db import backoff_delay, connect, is_retryable
-from ..errors import UsageError
+from ..errors import ConnectionFailed, UsageError
 from ..settings import Settings
 from ..sqlfiles import queries
 
@@ -239,7 +239,8 @@ class HealthMonitor:
                     signals = await read(conn)
                     failures = 0
                 except Exception as exc:
-                    if not is_retryable(exc) and not isinstance(exc, asyncpg.PostgresError):
+                    # ConnectionFailed: the server is down or restarting (our own connect() wraps it)
+                    if not (is_retryable(exc) or isinstance(exc, asyncpg.PostgresError | ConnectionFailed)):
                         raise
                     failures += 1
                     if failures == 1:

@@ -460,7 +460,7 @@ class Engine:
             me.state = "working"
 
         while True:
-            if not await self.throttle.gate(idx):
+            if not await self.throttle.gate(idx, retire=lambda: state.complete):  # held above the limit
                 me.state = "stopping"
                 return
             complete_before = state.complete

@@ -57,7 +57,7 @@ class Throttle:
         wall: Callable[[], float] = time.time,
         log: Any = None,
         cut_interval: float = 1.0,
-        recover_interval: float = 2.0,
+        recover_interval: float = 1.0,
     ) -> None:
         self.settings = settings
         self.max_concurrency = settings.concurrency  # the ceiling: --concurrency, or `bxbatch set`
@@ -204,8 +204,7 @@ class Throttle:
         since = max(self._clear_since, self._last_change)
         if now - since >= self.recover_interval:
             self.chunk_scale = min(1.0, self.chunk_scale * 2)
-            if self.chunk_scale >= 1.0 or self.concurrency == 1:
-                self.concurrency = min(self.max_concurrency, self.concurrency + 1)
+            self.concurrency = min(self.max_concurrency, self.concurrency + 1)
             self.reason = "recovering" if self.throttled else None
             return self._record("recover", "signals clear")
         return None
@@ -284,10 +283,17 @@ class Throttle:
         self._notify()
 
     # --- what workers call -------------------------------------------------------------------
-    async def gate(self, worker_index: int) -> bool:
-        """Wait until worker ``worker_index`` (0-based) may run a chunk. False: stop now."""
+    async def gate(self, worker_index: int, retire: Callable[[], bool] | None = None) -> bool:
+        """Wait until worker ``worker_index`` (0-based) may run a chunk. False: stop now.
+
+        ``retire()`` true (e.g. "the pass is fully planned") lets a worker held above the current
+        limit leave instead of waiting for a recovery that the end of its pass makes pointless;
+        a paused worker keeps waiting, and worker 0 is never above the limit.
+        """
         while True:
             if self._stop.is_set():
+                return False
+            if not self.paused and worker_index >= self.concurrency and retire is not None and retire():
                 return False
             if not self.paused and worker_index < self.concurrency:
                 wait = self._rate_free_at - self.clock() if self._rate > 0 else 0.0

@@ -24,9 +24,12 @@ SELECT pg_notify('bxbatch_control', $1::text)
 SELECT state, concurrency, updated_at, updated_by FROM bxbatch.control WHERE run_id = $1
 
 -- name: reset_cancelled
--- A new attempt at a cancelled run starts again (a pause stays: the operator lifts it).
-UPDATE bxbatch.control SET state = 'running', updated_at = now(), updated_by = $2
-WHERE run_id = $1 AND state = 'cancelled'
+-- A new attempt: a cancel is spent, and its own --concurrency replaces an earlier `set`; a pause
+-- stays (the operator lifts it with `bxbatch continue`).
+UPDATE bxbatch.control
+SET state = CASE WHEN state = 'cancelled' THEN 'running' ELSE state END, concurrency = NULL,
+    updated_at = now(), updated_by = $2
+WHERE run_id = $1 AND (state = 'cancelled' OR concurrency IS NOT NULL)
 
 -- name: save_throttle_state
 INSERT INTO bxbatch.throttle_state (run_id, host, pid, concurrency, max_concurrency, chunk_scale, paused,
@@ -66,13 +69,14 @@ ON CONFLICT (run_id, job, seq, part, key) DO UPDATE
 SET error = EXCLUDED.error, sqlstate = EXCLUDED.sqlstate, chunk_id = EXCLUDED.chunk_id, recorded_at = now()
 
 -- name: failed_keys
-SELECT job, seq, part, relname, key, sqlstate, error, recorded_at
+-- A key fails again in each later pass over it (catch-up, reconcile): show it once, latest error.
+SELECT DISTINCT ON (job, part, key) job, seq, part, relname, key, sqlstate, error, recorded_at
 FROM bxbatch.failed_key WHERE run_id = $1
-ORDER BY job, part, key
+ORDER BY job, part, key, recorded_at DESC
 LIMIT $2
 
 -- name: count_failed_keys
-SELECT count(*) FROM bxbatch.failed_key WHERE run_id = $1
+SELECT count(DISTINCT (job, part, key)) FROM bxbatch.failed_key WHERE run_id = $1
 
 -- name: lock_chunk_for_split
 SELECT id, run_id, job, seq, parts, los, his, relnames, planned_rows, status
