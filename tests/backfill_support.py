@@ -16,6 +16,7 @@ from bxbatch.profile import GUIDE
 from bxbatch.synth import SynthSpec, build_install
 
 UP_TO_BACKFILL = ("preflight", "schema", "triggers", "backfill")
+ALL_PHASES = list(app.PHASES)  # as imported, before any test narrows them
 
 
 def synth_builder(scale: float, seed: int, user_tables: int | None = None) -> Any:
@@ -37,7 +38,7 @@ async def synth_template(pg_server: Any, scale: float, seed: int, user_tables: i
 
 def only_phases(monkeypatch: pytest.MonkeyPatch, names: tuple[str, ...] = UP_TO_BACKFILL) -> None:
     """Run the real phases up to the backfill only: other phases are other tests' business."""
-    monkeypatch.setattr(app, "PHASES", [(n, fn) for n, fn in app.PHASES if n in names])
+    monkeypatch.setattr(app, "PHASES", [(n, fn) for n, fn in ALL_PHASES if n in names])
 
 
 async def apply_set_based(conn: asyncpg.Connection) -> None:

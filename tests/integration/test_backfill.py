@@ -94,9 +94,11 @@ async def test_run_writes_exactly_the_set_based_rows(
     text = render_status(status)
     assert "activity_seed" in text and "rows/s" in text
 
-    # a second run changes nothing: the migration is complete
+    # a second run changes nothing: the migration is complete (no table is seeded twice)
+    only_phases(monkeypatch)
     again = await run_migration(Settings(dsn=chunked, concurrency=2, **SMALL_CHUNKS))
     assert again.run_id != summary.run_id
+    assert again.phases["backfill"]["rows"] == 0
     assert_same(await snapshot(conn), expected)
 
 

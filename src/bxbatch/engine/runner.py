@@ -237,8 +237,7 @@ class Engine:
         """User tables with a trigger high-water mark that no earlier pass of this job covered."""
         if self.install_missing is not None:
             await self.install_missing()
-        seen = {int(r["part"]) for r in await self.conn.fetch(Q["seeded_parts"], self.run_id, job.name)}
-        todo = [r for r in await self.conn.fetch(Q["trigger_installs"]) if int(r["table_id"]) not in seen]
+        todo = await self.conn.fetch(Q["tables_to_seed"], job.name)
         parts: list[PartSpec] = []
         for start in range(0, len(todo), COUNT_BATCH):
             batch = todo[start : start + COUNT_BATCH]

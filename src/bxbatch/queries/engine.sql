@@ -121,13 +121,19 @@ UPDATE bxbatch.pass AS p SET status = 'planned', finished_at = NULL
 FROM (SELECT DISTINCT job, seq FROM reset) AS r
 WHERE p.run_id = $1 AND p.job = r.job AND p.seq = r.seq
 
--- name: seeded_parts
-SELECT DISTINCT part FROM bxbatch.pass_part WHERE run_id = $1 AND job = $2
-
--- name: trigger_installs
+-- name: tables_to_seed
+-- User tables whose rows up to the high-water mark no pass of job $1 has covered since the trigger
+-- went in: in this run or any earlier one (a second `bxbatch run` after a completed one must not
+-- seed a table twice; a table whose trigger was installed anew, e.g. after a rollback, is seeded
+-- again). Passes of earlier runs are complete: an unfinished run is always continued, never replaced.
 SELECT ti.table_id, ti.relname, ti.high_water
 FROM bxbatch.trigger_install AS ti
 WHERE ti.high_water > 0
+  AND NOT EXISTS (
+      SELECT 1
+      FROM bxbatch.pass_part AS pp
+      JOIN bxbatch.pass AS p ON p.run_id = pp.run_id AND p.job = pp.job AND p.seq = pp.seq
+      WHERE pp.job = $1 AND pp.part = ti.table_id AND p.started_at >= ti.installed_at)
 ORDER BY ti.table_id
 
 -- name: live_user_tables
