@@ -306,7 +306,7 @@ class IndexMonitor:
         if phase_changed:
             self._bar.reset(total=total or None)
             self._bar.unit = s.unit
-            self._bar.set_description_str(f"{self.index_name}: {s.phase}")
+            self._bar.set_description_str(f"{self.index_name}: {s.phase}", refresh=False)
         self._bar.n = min(done, total) if total else done
         postfix = f"blocks {s.blocks_done}/{s.blocks_total} tuples {s.tuples_done}/{s.tuples_total}"
         if waiting_for:
