@@ -185,3 +185,16 @@ async def test_build_left_running_by_a_dead_client_is_adopted(pg_server, db_fact
         "SELECT action, status FROM bxbatch.index_build WHERE index_name = 'idx_comment_table_row' ORDER BY id"
     )
     assert [(r["action"], r["status"]) for r in history] == [("adopt", "done"), ("skip_valid", "skipped")]
+
+
+async def test_parallel_builds_never_share_a_table(pg_server, db_factory, conn_to) -> None:  # type: ignore[no-untyped-def]
+    dsn = await schema_applied_db(pg_server, db_factory)
+    conn = await conn_to(dsn)
+    detail = await indexes.run(await _ctx(conn, Settings(dsn=dsn, index_concurrency=3)))
+    assert detail["indexes_built"] == len(INDEX_NAMES)
+    assert await _index_validity(conn) == dict.fromkeys(INDEX_NAMES, True)
+    rows = await conn.fetch("SELECT table_name, started_at, finished_at, backend_pid FROM bxbatch.index_build")
+    assert len({r["backend_pid"] for r in rows}) > 1  # several build connections
+    for a, b in itertools.combinations(rows, 2):
+        if a["table_name"] == b["table_name"]:
+            assert a["finished_at"] <= b["started_at"] or b["finished_at"] <= a["started_at"]
