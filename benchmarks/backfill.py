@@ -42,6 +42,7 @@ import platform
 import resource
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -354,6 +355,8 @@ class Options:
     engine_settings: dict[str, Any] = field(default_factory=dict)  # Settings fields for every bxbatch run
     throttle_settings: dict[str, Any] = field(default_factory=dict)  # ... and for the throttled run on top
     log_dir: Path | None = None  # keep the engine runs' logs here
+    wait_load: float = 0.0  # before each scale, wait (at most wait_max_s) for the 1-minute load average below this
+    wait_max_s: float = 900.0
 
 
 def _with_database(dsn: str, database: str) -> str:
@@ -766,7 +769,18 @@ def _extrapolate_pages(
     return (measured * total / rows if rows else measured), {"linear_only": 1.0}
 
 
+async def wait_for_quiet(opts: Options) -> None:
+    """Other people's work on a shared machine skews every figure: start when the load is low (or give up waiting)."""
+    if opts.wait_load <= 0:
+        return
+    deadline = time.monotonic() + opts.wait_max_s
+    while os.getloadavg()[0] >= opts.wait_load and time.monotonic() < deadline:
+        say(opts, f"load {os.getloadavg()[0]:.2f} >= {opts.wait_load}: waiting")
+        await asyncio.sleep(15)
+
+
 async def run_scale(opts: Options, admin_dsn: str, scale: float, log_dir: Path) -> ScaleResult:
+    await wait_for_quiet(opts)
     database = f"bxbench_{str(scale).replace('.', '_')}_{uuid.uuid4().hex[:6]}"
     admin = await asyncpg.connect(admin_dsn)
     try:
@@ -801,6 +815,14 @@ async def run_scale(opts: Options, admin_dsn: str, scale: float, log_dir: Path) 
 # the whole benchmark, its report
 
 
+def _git(*args: str) -> str:
+    try:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10, check=False)
+    except OSError:
+        return ""
+    return done.stdout.strip()
+
+
 def machine() -> dict[str, Any]:
     mem_kb = 0
     with contextlib.suppress(OSError), open("/proc/meminfo") as f:
@@ -812,6 +834,8 @@ def machine() -> dict[str, Any]:
         "memory_gb": round(mem_kb / 1024 / 1024, 1),
         "cpu": platform.processor() or platform.machine(),
         "python": platform.python_version(),
+        "commit": _git("rev-parse", "--short", "HEAD"),
+        "engine_dirty": bool(_git("status", "--porcelain", "src", "sql")),  # uncommitted engine changes ran
         "load_at_start": os.getloadavg(),
     }
 
@@ -1025,6 +1049,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, O
         help='JSON of Settings fields for every bxbatch run, e.g. {"target_chunk_ms": 500}',
     )
     p.add_argument("--throttle-settings", default="{}", help="JSON of Settings fields for the throttled run on top")
+    p.add_argument("--wait-load", type=float, default=0.0, help="wait for a 1-minute load average below this")
+    p.add_argument("--wait-max", type=float, default=900.0, help="... but at most this many seconds per scale")
     p.add_argument("--log-dir", type=Path, help="keep the bxbatch runs' logs (JSON lines) in this directory")
     p.add_argument("--json", type=Path, help="write every figure to this file")
     p.add_argument("--markdown", type=Path, help="write the tables as markdown to this file")
@@ -1059,6 +1085,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, O
         engine_settings=json.loads(a.engine_settings),
         throttle_settings=json.loads(a.throttle_settings),
         log_dir=a.log_dir,
+        wait_load=a.wait_load,
+        wait_max_s=a.wait_max,
     )
     return a, opts
 
