@@ -207,3 +207,49 @@ async def test_resume_refuses_a_changed_job_file(
     await conn.execute("UPDATE bxbatch.job SET file_sha256 = 'edited' WHERE name = 'permissions'")
     with pytest.raises(ChangedFileError, match=r"020_permissions\.sql changed"):
         await run_migration(Settings(dsn=dsn, progress=False), resume_only=True)
+
+
+async def test_reconcile_repairs_changes_in_done_ranges(
+    pg_server: Any, db_factory: Any, conn_to: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Changes that land where the keyset passes have already been: the reconcile passes repair them both ways."""
+    dsn = await db_factory(template=await synth_template(pg_server, 0.03, 3))
+    only_phases(monkeypatch)
+    await run_migration(Settings(dsn=dsn, concurrency=2, **SMALL_CHUNKS))
+    conn = await conn_to(dsn)
+    low_grid = await conn.fetchval("SELECT min(id) FROM database_view WHERE type = 'table'")
+    low_other = await conn.fetchval("SELECT min(id) FROM database_view WHERE type <> 'table'")
+    await conn.execute("UPDATE database_view SET type = 'kanban' WHERE id = $1", low_grid)  # enhanced row to delete
+    await conn.execute("UPDATE database_view SET type = 'table' WHERE id = $1", low_other)  # enhanced row to add
+    member = await conn.fetchrow(
+        "SELECT wu.id, wu.user_id FROM database_workspaceuser wu JOIN database_database d USING (workspace_id) "
+        "JOIN database_table t ON t.database_id = d.id ORDER BY wu.user_id LIMIT 1"
+    )
+    await conn.execute("DELETE FROM database_workspaceuser WHERE id = $1", member["id"])  # its permissions go
+    await conn.execute(  # an existing user joins another workspace: rows below the permission pass's bound
+        "INSERT INTO database_workspaceuser (workspace_id, user_id, permissions) "
+        "SELECT d.workspace_id, 1, '{\"create_table\": true}' FROM database_database d "
+        "WHERE NOT EXISTS (SELECT 1 FROM database_workspaceuser w "
+        "                  WHERE w.workspace_id = d.workspace_id AND w.user_id = 1) "
+        "AND EXISTS (SELECT 1 FROM database_table t WHERE t.database_id = d.id) LIMIT 1"
+    )
+    await conn.execute(  # a member's permissions change: level editor <-> viewer
+        "UPDATE database_workspaceuser SET permissions = CASE WHEN permissions ->> 'create_table' = 'true' "
+        "THEN '{}'::jsonb ELSE '{\"create_table\": true}'::jsonb END "
+        "WHERE id = (SELECT max(id) FROM database_workspaceuser)"
+    )
+    await conn.execute(  # a table goes (permissions have no foreign key to cascade from)
+        "DELETE FROM database_table WHERE id = (SELECT min(t.id) FROM database_table t "
+        "JOIN database_database d ON d.id = t.database_id JOIN database_workspaceuser w USING (workspace_id) "
+        "WHERE NOT EXISTS (SELECT 1 FROM bxbatch.trigger_install i WHERE i.table_id = t.id))"
+    )
+    before = await snapshot(conn)
+    with pytest.raises(AssertionError, match="missing"):  # the derived tables are stale now
+        assert_same({k: before[k] for k in ("enhanced_views", "permissions")}, await expected_derived(conn))
+    again = await run_migration(Settings(dsn=dsn, concurrency=2, **SMALL_CHUNKS))
+    detail = again.phases["backfill"]
+    assert detail["reconciled"] >= 6 and detail["converged"]
+    assert detail["jobs"]["activity_seed"]["rows"] == 0
+    actual = await snapshot(conn)
+    assert_no_duplicates(actual)
+    assert_same({k: actual[k] for k in ("enhanced_views", "permissions")}, await expected_derived(conn))
