@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import traceback
 from collections.abc import Awaitable, Callable
@@ -15,7 +16,7 @@ from . import __version__
 from .cli_safety import safety_options, safety_overrides
 from .cli_safetynet import safetynet_options, safetynet_overrides
 from .engine.report import summary_lines
-from .engine.stopping import run_with_signals
+from .engine.stopping import run_with_signals, stop_requested
 from .errors import BxbatchError, ExitCode
 from .log import configure, scrub
 from .settings import LogFormat, Settings, resolve_dsn
@@ -200,6 +201,10 @@ def _execute(settings: Settings | None, factory: Callable[[], Awaitable[T]]) -> 
         if debug:
             traceback.print_exc()
         _error(str(exc))
+        if stop_requested():  # stopped by a signal: leave now, so a second one cannot land in interpreter shutdown
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(int(exc.exit_code))
         raise typer.Exit(int(exc.exit_code)) from None
     except KeyboardInterrupt:
         _error("interrupted; the ledger is consistent: run `bxbatch resume` to continue")

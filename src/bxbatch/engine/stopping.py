@@ -11,12 +11,13 @@ still recorded as interrupted by shielded, time-bounded cleanup. Second signal: 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from ..errors import ExitCode, Interrupted
 
@@ -53,7 +54,8 @@ class SignalStopper:
     def __init__(self, grace_s: float, task: asyncio.Task[object]) -> None:
         self.grace_s = grace_s
         self.task = task
-        self.signals = 0
+        self.signals = 0  # signals handled on the loop
+        self.signals_seen = False  # a signal arrived (set by the raw handler, before the loop runs it)
         self.cancelled = False
         self._grace: asyncio.TimerHandle | None = None
 
@@ -62,9 +64,7 @@ class SignalStopper:
         self.signals += 1
         name = signal.Signals(signum).name
         if self.signals > 1:
-            sys.stderr.write(f"bxbatch: second {name}: exiting now; `bxbatch resume` continues the run\n")
-            sys.stderr.flush()
-            os._exit(int(ExitCode.RESUMABLE))
+            _exit_now(signum)
         reason = f"{name} received"
         _stop_reason = reason
         sys.stderr.write(
@@ -91,20 +91,30 @@ class SignalStopper:
 
 
 async def run_with_signals(factory: Callable[[], Awaitable[T]], grace_s: float = 30.0) -> T:
-    """Run ``factory()`` with SIGINT/SIGTERM handled as above (the CLI's entry to every command)."""
+    """Run ``factory()`` with SIGINT/SIGTERM handled as above (the CLI's entry to every command).
+
+    Plain ``signal.signal`` handlers (not the loop's): a second signal exits from the handler itself,
+    whatever the loop is doing, and once a signal came they stay until the process ends, so a late
+    second one never meets Python's default handler (a traceback, exit -2).
+    """
     global _stop_reason
     _stop_reason = None
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
     stopper = SignalStopper(grace_s, task)
-    installed = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if stopper.signals_seen:
+            _exit_now(signum)
+        stopper.signals_seen = True
+        with contextlib.suppress(RuntimeError):  # the loop has closed: we are on our way out already
+            loop.call_soon_threadsafe(stopper.handle, signum)
+
+    previous: dict[int, Any] = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stopper.handle, sig)
-            installed.append(sig)
-        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no such signal here
-            pass
+        with contextlib.suppress(ValueError):  # not the main thread: leave signals to whoever owns them
+            previous[sig] = signal.signal(sig, on_signal)
     try:
         return await factory()
     except asyncio.CancelledError:
@@ -116,5 +126,13 @@ async def run_with_signals(factory: Callable[[], Awaitable[T]], grace_s: float =
         ) from None
     finally:
         stopper.close()
-        for sig in installed:
-            loop.remove_signal_handler(sig)
+        if not stopper.signals_seen:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+def _exit_now(signum: int) -> None:
+    name = signal.Signals(signum).name
+    sys.stderr.write(f"bxbatch: second {name}: exiting now; `bxbatch resume` continues the run\n")
+    sys.stderr.flush()
+    os._exit(int(ExitCode.RESUMABLE))

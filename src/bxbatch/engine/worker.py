@@ -202,6 +202,8 @@ async def apply_chunk_transaction(
                 return ChunkResult(chunk_id, status, retries=retries + 1, error=message, failed_key=outcome.key)
             if kind == "transient" and throttle is not None:
                 throttle.note_retry(f"chunk retried after {type(exc).__name__}")
+            if should_retry(exc) and throttle is not None and throttle.stopping:
+                return ChunkResult(chunk_id, "gone", retries=retries)  # stopping: it stays pending for resume
             if should_retry(exc) and attempt < settings.max_attempts:
                 retries += 1
                 await _note(pool, Q["note_retry"], chunk_id, message)
