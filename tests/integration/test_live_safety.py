@@ -430,3 +430,38 @@ def test_status_of_a_run_without_a_ledger_needs_no_control_tables() -> None:
     # render_status must tolerate reports from before the control tables existed
     report = {"ledger": True, "run": None, "phases": [], "ddl": {"applied": 0, "pending": []}}
     assert "ddl: 0 files applied" in render_status(report)
+
+
+async def test_eta_rate_leaves_out_paused_and_throttled_time(fresh_db: str, conn_to: Any) -> None:
+    from bxbatch import ledger
+    from bxbatch.engine.control import held_seconds
+
+    conn = await conn_to(fresh_db)
+    await ledger.ensure_schema(conn)
+    run_id = await conn.fetchval("INSERT INTO bxbatch.run (command) VALUES ('run') RETURNING id")
+    await conn.execute(
+        "INSERT INTO bxbatch.throttle_state (run_id, host, pid, concurrency, max_concurrency, chunk_scale, paused) "
+        "VALUES ($1, 'h', 1, 2, 4, 0.5, false)",
+        run_id,
+    )
+    now = await conn.fetchval("SELECT extract(epoch FROM now())::float8")
+    events = [  # (seconds ago, action, concurrency, chunk scale, paused)
+        (100, "cut", 2, 0.5, False),  # before the window: only its tail inside counts
+        (40, "recover", 4, 1.0, False),
+        (20, "pause", 4, 1.0, True),
+        (14, "unpause", 4, 1.0, False),
+        (4, "cut", 2, 0.5, False),  # 3/4 held back for the last 4 s
+    ]
+    for ago, action, conc, scale, paused in events:
+        await conn.execute(
+            "INSERT INTO bxbatch.throttle_event (run_id, at, host, pid, action, concurrency, max_concurrency, "
+            "chunk_scale, paused, reason) VALUES ($1, to_timestamp($2), 'h', 1, $3, $4, 4, $5, $6, 'test')",
+            run_id,
+            now - ago,
+            action,
+            conc,
+            scale,
+            paused,
+        )
+    assert await held_seconds(conn, run_id, 30.0) == pytest.approx(6 + 3, abs=0.2)
+    assert await held_seconds(conn, run_id, 200.0) == pytest.approx(60 * 0.75 + 6 + 3, abs=0.2)

@@ -269,3 +269,15 @@ async def test_a_worker_held_above_the_limit_retires_when_told_but_a_paused_one_
     with anyio.move_on_after(0.1) as scope:
         await throttle.gate(2, retire=lambda: True)
     assert scope.cancelled_caught  # paused: waits for `continue`, does not retire
+
+
+def test_backfill_rate_for_the_eta_leaves_out_held_time() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from bxbatch.engine.report import _rate
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    started = now - timedelta(seconds=60)
+    assert _rate(6000, 3000, started, now) == pytest.approx(100.0)  # 3000 rows in the last 30 s
+    assert _rate(6000, 3000, started, now, held_s=20.0) == pytest.approx(300.0)  # paused 20 of those 30 s
+    assert _rate(6000, 0, started, now, held_s=30.0) == 0.0  # paused all along: no rate, no ETA

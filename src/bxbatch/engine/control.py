@@ -206,6 +206,13 @@ async def prepare_attempt(conn: asyncpg.Connection, run_id: int, settings: Setti
 
 
 # --- what `bxbatch status` shows ------------------------------------------------------------------
+async def held_seconds(conn: asyncpg.Connection, run_id: int, window_s: float) -> float:
+    """Seconds of the last ``window_s`` during which the throttle held the run back (for the ETA)."""
+    if await conn.fetchval("SELECT to_regclass('bxbatch.throttle_event') IS NULL"):
+        return 0.0
+    return float(await conn.fetchval(Q["held_seconds"], run_id, window_s))
+
+
 async def status_section(conn: asyncpg.Connection, run_id: int | None, live_seconds: float = 10.0) -> dict[str, Any]:
     if run_id is None or await conn.fetchval("SELECT to_regclass('bxbatch.control') IS NULL"):
         return {"control": None, "throttle": [], "throttle_events": [], "failed_keys": [], "failed_key_count": 0}

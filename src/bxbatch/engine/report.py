@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 
 from ..sqlfiles import queries
+from .control import held_seconds
 
 Q = queries("engine")
 
@@ -18,13 +19,15 @@ RATE_WINDOW_S = 30.0  # the rate (and so the ETA) is the throughput of the last 
 ACTIVE_WORKER_S = 10.0  # a worker whose heartbeat is older than this is not shown as active
 
 
-def _rate(rows_done: int, recent_rows: int, first_done: datetime | None, now: datetime) -> float:
+def _rate(rows_done: int, recent_rows: int, first_done: datetime | None, now: datetime, held_s: float = 0.0) -> float:
+    """Rows per second over the window, leaving out the time the throttle held the run back (paused, cut)."""
     if first_done is None:
         return 0.0
-    elapsed = min(RATE_WINDOW_S, (now - first_done).total_seconds())
-    if elapsed <= 0:
+    window = min(RATE_WINDOW_S, (now - first_done).total_seconds())
+    elapsed = window - min(held_s, window)
+    if elapsed <= 0.5:  # held back all along (e.g. paused): no unthrottled rate to extrapolate from
         return 0.0
-    return (recent_rows if elapsed >= RATE_WINDOW_S else rows_done) / elapsed
+    return (recent_rows if window >= RATE_WINDOW_S else rows_done) / elapsed
 
 
 async def backfill_status(conn: asyncpg.Connection, run_id: int | None) -> dict[str, Any]:
@@ -32,12 +35,13 @@ async def backfill_status(conn: asyncpg.Connection, run_id: int | None) -> dict[
     if run_id is None or not await conn.fetchval("SELECT to_regclass('bxbatch.job') IS NOT NULL"):
         return {"backfill": {"jobs": [], "workers": []}}
     now: datetime = await conn.fetchval("SELECT now()")
+    held = await held_seconds(conn, run_id, RATE_WINDOW_S)  # the ETA leaves out paused / throttled time
     jobs = []
     for r in await conn.fetch(Q["job_totals"], run_id, RATE_WINDOW_S):
         rows = int(r["seed_rows"])
         expected = None if r["expected_rows"] is None else int(r["expected_rows"])
         running = r["status"] in ("running", "settling")
-        rate = _rate(rows, int(r["recent_rows"]), r["first_done"], now) if running else 0.0
+        rate = _rate(rows, int(r["recent_rows"]), r["first_done"], now, held) if running else 0.0
         left = max(0, expected - rows) if expected is not None else None
         eta = left / rate if running and rate > 0 and left is not None else None
         if not running and r["first_done"] is not None and r["last_done"] is not None:

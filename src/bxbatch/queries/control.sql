@@ -100,3 +100,27 @@ WHERE id = $1 AND status = 'pending'
 
 -- name: clear_failed_keys
 DELETE FROM bxbatch.failed_key WHERE run_id = $1
+
+-- name: held_seconds
+-- Seconds of the last $2 seconds during which the throttle held the run back (paused counts 1,
+-- cut to a fraction f of full speed counts 1 - f), from its decisions: the rate behind the ETA
+-- is measured over the remaining, unthrottled time. A process's last state lasts until its last
+-- heartbeat; the slowest process counts.
+WITH ev AS (
+    SELECT e.host, e.pid, e.at, e.paused, e.concurrency, e.max_concurrency, e.chunk_scale,
+           least(lead(e.at, 1, now()) OVER w, coalesce(s.updated_at, now()) + interval '1 second') AS until
+    FROM bxbatch.throttle_event AS e
+    LEFT JOIN bxbatch.throttle_state AS s ON s.run_id = e.run_id AND s.host = e.host AND s.pid = e.pid
+    WHERE e.run_id = $1
+    WINDOW w AS (PARTITION BY e.host, e.pid ORDER BY e.id)
+), clipped AS (
+    SELECT host, pid,
+           greatest(0, extract(epoch FROM least(until, now()) - greatest(at, now() - make_interval(secs => $2))))
+               AS secs,
+           CASE WHEN paused THEN 1.0
+                ELSE greatest(0.0, 1.0 - concurrency * chunk_scale / greatest(max_concurrency, 1)) END AS held
+    FROM ev
+    WHERE until > now() - make_interval(secs => $2)
+)
+SELECT coalesce(max(s), 0)::float8
+FROM (SELECT host, pid, sum(secs * held) AS s FROM clipped GROUP BY host, pid) AS per_process
