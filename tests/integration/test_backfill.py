@@ -188,6 +188,12 @@ async def test_run_job_once_for_benchmarks(pg_server: Any, db_factory: Any, monk
     try:
         assert await conn.fetchval("SELECT count(*) FROM database_permission") == figures["rows"]
         assert await conn.fetchval("SELECT status FROM bxbatch.run WHERE id = $1", figures["run_id"]) == "completed"
+        # a benchmark empties the target and runs a job again: everything is written again
+        seeded = await run_job_once(dsn, "activity_seed", 2, settings=Settings(**SMALL_CHUNKS))
+        await conn.execute("TRUNCATE database_activitylog")
+        again = await run_job_once(dsn, "activity_seed", 1, settings=Settings(**SMALL_CHUNKS))
+        assert again["rows"] == seeded["rows"] > 0
+        assert await conn.fetchval("SELECT count(*) FROM database_activitylog") == again["rows"]
     finally:
         await conn.close()
 

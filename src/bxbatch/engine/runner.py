@@ -168,7 +168,11 @@ class Engine:
         throttle: Throttle,
         profile: Profile = GUIDE,
         install_missing: Callable[[], Awaitable[Any]] | None = None,
+        history_counts: bool = True,
     ) -> None:
+        """``history_counts=False``: user tables seeded by earlier runs are seeded again (for a
+        benchmark that empties the target between runs; a migration must never do that)."""
+        self.history_counts = history_counts
         self.conn = conn
         self.pool = pool
         self.settings = settings
@@ -237,7 +241,7 @@ class Engine:
         """User tables with a trigger high-water mark that no earlier pass of this job covered."""
         if self.install_missing is not None:
             await self.install_missing()
-        todo = await self.conn.fetch(Q["tables_to_seed"], job.name)
+        todo = await self.conn.fetch(Q["tables_to_seed"], job.name, None if self.history_counts else self.run_id)
         parts: list[PartSpec] = []
         for start in range(0, len(todo), COUNT_BATCH):
             batch = todo[start : start + COUNT_BATCH]
@@ -670,6 +674,7 @@ async def run_backfill_jobs(
     throttle: Throttle | None = None,
     profile: Profile = GUIDE,
     install_missing: Callable[[], Awaitable[Any]] | None = None,
+    history_counts: bool = True,
 ) -> dict[str, Any]:
     """Run the backfill jobs of run ``run_id`` with ``settings.concurrency`` workers on a pool of that size."""
     throttle = throttle or Throttle(settings, log=log)
@@ -689,6 +694,7 @@ async def run_backfill_jobs(
             throttle=throttle,
             profile=profile,
             install_missing=install_missing,
+            history_counts=history_counts,
         )
         async with guard(settings, run_id, throttle, log):  # health signals, control row, signals
             return await engine.run_jobs(list(jobs if jobs is not None else load_jobs()))
@@ -707,8 +713,9 @@ async def run_job_once(
 ) -> dict[str, Any]:
     """Run one backfill job at ``concurrency`` on ``dsn`` in a run of its own; return its figures.
 
-    For benchmarks: the caller prepares the data (and, for activity_seed, the trigger phase; it
-    is completed here if missing). Returns rows, seconds, rows/s, chunks, the longest chunk
+    For benchmarks: the caller prepares the data and empties the job's target table before each
+    call (activity_seed seeds every user table again, whatever earlier runs did; the trigger
+    phase is completed here if missing). Returns rows, seconds, rows/s, chunks, the longest chunk
     transaction and p50/p99 chunk durations, retries and the settle rounds.
     """
     from ..context import RunContext
@@ -736,6 +743,7 @@ async def run_job_once(
             jobs=[job],
             profile=profile,
             install_missing=partial(triggers.install_missing, ctx) if job.per_user_table else None,
+            history_counts=False,  # the caller emptied the target: seed every table again
         )
         seconds = time.monotonic() - t0
         await ledger.set_run_status(conn, run_id, "completed")

@@ -133,7 +133,8 @@ WHERE ti.high_water > 0
       SELECT 1
       FROM bxbatch.pass_part AS pp
       JOIN bxbatch.pass AS p ON p.run_id = pp.run_id AND p.job = pp.job AND p.seq = pp.seq
-      WHERE pp.job = $1 AND pp.part = ti.table_id AND p.started_at >= ti.installed_at)
+      WHERE pp.job = $1 AND pp.part = ti.table_id AND p.started_at >= ti.installed_at
+        AND ($2::bigint IS NULL OR pp.run_id = $2))  -- $2: only this run's passes count (benchmarks)
 ORDER BY ti.table_id
 
 -- name: live_user_tables
