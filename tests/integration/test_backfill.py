@@ -7,6 +7,7 @@ import random
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import asyncpg
 import pytest
 from tests.backfill_support import (
@@ -23,7 +24,7 @@ from tests.backfill_support import (
 
 from bxbatch.app import run_migration
 from bxbatch.engine.report import backfill_status
-from bxbatch.engine.runner import run_job_once
+from bxbatch.engine.runner import ENGINE_LOCK_CLASS, LOCK_PASS_CREATE, run_job_once
 from bxbatch.errors import ChangedFileError
 from bxbatch.settings import Settings
 from bxbatch.status import collect_status, render_status
@@ -117,16 +118,27 @@ async def test_live_writes_during_the_backfill(
     settle_seen = anyio.Event()
     live_status: list[dict[str, Any]] = []
 
+    async def settling() -> bool:
+        if not await watch.fetchval("SELECT to_regclass('bxbatch.pass') IS NOT NULL"):
+            return False
+        return bool(await watch.fetchval("SELECT EXISTS (SELECT 1 FROM bxbatch.pass WHERE round >= 1)"))
+
     async def application() -> None:
+        """Writes until the settle rounds begin. Each write holds the engine's pass-creation lock, so the
+        first settle pass is created after the last write committed: the test is deterministic."""
         while not settle_seen.is_set():
-            done.append(await mutate_once(app_conn, rng))
-            if len(done) % 10 == 0:
-                ledger_ready = await watch.fetchval("SELECT to_regclass('bxbatch.pass') IS NOT NULL")
-                if ledger_ready:
-                    run_id = await watch.fetchval("SELECT max(id) FROM bxbatch.run")
-                    live_status.append((await backfill_status(watch, run_id))["backfill"])
-                if ledger_ready and await watch.fetchval("SELECT EXISTS (SELECT 1 FROM bxbatch.pass WHERE round >= 1)"):
+            await app_conn.execute("SELECT pg_advisory_lock($1, $2)", ENGINE_LOCK_CLASS, LOCK_PASS_CREATE)
+            try:
+                if await settling():
                     settle_seen.set()
+                    break
+                done.append(await mutate_once(app_conn, rng))
+            finally:
+                await app_conn.execute("SELECT pg_advisory_unlock($1, $2)", ENGINE_LOCK_CLASS, LOCK_PASS_CREATE)
+            if len(done) % 10 == 0 and await watch.fetchval("SELECT to_regclass('bxbatch.run') IS NOT NULL"):
+                run_id = await watch.fetchval("SELECT max(id) FROM bxbatch.run")
+                live_status.append((await backfill_status(watch, run_id))["backfill"])
+            await anyio.lowlevel.checkpoint()
 
     result: dict[str, Any] = {}
 
