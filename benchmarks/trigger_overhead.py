@@ -7,7 +7,9 @@ activity log has its foreign keys; the rounds run first without the log's indexe
 mechanism alone), then with them (the state after the migration). Reports the median of
 --repeat runs and checks that both trigger kinds log the same entries.
 
-    .venv/bin/python benchmarks/trigger_overhead.py [--rows 10000] [--repeat 5] [--pg embedded|system]
+    .venv/bin/python -m benchmarks.trigger_overhead [--rows 10000] [--repeat 5] [--install-tables 2000] [--pg system]
+
+(run as a module from the repository root: it borrows the user-table builder of tests/phase_support.py)
 """
 
 from __future__ import annotations
@@ -17,15 +19,17 @@ import asyncio
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import structlog
+from tests.phase_support import apply_schema_phase, many_user_tables_sql, run_context
 
 from bxbatch import ledger
 from bxbatch.context import RunContext
 from bxbatch.embedded import start_server
 from bxbatch.log import configure
-from bxbatch.phases import indexes, schema
+from bxbatch.phases import indexes, schema, triggers
 from bxbatch.settings import Settings
 
 BASE_SCHEMA = (Path(__file__).resolve().parents[1] / "tests" / "base_schema.sql").read_text()
@@ -126,6 +130,9 @@ async def main() -> None:
     parser.add_argument("--singles", type=int, default=2_000, help="single-row INSERT statements")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--pg", default="embedded", choices=["embedded", "system"])
+    parser.add_argument(
+        "--install-tables", type=int, default=2000, help="user tables for the trigger-phase timing (0: skip it)"
+    )
     args = parser.parse_args()
     configure("console")
     log = structlog.get_logger("bench")
@@ -164,6 +171,7 @@ async def main() -> None:
                         results[kind].setdefault(op, []).append(seconds)
             by_state[state] = results
         await conn.close()
+        installs = await install_phase_timings(server, args.install_tables) if args.install_tables else []
     finally:
         server.close()
 
@@ -191,6 +199,37 @@ async def main() -> None:
             f"bulk insert overhead per row: row-level {per_row['row']:.1f} us, statement-level "
             f"{per_row['statement']:.1f} us"
         )
+
+    if installs:
+        print(f"\ntrigger phase on {args.install_tables} user tables (one transaction per group):")
+        for group, seconds in installs:
+            print(
+                f"  group of {group:>3}: {seconds:6.2f}s = {seconds / args.install_tables * 1000:.2f} ms/table, "
+                f"{-(-args.install_tables // group)} transactions"
+            )
+
+
+async def install_phase_timings(server: Any, tables: int) -> list[tuple[int, float]]:
+    """The trigger phase on ``tables`` fresh user tables, at several group sizes (one clone each)."""
+    admin = await asyncpg.connect(server.dsn())
+    try:
+        await admin.execute("CREATE DATABASE install_src")
+        await apply_schema_phase(server.dsn("install_src"), many_user_tables_sql(tables))
+        out = []
+        for group in (1, 10, 50):
+            name = f"install_{group}"
+            await admin.execute(f"CREATE DATABASE {name} TEMPLATE install_src")
+            conn = await asyncpg.connect(server.dsn(name))
+            try:
+                ctx = await run_context(conn, Settings(dsn=server.dsn(name), trigger_group_size=group, progress=False))
+                t0 = time.perf_counter()
+                await triggers.run(ctx)
+                out.append((group, time.perf_counter() - t0))
+            finally:
+                await conn.close()
+        return out
+    finally:
+        await admin.close()
 
 
 if __name__ == "__main__":
