@@ -183,7 +183,13 @@ def _settings(
     configure(fmt, debug=debug)
     engine.update(safety_overrides())  # --probe-sql, thresholds, timeouts... of `run` / `resume`
     engine.update(safetynet_overrides())  # --backup-path, --skip-disk-check... of `run` / `resume`
-    return Settings(dsn=resolve_dsn(dsn), log_format=fmt, progress=not no_progress, debug=debug, **engine).validate()
+    try:
+        return Settings(
+            dsn=resolve_dsn(dsn), log_format=fmt, progress=not no_progress, debug=debug, **engine
+        ).validate()
+    except BxbatchError as exc:  # a setting no typer option type can check (e.g. a memory size)
+        _error(str(exc))
+        raise typer.Exit(int(exc.exit_code)) from None
 
 
 def _error(message: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -11,6 +12,8 @@ from urllib.parse import urlsplit, urlunsplit
 from .errors import UsageError
 
 LogFormat = Literal["auto", "console", "json"]
+
+_PG_MEMORY = re.compile(r"[0-9]+\s*(B|kB|MB|GB|TB)?")
 
 PG_ENV_VARS = ("PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD", "PGSERVICE")
 
@@ -74,6 +77,11 @@ class Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
 
     def validate(self) -> Settings:
+        if not _PG_MEMORY.fullmatch(self.maintenance_work_mem.strip()):
+            raise UsageError(
+                f"--maintenance-work-mem {self.maintenance_work_mem!r} is not a PostgreSQL memory size",
+                hint="e.g. 256MB or 1GB (units B, kB, MB, GB, TB)",
+            )
         if self.concurrency < 1:
             raise UsageError("--concurrency must be at least 1", hint="e.g. --concurrency 4")
         if self.target_chunk_ms < 10:
