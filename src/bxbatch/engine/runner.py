@@ -68,7 +68,7 @@ MAX_SETTLE_ROUNDS = 8
 MAX_SEGMENTS = 64  # user tables per grouped chunk (one UNION ALL statement)
 COUNT_CAP = 2_000_000  # exact key counts of user tables up to this; beyond, pg_class.reltuples
 COUNT_BATCH = 200  # user tables counted per round trip when a pass is created
-HEARTBEAT_SECONDS = 1.0
+HEARTBEAT_SECONDS = 0.5
 ACTIVE_WORKER_SECONDS = 10.0
 
 

@@ -179,9 +179,10 @@ LEFT JOIN LATERAL (
            sum(ch.retries) AS retries,
            max(ch.duration_ms) AS longest_ms,
            sum(ch.duration_ms) AS busy_ms,
-           sum(ch.rows) FILTER (WHERE ch.done_at > now() - make_interval(secs => $2)) AS recent_rows,
-           min(ch.done_at) AS first_done,
-           max(ch.done_at) AS last_done
+           sum(ch.rows) FILTER (WHERE ch.done_at > now() - make_interval(secs => $2) AND p.kind <> 'reconcile')
+               AS recent_rows,
+           min(ch.done_at) FILTER (WHERE p.kind <> 'reconcile') AS first_done,
+           max(ch.done_at) FILTER (WHERE p.kind <> 'reconcile') AS last_done
     FROM bxbatch.chunk AS ch
     JOIN bxbatch.pass AS p ON p.run_id = ch.run_id AND p.job = ch.job AND p.seq = ch.seq
     WHERE ch.run_id = j.run_id AND ch.job = j.name

@@ -80,7 +80,7 @@ CREATE INDEX IF NOT EXISTS chunk_pending ON bxbatch.chunk (run_id, job, seq, id)
 CREATE INDEX IF NOT EXISTS chunk_done_at ON bxbatch.chunk (run_id, job, done_at) WHERE status = 'done';
 
 -- One row per worker task of every process taking part in a run; heartbeat_at is refreshed
--- about every second while it works, so `status` can show who is active.
+-- about twice a second while it works, so `status` can show who is active.
 CREATE TABLE IF NOT EXISTS bxbatch.worker (
     run_id bigint NOT NULL REFERENCES bxbatch.run (id) ON DELETE CASCADE,
     host text NOT NULL,
