@@ -22,6 +22,29 @@ LOG = structlog.get_logger("test")
 DECOYS = ("database_tablewebhook", "database_table_backup", "database_table_12_old", "database_table_99999")
 
 
+# Valid base rows, then rows in the new tables whose references dangle. The foreign keys exist
+# NOT VALID (so new writes are checked): session_replication_role = replica stands in for rows
+# written before the keys existed.
+ORPHAN_SEED = """
+INSERT INTO auth_user (id, username) VALUES (1, 'ada');
+INSERT INTO database_workspace (id, name) VALUES (1, 'w');
+INSERT INTO database_database (id, workspace_id) VALUES (1, 1);
+INSERT INTO database_table (id, database_id) VALUES (1, 1);
+INSERT INTO database_field (id, table_id) VALUES (1, 1), (2, 1);
+INSERT INTO database_view (id, table_id, type) VALUES (1, 1, 'kanban'), (2, 1, 'kanban');
+SET session_replication_role = replica;
+-- view 1 is fine; view 2's select field 888 is gone (SET NULL); view 999 is gone (CASCADE: the row goes)
+INSERT INTO database_kanbanview (view_ptr_id, single_select_field_id) VALUES (1, 1), (2, 888), (999, 2);
+-- NULL references are never orphans (the guide's NOT IN would get these wrong the other way round)
+INSERT INTO database_comment (id, table_id, row_id, user_id, content, parent_id) VALUES
+    (1, 1, 1, 1, 'ok', NULL),
+    (2, NULL, 1, NULL, 'all null', NULL),
+    (3, 1, 1, 4242, 'ghost user', 77),
+    (4, 1, 2, 4242, 'ghost user again', 1);
+SET session_replication_role = origin;
+"""
+
+
 def many_user_tables_sql(n: int) -> str:
     """``n`` Baserow-like user tables (a few rows in some), their database_table rows, and the decoys."""
     return f"""

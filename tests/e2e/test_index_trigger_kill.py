@@ -12,7 +12,7 @@ import pytest
 
 from bxbatch.phases import triggers
 from tests.e2e.clirun import run_cli, spawn_cli
-from tests.phase_support import DECOYS, many_tables_db, schema_applied_db
+from tests.phase_support import DECOYS, ORPHAN_SEED, many_tables_db, schema_applied_db
 
 pytestmark = pytest.mark.slow
 
@@ -127,5 +127,27 @@ async def test_sigkill_during_trigger_phase_then_run_again(pg_server, db_factory
         assert have == {f"database_table_{i}": 3 for i in range(1, n + 1)}
         assert not set(DECOYS) & set(have)
         assert await conn.fetchval("SELECT count(*) FROM bxbatch.trigger_install") == n
+    finally:
+        await conn.close()
+
+
+async def test_orphans_stop_the_cli_run_until_clean_orphans(pg_server, db_factory) -> None:  # type: ignore[no-untyped-def]
+    dsn = await schema_applied_db(pg_server, db_factory)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(ORPHAN_SEED)
+        stopped = await asyncio.to_thread(run_cli, *RUN, "--dsn", dsn, timeout=300)
+        assert stopped.returncode == 9, stopped.stderr[-2000:]
+        last = stopped.stderr.strip().splitlines()[-1]
+        assert last.startswith("bxbatch: error: 4 foreign keys cannot be validated, nothing was changed")
+        assert "--clean-orphans" in last
+        assert await conn.fetchval("SELECT count(*) FROM database_kanbanview") == 3  # untouched
+        assert await conn.fetchval("SELECT status FROM bxbatch.run") == "interrupted"
+
+        cleaned = await asyncio.to_thread(run_cli, *RUN, "--dsn", dsn, "--clean-orphans", timeout=300)
+        assert cleaned.returncode == 0, cleaned.stderr[-2000:]
+        assert await conn.fetchval("SELECT count(*) FROM bxbatch.orphan_fix") == 5
+        assert await conn.fetchval("SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND NOT convalidated") == 0
+        assert await conn.fetchval("SELECT count(*) FROM bxbatch.run") == 1
     finally:
         await conn.close()
