@@ -82,6 +82,13 @@ async def test_trigger_on_every_user_table_and_nothing_else(pg_server, db_factor
     assert again["installed"] == 0
     assert await triggers.install_one(conn, settings, ctx.profile, 7, "database_table_7", None) == 3
     assert (await trigger_map(conn))["database_table_7"] == expected
+    # A trigger dropped by hand is put back by the next run; the table keeps its first mark.
+    await conn.execute("DROP TRIGGER bxbatch_activity_upd ON database_table_14")
+    await conn.execute("INSERT INTO database_table_14 (field_14) VALUES ('after')")
+    fixed = await triggers.run(await run_context(conn, settings))
+    assert fixed["installed"] == 1
+    assert (await trigger_map(conn))["database_table_14"] == expected
+    assert await conn.fetchval("SELECT high_water FROM bxbatch.trigger_install WHERE table_id = 14") == 3
 
 
 async def test_busy_table_waits_alone_and_legacy_trigger_is_replaced(pg_server, db_factory, conn_to) -> None:  # type: ignore[no-untyped-def]

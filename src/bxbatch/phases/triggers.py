@@ -198,9 +198,15 @@ async def install_one(
 
 
 async def install_missing(ctx: RunContext, *, show_progress: bool = False) -> dict[int, int]:
-    """Install on every user table that has no install record yet. Returns table_id -> high_water."""
+    """Install on every user table lacking one of the triggers. Returns table_id -> high_water of those."""
     installed = {r["table_id"] for r in await ctx.conn.fetch(Q["installed_ids"])}
-    todo = [t for t in await user_tables(ctx.conn, ctx.profile) if t[0] not in installed]
+    rows = await ctx.conn.fetch(
+        Q["user_tables_without_triggers"], ctx.profile.schema, USER_TABLE_REGEX_SQL, list(TRIGGERS)
+    )
+    todo = [(int(r["table_id"]), str(r["relname"])) for r in rows]
+    for table_id, relname in todo:
+        if table_id in installed:
+            ctx.log.warning("activity_trigger_missing", table=relname, action="installed again, first high-water kept")
     if not todo:
         return {}
     bar = progress.bar(ctx.settings, len(todo), "activity triggers", unit="table") if show_progress else None
