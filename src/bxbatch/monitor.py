@@ -24,6 +24,7 @@ from .settings import Settings
 from .sqlfiles import queries
 
 Q = queries("monitor")
+LOCK_WAIT_PHASE = "waiting for a lock on the table"  # not a server phase: before the first progress row
 
 
 @dataclass(frozen=True)
@@ -249,7 +250,12 @@ class IndexMonitor:
     async def poll(self, conn: asyncpg.Connection, pid: int) -> ProgressSample | None:
         s = await sample(conn, pid)
         if s is None:
-            return None
+            # Before its first progress report a build takes its table lock (SHARE UPDATE
+            # EXCLUSIVE): a session holding a conflicting lock stalls it there.
+            at = await conn.fetchval(Q["backend_lock_wait"], pid)
+            if at is None:
+                return None
+            s = ProgressSample(pid=pid, phase=LOCK_WAIT_PHASE, at=float(at))
         now = time.monotonic()
         prev = self.result.samples[-1] if self.result.samples else None
         self.result.samples.append(s)

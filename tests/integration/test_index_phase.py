@@ -71,7 +71,7 @@ async def test_invalid_leftover_is_dropped_and_rebuilt_valid_one_skipped(pg_serv
     assert actions["idx_comment_user"] == "skip_valid" and actions["idx_comment_parent"] == "rebuild"
 
 
-@pytest.mark.parametrize("blocker", ["writer", "old_snapshot"])
+@pytest.mark.parametrize("blocker", ["writer", "old_snapshot", "table_lock"])
 async def test_blocked_build_names_the_blocking_session(pg_server, db_factory, conn_to, blocker: str) -> None:  # type: ignore[no-untyped-def]
     dsn = await schema_applied_db(pg_server, db_factory)
     conn = await conn_to(dsn)
@@ -81,6 +81,8 @@ async def test_blocked_build_names_the_blocking_session(pg_server, db_factory, c
     await other.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
     if blocker == "writer":  # holds ROW EXCLUSIVE on the first index's table
         await other.execute("INSERT INTO database_comment (row_id, content) VALUES (1, 'held')")
+    elif blocker == "table_lock":  # stalls the build before its first progress report
+        await other.execute("LOCK TABLE database_comment IN SHARE MODE")
     else:  # holds only a snapshot, on another table
         await other.fetchval("SELECT count(*) FROM auth_user")
     other_pid = await other.fetchval("SELECT pg_backend_pid()")
