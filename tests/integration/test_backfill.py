@@ -271,3 +271,62 @@ async def test_reconcile_repairs_changes_in_done_ranges(
     actual = await snapshot(conn)
     assert_no_duplicates(actual)
     assert_same({k: actual[k] for k in ("enhanced_views", "permissions")}, await expected_derived(conn))
+
+
+async def test_application_lock_on_a_user_table_delays_but_never_breaks_the_backfill(
+    pg_server: Any, db_factory: Any, conn_to: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ALTER TABLE-like ACCESS EXCLUSIVE lock held by the application for 1.5 s on the biggest user table, taken
+    once the seeding is planned: planner probes and chunks wait lock_timeout, back off, retry, and the result is
+    exact."""
+    template = await synth_template(pg_server, 0.03, 3, user_tables=60)
+    dsn, reference = await db_factory(template=template), await db_factory(template=template)
+    only_phases(monkeypatch, ("preflight", "schema", "triggers"))
+    await run_migration(Settings(dsn=dsn, progress=False))
+    await run_migration(Settings(dsn=reference, progress=False))
+    ref = await conn_to(reference)
+    await apply_set_based(ref)
+
+    app_conn, watch = await conn_to(dsn), await conn_to(dsn)
+    giant = await watch.fetchval(
+        "SELECT relname FROM pg_class WHERE relname ~ '^database_table_[0-9]+$' ORDER BY reltuples DESC LIMIT 1"
+    )
+    locked = anyio.Event()
+
+    async def planned() -> bool:
+        return bool(await watch.fetchval("SELECT count(*) FROM bxbatch.pass_part WHERE job = 'activity_seed'"))
+
+    async def application() -> None:
+        while not await planned():  # noqa: ASYNC110 (polling the database, not a task)
+            await anyio.sleep(0.005)
+        async with app_conn.transaction():
+            await app_conn.execute(f'LOCK TABLE "{giant}" IN ACCESS EXCLUSIVE MODE')
+            locked.set()
+            await anyio.sleep(1.5)
+
+    only_phases(monkeypatch, ("preflight", "backfill"))
+    settings = Settings(
+        dsn=dsn,
+        concurrency=2,
+        lock_timeout_ms=100,
+        retry_base_ms=20,
+        retry_max_ms=200,
+        max_attempts=60,
+        **{**SMALL_CHUNKS, "initial_chunk_rows": 2000, "max_chunk_rows": 2000},
+    )
+    result: dict[str, Any] = {}
+
+    async def migration() -> None:
+        result["summary"] = await run_migration(settings)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(application)
+        tg.start_soon(migration)
+    assert locked.is_set()
+    assert result["summary"].phases["backfill"]["failed_chunks"] == 0
+    conn = await conn_to(dsn)
+    actual, expected = await snapshot(conn), await snapshot(ref)
+    assert_no_duplicates(actual)
+    assert_same(actual, expected)
+    chunk_retries = await conn.fetchval("SELECT sum(retries) FROM bxbatch.chunk WHERE job = 'activity_seed'")
+    assert chunk_retries + result["summary"].phases["backfill"]["plan_retries"] > 0

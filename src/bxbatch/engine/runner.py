@@ -41,9 +41,10 @@ from typing import Any
 
 import anyio
 import asyncpg
+import asyncpg.exceptions as pgexc
 
 from .. import ledger
-from ..db import create_pool, qualified
+from ..db import backoff_delay, create_pool, qualified
 from ..errors import ChangedFileError, Interrupted, SqlFileError
 from ..profile import GUIDE, Profile
 from ..progress import bar
@@ -69,6 +70,13 @@ MAX_SEGMENTS = 64  # user tables per grouped chunk (one UNION ALL statement)
 COUNT_CAP = 2_000_000  # exact key counts of user tables up to this; beyond, pg_class.reltuples
 COUNT_BATCH = 200  # user tables counted per round trip when a pass is created
 HEARTBEAT_SECONDS = 0.5
+# What a plan step retries: the moment was bad (a lock wait past lock_timeout, a deadlock).
+PLAN_RETRY_ERRORS: tuple[type[BaseException], ...] = (
+    pgexc.LockNotAvailableError,
+    pgexc.DeadlockDetectedError,
+    pgexc.SerializationError,
+    pgexc.QueryCanceledError,
+)
 ACTIVE_WORKER_SECONDS = 10.0
 
 
@@ -190,6 +198,7 @@ class Engine:
         self.fanout: dict[str, float] = {}  # rows written per key, estimated when the job starts
         self.stats: dict[str, WorkerStats] = {}
         self.bars: dict[str, Any] = {}
+        self.plan_retries = 0  # plan steps that waited past lock_timeout and were tried again
 
     # --- ledger helpers -------------------------------------------------------------------
     def sizer(self, job: Job, kind: str) -> ChunkSizer:
@@ -385,7 +394,7 @@ class Engine:
     async def _planner(self, ref: PassRef, source: TableKeySource, sizer: ChunkSizer, state: _PlanState) -> None:
         while not self.throttle.stopping:
             async with self.conn_lock:
-                complete = await self._plan_step(ref, source, sizer)
+                complete = await self._plan_step_retrying(ref, source, sizer)
             if complete:
                 state.complete = True
                 state.more.fire()
@@ -393,10 +402,27 @@ class Engine:
             state.more.fire()
             await state.consumed.wait(0.5)
 
+    async def _plan_step_retrying(self, ref: PassRef, source: TableKeySource, sizer: ChunkSizer) -> bool:
+        """A plan step waits at most lock_timeout for a table the application locked (an ALTER TABLE
+        adding a field), then backs off and tries again: the step rolled back whole, and the next one
+        starts from the cursors in the ledger."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self._plan_step(ref, source, sizer)
+            except PLAN_RETRY_ERRORS as exc:
+                if attempt >= self.settings.max_attempts:
+                    raise
+                self.plan_retries += 1
+                self.log.info("plan_step_retried", job=ref.job.name, pass_seq=ref.seq, error=type(exc).__name__)
+                await anyio.sleep(backoff_delay(attempt, self.settings.retry_base_ms, self.settings.retry_max_ms))
+
     async def _plan_step(self, ref: PassRef, source: TableKeySource, sizer: ChunkSizer) -> bool:
         """Write chunks until ``lookahead`` are pending. True when the whole pass is planned."""
         conn, run_id, job, seq = self.conn, self.run_id, ref.job.name, ref.seq
         async with conn.transaction():
+            await conn.execute("SELECT set_config('lock_timeout', $1, true)", f"{int(self.settings.lock_timeout_ms)}ms")
             status = await conn.fetchval(Q["lock_pass"], run_id, job, seq)  # serialises planners
             if status != "planning":
                 return True
@@ -636,6 +662,7 @@ class Engine:
             "failed_chunks": sum(r.failed for r in reports.values()),
             "longest_chunk_ms": max((r.longest_ms for r in reports.values()), default=0.0),
             "settle_rounds": rounds,
+            "plan_retries": self.plan_retries,
             "converged": converged,
             "concurrency": self.workers,
             "seconds_in_engine": round(time.monotonic() - started, 3),
