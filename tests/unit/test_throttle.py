@@ -281,3 +281,39 @@ def test_backfill_rate_for_the_eta_leaves_out_held_time() -> None:
     assert _rate(6000, 3000, started, now) == pytest.approx(100.0)  # 3000 rows in the last 30 s
     assert _rate(6000, 3000, started, now, held_s=20.0) == pytest.approx(300.0)  # paused 20 of those 30 s
     assert _rate(6000, 0, started, now, held_s=30.0) == 0.0  # paused all along: no rate, no ETA
+
+
+def test_status_lines_name_the_reason_and_the_failed_keys() -> None:
+    from datetime import datetime
+
+    from bxbatch.engine.control import render_status_lines
+
+    at = datetime(2026, 11, 24, 7, 0, 0)
+    report = {
+        "control": {"state": "paused", "concurrency": 2, "updated_at": at, "updated_by": "ops:42"},
+        "throttle": [
+            {
+                "host": "h",
+                "pid": 7,
+                "live": True,
+                "stopping": False,
+                "paused": False,
+                "concurrency": 2,
+                "max_concurrency": 4,
+                "chunk_scale": 0.5,
+                "reason": "throttled: replication lag 12 MB > 8 MB",
+                "paused_seconds": 0.0,
+                "throttled_seconds": 3.2,
+            },
+            {"host": "gone", "pid": 1, "live": False},
+        ],
+        "failed_key_count": 1,
+        "failed_keys": [{"job": "permissions", "relname": None, "key": 8, "error": "23514 CheckViolationError: no"}],
+    }
+    assert render_status_lines(report) == [
+        "control: paused, concurrency ceiling 2 (set 07:00:00 by ops:42)",
+        "throttle h:7: concurrency 2/4, chunk scale 0.5; throttled: replication lag 12 MB > 8 MB "
+        "(paused 0s, held back 3s)",
+        "failed keys: 1 (fix the rows, then `bxbatch resume` retries them)",
+        "  permissions key 8: 23514 CheckViolationError: no",
+    ]
