@@ -86,6 +86,7 @@ async def run_migration(settings: Settings, *, resume_only: bool = False, comman
                     if done.get(name) == "done" and name not in ALWAYS_RERUN:
                         log.info("phase_skipped", phase=name, reason="done in an earlier attempt")
                         continue
+                    await control.between_phases(conn, record.id, settings, log, name)  # pause / cancel
                     t0 = time.monotonic()
                     await ledger.start_phase(conn, record.id, name)
                     log.info("phase_started", phase=name)

@@ -24,7 +24,7 @@ def _send(dsn: str | None, log_format: str, debug: bool, as_json: bool, action: 
     ceiling = f", concurrency ceiling {result['concurrency']}" if result["concurrency"] else ""
     print(
         f"run #{result['run_id']} ({result['run_status']}): {result['state']}{ceiling}; "
-        "its workers obey before their next chunk"
+        "obeyed before the next chunk (backfill) or the next phase"
     )
 
 

@@ -465,3 +465,54 @@ async def test_eta_rate_leaves_out_paused_and_throttled_time(fresh_db: str, conn
         )
     assert await held_seconds(conn, run_id, 30.0) == pytest.approx(6 + 3, abs=0.2)
     assert await held_seconds(conn, run_id, 200.0) == pytest.approx(60 * 0.75 + 6 + 3, abs=0.2)
+
+
+async def test_pause_and_cancel_are_obeyed_between_phases(
+    pg_server: Any, db_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bxbatch.engine import control
+
+    dsn = await install(pg_server, db_factory)
+    settings = Settings(dsn=dsn, progress=False)
+
+    async def operator_pauses(ctx: Any) -> dict[str, Any]:
+        await control.send(settings, "pause")
+        return {}
+
+    by_name = dict(FULL_PHASES)
+    monkeypatch.setattr(
+        app, "PHASES", [("preflight", by_name["preflight"]), ("pauser", operator_pauses), ("schema", by_name["schema"])]
+    )
+    continued_at: list[float] = []
+
+    async def operator_continues() -> None:
+        await anyio.sleep(1.0)
+        continued_at.append(time.monotonic())
+        await control.send(settings, "continue")
+
+    result: dict[str, Any] = {}
+
+    async def migration() -> None:
+        result["summary"] = await run_migration(settings)
+        result["finished_at"] = time.monotonic()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(migration)
+        tg.start_soon(operator_continues)
+    assert result["summary"].status == "completed"
+    assert result["finished_at"] > continued_at[0]  # the schema phase waited for `continue`
+
+    # cancelled between phases: interrupted (75), and the next attempt spends the cancel
+    async def operator_cancels(ctx: Any) -> dict[str, Any]:
+        await control.send(settings, "cancel")
+        return {}
+
+    monkeypatch.setattr(
+        app,
+        "PHASES",
+        [("preflight", by_name["preflight"]), ("canceller", operator_cancels), ("schema", by_name["schema"])],
+    )
+    with pytest.raises(Interrupted, match="cancelled by"):
+        await run_migration(settings)
+    monkeypatch.setattr(app, "PHASES", [("preflight", by_name["preflight"])])
+    assert (await run_migration(settings, resume_only=True)).status == "completed"

@@ -22,7 +22,7 @@ import anyio
 import asyncpg
 
 from ..db import backoff_delay, connect, is_retryable
-from ..errors import ConnectionFailed, NothingToResume, UsageError
+from ..errors import ConnectionFailed, Interrupted, NothingToResume, UsageError
 from ..settings import Settings
 from ..sqlfiles import queries
 from . import stopping
@@ -162,6 +162,29 @@ async def guard(settings: Settings, run_id: int, throttle: Throttle, log: Any) -
         if len(group.exceptions) == 1:
             raise group.exceptions[0] from None
         raise
+
+
+async def between_phases(conn: asyncpg.Connection, run_id: int, settings: Settings, log: Any, phase: str) -> None:
+    """Outside the backfill (whose workers obey the control row chunk by chunk), obey it between phases:
+    wait while paused, stop (resumable) when cancelled."""
+    if await conn.fetchval("SELECT to_regclass('bxbatch.control') IS NULL"):
+        return
+    announced = False
+    while True:
+        row = await conn.fetchrow(Q["get_control"], run_id)
+        if row is None or row["state"] == "running":
+            if announced:
+                log.info("control_continued", phase=phase, by=row["updated_by"] if row else None)
+            return
+        if row["state"] == "cancelled":
+            raise Interrupted(
+                f"cancelled by {row['updated_by'] or 'an operator'} before phase {phase}",
+                hint="run `bxbatch resume` to continue",
+            )
+        if not announced:
+            log.info("control_paused", phase=phase, by=row["updated_by"], hint="`bxbatch continue` resumes")
+            announced = True
+        await anyio.sleep(settings.control_interval_s)
 
 
 # --- what the operator commands call -------------------------------------------------------------
