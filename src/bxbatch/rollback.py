@@ -21,9 +21,10 @@ import asyncpg
 
 from . import ledger
 from .db import connect, qualified, quote_ident, retrying
-from .errors import RollbackRefused
+from .errors import LockBusy, RollbackRefused
 from .expected import expected_schema
 from .log import get_logger
+from .phases.preflight import check_other_run
 from .profile import GUIDE, Profile
 from .settings import Settings
 from .sqlfiles import queries
@@ -157,6 +158,9 @@ async def rollback(
     log = log or get_logger("bxbatch")
     started = time.monotonic()
     async with ledger.advisory_lock(conn, ledger.LOCK_DDL, "changing the schema"):
+        other = await check_other_run(conn, settings)
+        if other.status != "pass":  # a run in progress (lock or live workers): never pull the schema from under it
+            raise LockBusy(other.reason, hint="wait for the run to finish, or `bxbatch cancel` it first")
         steps = await plan_steps(conn, profile)
         if not steps:
             log.info("rollback_nothing_to_do")

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 from tests.safety_support import build_small_install, build_tiny, catalog_snapshot
 
+from bxbatch import ledger
 from bxbatch.app import run_migration
-from bxbatch.errors import RollbackRefused
+from bxbatch.errors import LockBusy, RollbackRefused
 from bxbatch.rollback import plan_steps, rollback, rollback_database
 from bxbatch.settings import Settings
 
@@ -45,6 +46,12 @@ async def test_rollback_refuses_application_data_unless_forced(pg_server, db_fac
     dsn = await db_factory(template=await pg_server.template("tiny_install", build_tiny))
     conn = await conn_to(dsn)
     await run_migration(_settings(dsn))
+    other = await conn_to(dsn)  # a run in progress elsewhere (its lock held): refused, nothing touched
+    await other.execute("SELECT pg_advisory_lock($1, $2)", ledger.LOCK_CLASS, ledger.LOCK_DDL)
+    with pytest.raises(LockBusy, match="holds the"):
+        await rollback(conn, _settings(dsn))
+    await other.close()
+    assert await conn.fetchval("SELECT count(*) FROM bxbatch.rollback_step") == 0
     await conn.execute("INSERT INTO database_comment (row_id, content) VALUES (1, 'written by a user')")
     await conn.execute("INSERT INTO database_table_1 (field_1) VALUES ('after the run')")  # trigger logs it now
     with pytest.raises(RollbackRefused, match="database_comment has rows") as info:

@@ -147,9 +147,10 @@ async def check_privileges(conn: asyncpg.Connection, profile: Profile) -> Check:
     not_owned = await conn.fetch(Q["tables_not_owned"], profile.schema, list(exp.tables))
     problems.extend(f"ownership of {r['relname']}" for r in not_owned)
     names = [relname for _id, relname in await user_tables(conn, profile)]
-    lacking_trigger = [r["relname"] for r in await conn.fetch(Q["tables_lacking"], profile.schema, names, "TRIGGER")]
-    if lacking_trigger:
-        problems.append(f"TRIGGER on {len(lacking_trigger)} user table(s) ({_shown(lacking_trigger, 3)})")
+    for privilege, why in (("TRIGGER", "the activity trigger"), ("SELECT", "the activity seeding")):
+        lacking = [r["relname"] for r in await conn.fetch(Q["tables_lacking"], profile.schema, names, privilege)]
+        if lacking:
+            problems.append(f"{privilege} on {len(lacking)} user table(s) ({_shown(lacking, 3)}), for {why}")
     if problems:
         return Check(
             "privileges",
