@@ -229,6 +229,7 @@ async def validate(conn: asyncpg.Connection, profile: Profile = GUIDE) -> Valida
     """Every check, in one read-only snapshot."""
     exp = expected_schema()
     async with conn.transaction(isolation="repeatable_read", readonly=True):
+        await conn.execute("SET LOCAL statement_timeout = 0")  # a giant user table's anti-join takes a while
         findings = await _structure(conn, exp, profile.schema)
         if any(not f.ok for f in findings[:2]):
             return ValidationReport(findings)  # tables or columns missing: the data checks cannot run
