@@ -445,13 +445,17 @@ class Engine:
             ]
             before = {p.part: p.upto for p in parts}
             scale = self.throttle.chunk_scale
+            # Never more than a fair share of the pass: a small job (or a short catch-up pass) is cut
+            # into at least one chunk per worker instead of one long chunk on one worker.
+            keys = sum(p.est_rows or 0 for p in parts) if len(rows) < limit else 0  # 0: more parts than loaded
+            fair = max(sizer.floor, -(-keys // self.workers)) if keys > 0 else sizer.ceiling
             chunks = await plan_chunks(
                 parts,
                 source,
-                sizer.next_size(scale),
+                min(fair, sizer.next_size(scale)),
                 want,
                 MAX_SEGMENTS,
-                size_for=lambda p: sizer.size_for(p.part if p.relname else None, scale),
+                size_for=lambda p: min(fair, sizer.size_for(p.part if p.relname else None, scale)),
             )
             relname = {p.part: p.relname for p in parts}
             await conn.executemany(
