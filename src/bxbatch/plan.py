@@ -303,7 +303,7 @@ async def build_plan(
         has_ledger = await ledger.ledger_exists(conn)
         done: dict[str, str] = {}
         if has_ledger:
-            run = await conn.fetchrow(ledger.Q["unfinished_run"])
+            run = await conn.fetchrow(ledger.Q["last_run"])  # its phases: done ones cost nothing more
             if run is not None:
                 done = await ledger.phase_states(conn, run["id"])
         pending = await pending_files(conn)
@@ -333,6 +333,9 @@ async def build_plan(
         "indexes": round(sum(i["est_seconds"] for i in indexes), 3),
         "constraints": round(sum(c["est_seconds"] for c in constraints), 3),
     }
+    for name, state in done.items():
+        if state == "done" and name in seconds:
+            seconds[name] = 0.0
     phases = [
         {"phase": name, "status": done.get(name, "pending"), "est_seconds": seconds.get(name)} for name, _fn in PHASES
     ]
