@@ -50,6 +50,9 @@ CREATE TABLE IF NOT EXISTS bxbatch.pass_part (
     CHECK (lo <= planned_upto AND planned_upto <= hi)
 );
 
+-- The planner's next parts: only those not fully planned (thousands of user tables per pass).
+CREATE INDEX IF NOT EXISTS pass_part_open ON bxbatch.pass_part (run_id, job, seq, part) WHERE planned_upto < hi;
+
 CREATE TABLE IF NOT EXISTS bxbatch.chunk (
     id bigserial PRIMARY KEY,
     run_id bigint NOT NULL,
