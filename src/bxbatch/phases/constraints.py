@@ -30,7 +30,7 @@ from typing import Any
 import asyncpg
 from pglast.enums import AlterTableType
 
-from .. import ledger
+from .. import ledger, progress
 from ..context import RunContext
 from ..db import is_retryable, qualified, quote_ident
 from ..errors import ChangedFileError, OrphansFound, SqlFileError
@@ -291,6 +291,27 @@ class ConstraintPhase:
         )
         return total
 
+    async def _apply(self, task: ConstraintTask, fk: ForeignKey | None, report: OrphanReport | None) -> None:
+        started = time.monotonic()
+        if task.constraint is None or fk is None:
+            await self._in_transaction(task, task.stmt.sql, what=f"{task.file.name}#{task.idx}")
+            return
+        if fk.validated:
+            async with self.ctx.conn.transaction():
+                await self._record(self.ctx.conn, task, started)
+            self.detail["already_valid"] += 1
+            return
+        if report is not None:
+            self.detail["orphans_cleaned"] += await self._clean(report)
+        await self._in_transaction(task, task.stmt.sql, what=f"validate {fk.name}")
+        self.detail["validated"] += 1
+        self.log.info(
+            "constraint_validated",
+            constraint=fk.name,
+            table=fk.table,
+            seconds=round(time.monotonic() - started, 3),
+        )
+
     async def run(self, files: list[SqlFile]) -> dict[str, Any]:
         conn = self.ctx.conn
         tasks = await _pending(conn, files, self.ctx.profile.schema)
@@ -329,27 +350,15 @@ class ConstraintPhase:
                 "in bxbatch.orphan_fix)",
             )
         # 2. clean (only with the flag), 3. validate, one constraint at a time
-        for i, task in enumerate(tasks):
-            started = time.monotonic()
-            if task.constraint is None:
-                await self._in_transaction(task, task.stmt.sql, what=f"{task.file.name}#{task.idx}")
-                continue
-            fk = fks[i]
-            if fk.validated:
-                async with conn.transaction():
-                    await self._record(conn, task, started)
-                self.detail["already_valid"] += 1
-                continue
-            if i in reports:
-                self.detail["orphans_cleaned"] += await self._clean(reports[i])
-            await self._in_transaction(task, task.stmt.sql, what=f"validate {fk.name}")
-            self.detail["validated"] += 1
-            self.log.info(
-                "constraint_validated",
-                constraint=fk.name,
-                table=fk.table,
-                seconds=round(time.monotonic() - started, 3),
-            )
+        bar = progress.bar(self.settings, len(tasks), "foreign keys", unit="fk") if tasks else None
+        try:
+            for i, task in enumerate(tasks):
+                await self._apply(task, fks.get(i), reports.get(i))
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
         return self.detail
 
 
