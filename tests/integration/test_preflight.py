@@ -119,3 +119,14 @@ async def test_lock_held_by_another_run_is_refused(tiny_dsn, conn_to):
     assert _status(report)["other_bxbatch_run"] == "fail"
     assert str(other.get_server_pid()) in report.failed[0].reason
     await _refused(tiny_dsn, conn, LockBusy)
+
+
+async def test_backup_directory_is_checked_before_anything_changes(tiny_dsn, conn_to, tmp_path):
+    conn = await conn_to(tiny_dsn)
+    settings = Settings(dsn=tiny_dsn, backup_path=str(tmp_path / "missing") + "/")
+    report = await preflight.collect(conn, settings, GUIDE)
+    assert _status(report)["backup_space"] == "fail"
+    assert "does not exist" in report.failed[0].reason
+    await _refused(tiny_dsn, conn, PreflightFailed, backup_path=str(tmp_path / "missing") + "/")
+    ok = await preflight.collect(conn, settings.with_(backup_path=str(tmp_path)), GUIDE)
+    assert _status(ok)["backup_space"] == "pass"

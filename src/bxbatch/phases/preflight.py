@@ -66,6 +66,7 @@ class PreflightReport:
         return {
             "checks_passed": sum(c.status == PASS for c in self.checks),
             "warnings": [c.name for c in self.checks if c.status == WARN],
+            "failed": [c.name for c in self.checks if c.status == FAIL],
         }
 
 
@@ -229,6 +230,32 @@ async def check_disk(conn: asyncpg.Connection, settings: Settings) -> Check:
     return Check("disk", PASS, figures, detail)
 
 
+def _backup_dir(path: str) -> Path:
+    target = Path(path).expanduser()
+    return target if path.endswith(os.sep) or target.is_dir() else target.parent
+
+
+def _free_bytes(folder: Path) -> int | None:
+    return shutil.disk_usage(folder).free if folder.is_dir() else None
+
+
+async def check_backup_space(conn: asyncpg.Connection, backup_path: str) -> Check:
+    """The backup directory exists here and can hold a dump (at most about the database's size)."""
+    size = int(await conn.fetchval("SELECT pg_database_size(current_database())"))
+    folder = _backup_dir(backup_path)
+    free = _free_bytes(folder)
+    if free is None:
+        return Check("backup_space", FAIL, f"backup directory {folder} does not exist", {"path": str(folder)})
+    gib = 1024**3
+    figures = f"{free / gib:.2f} GiB free in {folder} for a dump of a {size / gib:.2f} GiB database"
+    detail = {"path": str(folder), "free_bytes": free, "database_bytes": size}
+    if free < size // 4:
+        return Check("backup_space", FAIL, f"{figures}: a compressed dump needs roughly a quarter of it", detail)
+    if free < size:
+        return Check("backup_space", WARN, f"{figures}: enough for a well-compressed dump only", detail)
+    return Check("backup_space", PASS, figures, detail)
+
+
 async def check_settings(conn: asyncpg.Connection) -> list[Check]:
     locks = int(await conn.fetchval("SELECT current_setting('max_locks_per_transaction')::int"))
     lock_check = (
@@ -304,6 +331,8 @@ async def collect(conn: asyncpg.Connection, settings: Settings, profile: Profile
     if base.status != FAIL:
         checks.append(await check_privileges(conn, profile))
     checks.append(await check_disk(conn, settings))
+    if settings.backup_path and not settings.no_backup:
+        checks.append(await check_backup_space(conn, settings.backup_path))
     checks.extend(await check_settings(conn))
     checks.append(await check_other_run(conn, settings))
     checks.append(await check_long_transactions(conn, settings))
