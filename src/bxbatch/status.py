@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import ledger, monitor
+from . import ledger, monitor, safety_status
 from .db import connect
 from .engine import control
 from .engine.report import backfill_status, render_backfill_lines
@@ -40,6 +40,8 @@ async def collect_status(settings: Settings) -> dict[str, Any]:
             **(await control.status_section(conn, run["id"] if run else None)),
             # backfill jobs: rows, rate, ETA, chunks, active workers (engine/report.py)
             **(await backfill_status(conn, run["id"] if run else None)),
+            # the last backup and an unfinished rollback (safety_status.py)
+            **(await safety_status.status_section(conn)),
         }
     finally:
         await conn.close()
@@ -66,4 +68,5 @@ def render_status(report: dict[str, Any]) -> str:
     lines.extend(render_backfill_lines(report))
     lines.extend(control.render_status_lines(report))
     lines.extend(monitor.render_builds(report.get("index_builds") or []))
+    lines.extend(safety_status.render_status_lines(report))
     return "\n".join(lines)

@@ -77,3 +77,18 @@ async def test_missing_and_old_pg_dump_are_clear_errors(pg_server, db_factory, c
         await backup.take_backup(conn, Settings(dsn=dsn, pg_dump=str(fake)), str(tmp_path))
     assert info.value.exit_code == 11
     assert not list(tmp_path.glob("*.dump*"))
+
+
+async def test_run_records_the_backup_and_status_shows_it(pg_server, db_factory, tmp_path):
+    from bxbatch.app import run_migration
+    from bxbatch.status import collect_status, render_status
+
+    dsn = await db_factory(template=await pg_server.template("tiny_install", build_tiny))
+    settings = Settings(dsn=dsn, progress=False, backup_path=str(tmp_path))
+    summary = await run_migration(settings)
+    assert summary.phases["backup"]["bytes"] > 0
+    text = render_status(await collect_status(settings))
+    assert f"backup: verified {summary.phases['backup']['backup']}" in text
+    skipped = await db_factory(template=await pg_server.template("tiny_install", build_tiny))
+    await run_migration(Settings(dsn=skipped, progress=False, no_backup=True))
+    assert "backup: skipped (--no-backup)" in render_status(await collect_status(Settings(dsn=skipped)))
