@@ -99,14 +99,14 @@ async def test_syntax_error_in_a_ddl_file_names_file_and_line(db_factory, tmp_pa
 
     root = tmp_path / "sql"
     shutil.copytree(sql_root(), root)
-    (root / "ddl" / "008_typo.sql").write_text("SELECT 1;\nALTER TABLE database_comment ADD COLUMN x integr;\nSELEC 2;\n")
+    (root / "ddl" / "008_typo.sql").write_text(
+        "SELECT 1;\nALTER TABLE database_comment ADD COLUMN x integr;\nSELEC 2;\n"
+    )
     dsn = await db_factory()
     conn = await asyncpg.connect(dsn)
     await conn.execute(BASE_SCHEMA)
     await conn.close()
-    result = await asyncio.to_thread(
-        run_cli, "run", "--dsn", dsn, "--log-format", "json", BXBATCH_SQL_DIR=str(root)
-    )
+    result = await asyncio.to_thread(run_cli, "run", "--dsn", dsn, "--log-format", "json", BXBATCH_SQL_DIR=str(root))
     assert result.returncode == ExitCode.SQL_FILE
     assert "sql/ddl/008_typo.sql, line 3: syntax error" in _one_line_error(result.stderr) or (
         "008_typo.sql, line 3: syntax error" in result.stderr
