@@ -77,7 +77,6 @@ PLAN_RETRY_ERRORS: tuple[type[BaseException], ...] = (
     pgexc.SerializationError,
     pgexc.QueryCanceledError,
 )
-ACTIVE_WORKER_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
