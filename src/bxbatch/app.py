@@ -177,21 +177,3 @@ async def _mark(
                 await fresh.close()
         except Exception:
             pass
-
-
-async def plan_ddl(settings: Settings) -> list[dict[str, Any]]:
-    """Pending DDL files (all files when the database has no ledger yet), without changing anything."""
-    conn = await connect(settings, role="plan")
-    try:
-        pending = await schema.pending_files(conn)
-    finally:
-        await conn.close()
-    return [
-        {
-            "file": f.name,
-            "phase": f.phase,
-            "transactional": f.transactional,
-            "statements": [s.sql for s in f.statements],
-        }
-        for f in pending
-    ]

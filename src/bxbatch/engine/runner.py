@@ -663,7 +663,7 @@ class Engine:
             "reconciled": sum(r.reconciled for r in reports.values()),
             "chunks": sum(r.chunks for r in reports.values()),
             "failed_chunks": sum(r.failed for r in reports.values()),
-            "longest_chunk_ms": max((r.longest_ms for r in reports.values()), default=0.0),
+            "longest_chunk_ms": round(max((r.longest_ms for r in reports.values()), default=0.0), 1),
             "settle_rounds": rounds,
             "plan_retries": self.plan_retries,
             "converged": converged,
