@@ -8,13 +8,14 @@ import os
 import sys
 import traceback
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, get_args
 
 import typer
 
 from . import __version__
-from .cli_safety import safety_options, safety_overrides
-from .cli_safetynet import safetynet_options, safetynet_overrides
+from .cli_options import OptionSpec, overrides, settings_options
+from .cli_safety import safety_options
+from .cli_safetynet import safetynet_options
 from .engine.report import summary_lines
 from .engine.stopping import run_with_signals, stop_requested
 from .errors import BxbatchError, ExitCode
@@ -170,6 +171,28 @@ TriggerGroupOpt = Annotated[
 ]
 
 
+def _spec(field: str, alias: Any, default: Any) -> OptionSpec:
+    type_, option = get_args(alias)  # Annotated[type, typer.Option]
+    return (field, type_, default, option)
+
+
+# The chunking, timeout, index, constraint and trigger options of `run` and `resume`.
+ENGINE_OPTIONS: list[OptionSpec] = [
+    _spec("concurrency", ConcurrencyOpt, 4),
+    _spec("target_chunk_ms", TargetChunkOpt, 300),
+    _spec("min_chunk_rows", MinChunkRowsOpt, 100),
+    _spec("max_chunk_rows", MaxChunkRowsOpt, 100_000),
+    _spec("initial_chunk_rows", InitialChunkRowsOpt, 5_000),
+    _spec("lock_timeout_ms", LockTimeoutOpt, 2000),
+    _spec("statement_timeout_ms", StatementTimeoutOpt, 60000),
+    _spec("maintenance_work_mem", MaintenanceWorkMemOpt, "256MB"),
+    _spec("index_concurrency", IndexConcurrencyOpt, 1),
+    _spec("clean_orphans", CleanOrphansOpt, False),
+    _spec("trigger_group_size", TriggerGroupOpt, 10),
+]
+engine_options = settings_options(ENGINE_OPTIONS)
+
+
 def _settings(
     dsn: str | None,
     log_format: str,
@@ -181,8 +204,7 @@ def _settings(
         raise typer.BadParameter("use auto, console or json", param_hint="--log-format")
     fmt: LogFormat = log_format  # type: ignore[assignment]
     configure(fmt, debug=debug)
-    engine.update(safety_overrides())  # --probe-sql, thresholds, timeouts... of `run` / `resume`
-    engine.update(safetynet_overrides())  # --backup-path, --skip-disk-check... of `run` / `resume`
+    engine.update(overrides())  # the option groups of `run` / `resume` (engine, live safety, backup...)
     try:
         return Settings(
             dsn=resolve_dsn(dsn), log_format=fmt, progress=not no_progress, debug=debug, **engine
@@ -235,86 +257,34 @@ def _print_summary(summary: Any) -> None:
 
 
 @app.command()
-@safety_options
 @safetynet_options
+@safety_options
+@engine_options  # innermost: listed first in --help
 def run(
     dsn: DsnOpt = None,
-    concurrency: ConcurrencyOpt = 4,
-    target_chunk_ms: TargetChunkOpt = 300,
-    min_chunk_rows: MinChunkRowsOpt = 100,
-    max_chunk_rows: MaxChunkRowsOpt = 100_000,
-    initial_chunk_rows: InitialChunkRowsOpt = 5_000,
-    lock_timeout_ms: LockTimeoutOpt = 2000,
-    statement_timeout_ms: StatementTimeoutOpt = 60000,
-    maintenance_work_mem: MaintenanceWorkMemOpt = "256MB",
-    index_concurrency: IndexConcurrencyOpt = 1,
-    clean_orphans: CleanOrphansOpt = False,
-    trigger_group_size: TriggerGroupOpt = 10,
     log_format: LogFormatOpt = "auto",
     no_progress: NoProgressOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Run the migration: every phase in order. Continues an unfinished run if there is one."""
-    settings = _settings(
-        dsn,
-        log_format,
-        no_progress,
-        debug,
-        concurrency=concurrency,
-        target_chunk_ms=target_chunk_ms,
-        min_chunk_rows=min_chunk_rows,
-        max_chunk_rows=max_chunk_rows,
-        initial_chunk_rows=initial_chunk_rows,
-        lock_timeout_ms=lock_timeout_ms,
-        statement_timeout_ms=statement_timeout_ms,
-        maintenance_work_mem=maintenance_work_mem,
-        index_concurrency=index_concurrency,
-        clean_orphans=clean_orphans,
-        trigger_group_size=trigger_group_size,
-    )
+    settings = _settings(dsn, log_format, no_progress, debug)
     from .app import run_migration
 
     _print_summary(_execute(settings, lambda: run_migration(settings, command="run")))
 
 
 @app.command()
-@safety_options
 @safetynet_options
+@safety_options
+@engine_options  # innermost: listed first in --help
 def resume(
     dsn: DsnOpt = None,
-    concurrency: ConcurrencyOpt = 4,
-    target_chunk_ms: TargetChunkOpt = 300,
-    min_chunk_rows: MinChunkRowsOpt = 100,
-    max_chunk_rows: MaxChunkRowsOpt = 100_000,
-    initial_chunk_rows: InitialChunkRowsOpt = 5_000,
-    lock_timeout_ms: LockTimeoutOpt = 2000,
-    statement_timeout_ms: StatementTimeoutOpt = 60000,
-    maintenance_work_mem: MaintenanceWorkMemOpt = "256MB",
-    index_concurrency: IndexConcurrencyOpt = 1,
-    clean_orphans: CleanOrphansOpt = False,
-    trigger_group_size: TriggerGroupOpt = 10,
     log_format: LogFormatOpt = "auto",
     no_progress: NoProgressOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Continue the last unfinished run from the ledger; refuses (exit 10) when there is none."""
-    settings = _settings(
-        dsn,
-        log_format,
-        no_progress,
-        debug,
-        concurrency=concurrency,
-        target_chunk_ms=target_chunk_ms,
-        min_chunk_rows=min_chunk_rows,
-        max_chunk_rows=max_chunk_rows,
-        initial_chunk_rows=initial_chunk_rows,
-        lock_timeout_ms=lock_timeout_ms,
-        statement_timeout_ms=statement_timeout_ms,
-        maintenance_work_mem=maintenance_work_mem,
-        index_concurrency=index_concurrency,
-        clean_orphans=clean_orphans,
-        trigger_group_size=trigger_group_size,
-    )
+    settings = _settings(dsn, log_format, no_progress, debug)
     from .app import run_migration
 
     _print_summary(_execute(settings, lambda: run_migration(settings, resume_only=True, command="resume")))
@@ -416,4 +386,3 @@ from . import cli_control, cli_ops  # noqa: E402,F401  (register their commands)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
-

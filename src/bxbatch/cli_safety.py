@@ -1,23 +1,16 @@
 """The live-safety options of `run` and `resume` (timeouts, retries, health thresholds, probe, rate limit).
 
-One list, added to both commands by ``@safety_options``: the decorator appends these options to
-the command's signature (typer reads it), takes their values out before the command body runs
-and hands them to ``cli._settings`` through ``safety_overrides()``. Every option has an env var.
+One option group (cli_options.settings_options), added to both commands by ``@safety_options``.
+Every option has an env var.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
-from collections.abc import Callable
-from contextvars import ContextVar
-from typing import Annotated, Any, TypeVar
+from typing import Any
 
 import typer
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-_OVERRIDES: ContextVar[dict[str, Any] | None] = ContextVar("bxbatch_safety_overrides", default=None)
+from .cli_options import settings_options
 
 
 def _opt(flag: str, env: str, help_: str, **kw: Any) -> Any:
@@ -194,33 +187,4 @@ SAFETY_OPTIONS: list[tuple[str, Any, Any, Any]] = [
     ),
 ]
 
-FIELDS = [name for name, _t, _d, _o in SAFETY_OPTIONS]
-
-
-def safety_options(fn: F) -> F:
-    """Add the live-safety options to a typer command; their values reach Settings via ``safety_overrides``."""
-    base = inspect.signature(fn, eval_str=True)
-    params = list(base.parameters.values())
-    extra = [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[type_, option])
-        for name, type_, default, option in SAFETY_OPTIONS
-    ]
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        values = {name: kwargs.pop(name) for name in FIELDS if name in kwargs}
-        token = _OVERRIDES.set(values)
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            _OVERRIDES.reset(token)
-
-    wrapper.__signature__ = base.replace(parameters=params + extra)  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {p.name: p.annotation for p in params + extra} | {"return": base.return_annotation}
-    del wrapper.__wrapped__  # typer must read the signature above, not the wrapped function's
-    return wrapper  # type: ignore[return-value]
-
-
-def safety_overrides() -> dict[str, Any]:
-    """The live-safety option values of the command being run ({} outside `run` / `resume`)."""
-    return dict(_OVERRIDES.get() or {})
+safety_options = settings_options(SAFETY_OPTIONS)

@@ -1,23 +1,16 @@
 """The safety-net options of `run` and `resume` (backup, preflight), added by ``@safetynet_options``.
 
-Same mechanism as cli_safety: the decorator appends the options to the command's signature
-(typer reads it), takes their values out before the command body runs and hands them to
-``cli._settings`` through ``safetynet_overrides()``. Every option has an env var.
+One option group (cli_options.settings_options), like cli_safety. Every option has an env var.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
-from collections.abc import Callable
-from contextvars import ContextVar
-from typing import Annotated, Any, TypeVar
+from typing import Any
 
 import typer
 
-F = TypeVar("F", bound=Callable[..., Any])
+from .cli_options import settings_options
 
-_OVERRIDES: ContextVar[dict[str, Any] | None] = ContextVar("bxbatch_safetynet_overrides", default=None)
 PANEL = "Backup and preflight"
 
 
@@ -66,33 +59,4 @@ SAFETYNET_OPTIONS: list[tuple[str, Any, Any, Any]] = [
     ("skip_disk_check", bool, False, SKIP_DISK_CHECK),
     ("long_transaction_s", float, 300.0, LONG_TRANSACTION_S),
 ]
-FIELDS = [name for name, *_ in SAFETYNET_OPTIONS]
-
-
-def safetynet_options(fn: F) -> F:
-    """Add the backup/preflight options to a typer command; their values reach Settings via the overrides."""
-    base = inspect.signature(fn, eval_str=True)
-    params = list(base.parameters.values())
-    extra = [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[type_, option])
-        for name, type_, default, option in SAFETYNET_OPTIONS
-    ]
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        values = {name: kwargs.pop(name) for name in FIELDS if name in kwargs}
-        token = _OVERRIDES.set(values)
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            _OVERRIDES.reset(token)
-
-    wrapper.__signature__ = base.replace(parameters=params + extra)  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {p.name: p.annotation for p in params + extra} | {"return": base.return_annotation}
-    del wrapper.__wrapped__  # typer must read the signature above, not the wrapped function's
-    return wrapper  # type: ignore[return-value]
-
-
-def safetynet_overrides() -> dict[str, Any]:
-    """The backup/preflight option values of the command being run ({} elsewhere)."""
-    return dict(_OVERRIDES.get() or {})
+safetynet_options = settings_options(SAFETYNET_OPTIONS)
