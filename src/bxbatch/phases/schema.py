@@ -63,6 +63,16 @@ def _statement_error(f: SqlFile, stmt: Statement, exc: asyncpg.PostgresError) ->
     )
 
 
+async def _execute_statement(conn: asyncpg.Connection, f: SqlFile, stmt: Statement) -> None:
+    """Run one statement; a failure that retrying cannot cure becomes SqlFileError naming file and line."""
+    try:
+        await conn.execute(stmt.sql)
+    except asyncpg.PostgresError as exc:
+        if is_retryable(exc):
+            raise
+        raise _statement_error(f, stmt, exc) from exc
+
+
 async def _with_retry(op: Callable[[], Awaitable[Any]], settings: Settings, log: Any, what: str) -> int:
     """Run op, retrying lock timeouts and other transient errors. Returns the number of retries."""
     attempt = 0
@@ -105,12 +115,7 @@ async def _apply_transactional(
         async with conn.transaction():
             await _set_timeouts(conn, settings, local=True)
             for stmt in f.statements:
-                try:
-                    await conn.execute(stmt.sql)
-                except asyncpg.PostgresError as exc:
-                    if is_retryable(exc):
-                        raise
-                    raise _statement_error(f, stmt, exc) from exc
+                await _execute_statement(conn, f, stmt)
             duration = int((time.monotonic() - started) * 1000)
             await conn.execute(Q["record_file"], f.name, f.sha256, f.phase, duration, run_id)
 
@@ -158,42 +163,22 @@ async def _apply_statementwise(
                 await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS public.{quote_ident(stmt.node.idxname)}")
 
         async def attempt(stmt: Statement = stmt, idx: int = idx, t0: float = t0) -> None:
-            if stmt.concurrent:
-                await _set_timeouts(conn, settings, local=False, for_index=stmt.kind == "IndexStmt")
-                try:
-                    await conn.execute(stmt.sql)
-                except asyncpg.PostgresError as exc:
-                    if is_retryable(exc):
-                        raise
-                    raise _statement_error(f, stmt, exc) from exc
-                finally:
-                    if not conn.is_closed():
-                        await conn.execute("RESET lock_timeout; RESET statement_timeout")
-                await conn.execute(
-                    Q["record_statement"],
-                    f.name,
-                    idx,
-                    f.sha256,
-                    int((time.monotonic() - t0) * 1000),
-                    run_id,
-                )
-            else:
+            async def execute_and_record() -> None:
+                await _execute_statement(conn, f, stmt)
+                ms = int((time.monotonic() - t0) * 1000)
+                await conn.execute(Q["record_statement"], f.name, idx, f.sha256, ms, run_id)
+
+            if not stmt.concurrent:  # the statement and its ledger row commit together
                 async with conn.transaction():
                     await _set_timeouts(conn, settings, local=True)
-                    try:
-                        await conn.execute(stmt.sql)
-                    except asyncpg.PostgresError as exc:
-                        if is_retryable(exc):
-                            raise
-                        raise _statement_error(f, stmt, exc) from exc
-                    await conn.execute(
-                        Q["record_statement"],
-                        f.name,
-                        idx,
-                        f.sha256,
-                        int((time.monotonic() - t0) * 1000),
-                        run_id,
-                    )
+                    await execute_and_record()
+                return
+            await _set_timeouts(conn, settings, local=False, for_index=stmt.kind == "IndexStmt")
+            try:
+                await execute_and_record()
+            finally:
+                if not conn.is_closed():
+                    await conn.execute("RESET lock_timeout; RESET statement_timeout")
 
         retries += await _with_retry(attempt, settings, log, f"{f.name}#{idx}")
         log.debug("ddl_statement_applied", file=f.name, statement=idx, kind=stmt.kind)
