@@ -199,7 +199,13 @@ class HealthMonitor:
         assert self.baseline_ms is not None
         limit = probe_limit_ms(self.baseline_ms, self.settings)
         crit = limit * self.settings.critical_factor
-        await self._loop("probe", self.settings.probe_interval_s, lambda conn: self._probe_reading(conn, limit, crit))
+        probe_sql = self.settings.probe_sql
+        await self._loop(
+            "probe",
+            self.settings.probe_interval_s,
+            lambda conn: self._probe_reading(conn, limit, crit),
+            warm=lambda conn: conn.fetch(probe_sql),
+        )
 
     async def _probe_reading(self, conn: asyncpg.Connection, limit: float, crit: float) -> list[Signal]:
         latency = await self._probe_once(conn, limit, crit)
@@ -226,7 +232,11 @@ class HealthMonitor:
                 tg.start_soon(self.run_probe, name="health-probe")
 
     async def _loop(
-        self, role: str, interval: float, read: Callable[[asyncpg.Connection], Awaitable[list[Signal]]]
+        self,
+        role: str,
+        interval: float,
+        read: Callable[[asyncpg.Connection], Awaitable[list[Signal]]],
+        warm: Callable[[asyncpg.Connection], Awaitable[object]] | None = None,
     ) -> None:
         conn: asyncpg.Connection | None = None
         failures = 0
@@ -236,6 +246,8 @@ class HealthMonitor:
                 try:
                     if conn is None or conn.is_closed():
                         conn = await self.connector(self.settings, role)
+                        if warm is not None:  # a new backend's first run is cold (catalog caches, prepare)
+                            await warm(conn)
                     signals = await read(conn)
                     failures = 0
                 except Exception as exc:

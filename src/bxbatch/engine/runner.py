@@ -397,6 +397,7 @@ class Engine:
             if complete:
                 state.complete = True
                 state.more.fire()
+                self.throttle.wake()  # workers held above a cut limit may now retire
                 return
             state.more.fire()
             await state.consumed.wait(0.5)
@@ -511,6 +512,8 @@ class Engine:
             if result is None:
                 if complete_before:
                     return
+                if state.complete:  # the planner finished (and fired) while we were claiming
+                    continue
                 await state.more.wait(0.25)
                 continue
             state.consumed.fire()

@@ -317,6 +317,10 @@ class Throttle:
         """With a rate limit, no chunk should take more than about a second's budget."""
         return max(1, int(self._rate)) if self._rate > 0 else None
 
+    def wake(self) -> None:
+        """Make waiting workers look again (e.g. their pass was fully planned: they may retire)."""
+        self._notify()
+
     def _notify(self) -> None:
         self._changed.set()
         self._changed = anyio.Event()
