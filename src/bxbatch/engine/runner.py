@@ -594,7 +594,26 @@ class Engine:
                 return seq, bound
             bound = max(bound, result.hi or bound)
 
+    async def _analyze_targets(self, jobs: list[Job]) -> None:
+        """ANALYZE each reconciled job's target before the settle rounds.
+
+        The main pass filled it seconds ago and autovacuum has not looked yet: planned on "1 row",
+        a reconcile anti join can go quadratic in its chunk (measured on PG 15: a 1.6 s chunk that
+        takes 13 ms once the table is analysed). ANALYZE samples at most 30,000 rows.
+        """
+        for job in jobs:
+            if not (job.reconcile and job.target):
+                continue
+            try:
+                async with self.conn_lock, self.conn.transaction():
+                    await self.conn.execute(f"SET LOCAL lock_timeout = {int(self.settings.lock_timeout_ms)}")
+                    await self.conn.execute(f"ANALYZE {qualified(self.profile.schema, job.target)}")
+            except (pgexc.LockNotAvailableError, pgexc.QueryCanceledError) as exc:
+                # only a planner hint: the reconcile pass is correct without it
+                self.log.warning("analyze_skipped", table=job.target, error=type(exc).__name__)
+
     async def _settle(self, jobs: list[Job], next_seq: dict[str, int], bound: dict[str, int]) -> tuple[int, bool]:
+        await self._analyze_targets(jobs)
         for round_ in range(1, MAX_SETTLE_ROUNDS + 1):
             changed = 0
             for job in jobs:
