@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import asyncpg
 from . import __version__
 from .errors import LockBusy, NothingToResume
 from .settings import Settings
-from .sqlfiles import queries
+from .sqlfiles import SqlFile, queries
 
 # Advisory lock keys: (classid, objid) pairs in the two-int form, so pg_locks shows them plainly.
 LOCK_CLASS = 0x62786200  # "bxb\0"
@@ -99,6 +100,14 @@ async def finish_phase(
     detail: dict[str, Any] | None = None,
 ) -> None:
     await conn.execute(Q["finish_phase"], run_id, name, status, json.dumps(detail or {}, default=str))
+
+
+async def record_statement(
+    conn: asyncpg.Connection, file: SqlFile, idx: int, started_monotonic: float, run_id: int | None
+) -> None:
+    """One statement of a non-transactional DDL file is done (resume continues after it)."""
+    ms = int((time.monotonic() - started_monotonic) * 1000)
+    await conn.execute(Q["record_statement"], file.name, idx, file.sha256, ms, run_id)
 
 
 @asynccontextmanager

@@ -218,14 +218,7 @@ class ConstraintPhase:
         }
 
     async def _record(self, conn: asyncpg.Connection, task: ConstraintTask, started: float) -> None:
-        await conn.execute(
-            LQ["record_statement"],
-            task.file.name,
-            task.idx,
-            task.file.sha256,
-            int((time.monotonic() - started) * 1000),
-            self.ctx.run_id,
-        )
+        await ledger.record_statement(conn, task.file, task.idx, started, self.ctx.run_id)
 
     async def _in_transaction(self, task: ConstraintTask, sql: str, *, what: str) -> None:
         """Run ``sql`` and record ``task`` in one transaction under lock_timeout, retrying lock waits."""
@@ -252,7 +245,7 @@ class ConstraintPhase:
                     raise schema._statement_error(task.file, task.stmt, exc) from exc
                 await self._record(conn, task, started)
 
-        self.detail["retries"] += await schema._with_retry(attempt, self.settings, self.log, what)
+        self.detail["retries"] += await schema.with_retry(attempt, self.settings, self.log, what)
 
     async def _clean(self, report: OrphanReport) -> int:
         fk = report.fk
@@ -276,7 +269,7 @@ class ConstraintPhase:
                     await conn.execute(f"SET LOCAL statement_timeout = {int(self.settings.statement_timeout_ms)}")
                     changed = int(await conn.fetchval(sql, self.ctx.run_id, CLEAN_BATCH, fk.name, fk.table, action))
 
-            self.detail["retries"] += await schema._with_retry(batch, self.settings, self.log, f"clean {fk.name}")
+            self.detail["retries"] += await schema.with_retry(batch, self.settings, self.log, f"clean {fk.name}")
             total += changed
             if changed < CLEAN_BATCH:
                 break

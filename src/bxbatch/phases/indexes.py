@@ -176,14 +176,7 @@ class IndexPhase:
         return (table_bytes or 0) >= 16 * 1024 * 1024  # never analyzed: judge by size
 
     async def _record_done(self, conn: asyncpg.Connection, task: IndexTask, started: float) -> None:
-        await conn.execute(
-            LQ["record_statement"],
-            task.file.name,
-            task.idx,
-            task.file.sha256,
-            int((time.monotonic() - started) * 1000),
-            self.ctx.run_id,
-        )
+        await ledger.record_statement(conn, task.file, task.idx, started, self.ctx.run_id)
 
     async def _adopt(self, conn: asyncpg.Connection, task: IndexTask) -> None:
         """A build of this index is running in a backend we do not own (its bxbatch died): watch it end."""

@@ -9,7 +9,6 @@ never queues the application behind it for longer than the timeout.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
@@ -19,7 +18,7 @@ from typing import Any
 import asyncpg
 
 from .. import ledger
-from ..db import backoff_delay, is_retryable, quote_ident
+from ..db import is_retryable, quote_ident, retrying
 from ..errors import ChangedFileError, SqlFileError
 from ..settings import Settings
 from ..sqlfiles import SqlFile, Statement, ddl_files
@@ -73,26 +72,17 @@ async def _execute_statement(conn: asyncpg.Connection, f: SqlFile, stmt: Stateme
         raise _statement_error(f, stmt, exc) from exc
 
 
-async def _with_retry(op: Callable[[], Awaitable[Any]], settings: Settings, log: Any, what: str) -> int:
-    """Run op, retrying lock timeouts and other transient errors. Returns the number of retries."""
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            await op()
-            return attempt - 1
-        except Exception as exc:
-            if not is_retryable(exc) or attempt >= settings.max_attempts:
-                raise
-            delay = backoff_delay(attempt, settings.retry_base_ms, settings.retry_max_ms)
-            log.warning(
-                "ddl_retry",
-                what=what,
-                attempt=attempt,
-                error=type(exc).__name__,
-                delay_s=round(delay, 3),
-            )
-            await asyncio.sleep(delay)
+async def with_retry(op: Callable[[], Awaitable[Any]], settings: Settings, log: Any, what: str) -> int:
+    """Run op, retrying lock timeouts and other transient errors (db.retrying). Returns the retries."""
+    retries = 0
+
+    def note(attempt: int, exc: BaseException, delay: float) -> None:
+        nonlocal retries
+        retries += 1
+        log.warning("ddl_retry", what=what, attempt=attempt, error=type(exc).__name__, delay_s=round(delay, 3))
+
+    await retrying(op, settings, on_retry=note)
+    return retries
 
 
 async def _set_timeouts(conn: asyncpg.Connection, settings: Settings, local: bool, *, for_index: bool = False) -> None:
@@ -119,7 +109,7 @@ async def _apply_transactional(
             duration = int((time.monotonic() - started) * 1000)
             await conn.execute(Q["record_file"], f.name, f.sha256, f.phase, duration, run_id)
 
-    retries = await _with_retry(attempt, settings, log, f.name)
+    retries = await with_retry(attempt, settings, log, f.name)
     return FileResult(f.name, "applied", int((time.monotonic() - started) * 1000), len(f.statements), retries)
 
 
@@ -165,8 +155,7 @@ async def _apply_statementwise(
         async def attempt(stmt: Statement = stmt, idx: int = idx, t0: float = t0) -> None:
             async def execute_and_record() -> None:
                 await _execute_statement(conn, f, stmt)
-                ms = int((time.monotonic() - t0) * 1000)
-                await conn.execute(Q["record_statement"], f.name, idx, f.sha256, ms, run_id)
+                await ledger.record_statement(conn, f, idx, t0, run_id)
 
             if not stmt.concurrent:  # the statement and its ledger row commit together
                 async with conn.transaction():
@@ -180,7 +169,7 @@ async def _apply_statementwise(
                 if not conn.is_closed():
                     await conn.execute("RESET lock_timeout; RESET statement_timeout")
 
-        retries += await _with_retry(attempt, settings, log, f"{f.name}#{idx}")
+        retries += await with_retry(attempt, settings, log, f"{f.name}#{idx}")
         log.debug("ddl_statement_applied", file=f.name, statement=idx, kind=stmt.kind)
     duration = int((time.monotonic() - started) * 1000)
     await conn.execute(Q["record_file"], f.name, f.sha256, f.phase, duration, run_id)
