@@ -48,7 +48,7 @@ Table = tuple[int, str]  # (database_table id, relname)
 
 async def user_tables(conn: asyncpg.Connection, profile: Profile) -> list[Table]:
     """(table_id, relname) of every user data table: name matched exactly and id known to database_table."""
-    rows = await conn.fetch(Q["user_tables"], profile.schema, USER_TABLE_REGEX_SQL)
+    rows = await conn.fetch(Q["user_tables"], profile.schema, USER_TABLE_REGEX_SQL, None)
     return [(r["table_id"], r["relname"]) for r in rows]
 
 
@@ -201,7 +201,7 @@ async def install_missing(ctx: RunContext, *, show_progress: bool = False) -> di
     """Install on every user table lacking one of the triggers. Returns table_id -> high_water of those."""
     installed = {r["table_id"] for r in await ctx.conn.fetch(Q["installed_ids"])}
     rows = await ctx.conn.fetch(
-        Q["user_tables_without_triggers"], ctx.profile.schema, USER_TABLE_REGEX_SQL, list(TRIGGERS)
+        Q["user_tables"], ctx.profile.schema, USER_TABLE_REGEX_SQL, list(TRIGGERS)
     )
     todo = [(int(r["table_id"]), str(r["relname"])) for r in rows]
     for table_id, relname in todo:

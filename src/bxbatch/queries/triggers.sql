@@ -3,7 +3,9 @@
 -- name: user_tables
 -- User data tables: database_table_<id> matched exactly ($2 is an anchored regex, never LIKE,
 -- whose _ would match any character), and the id present in database_table (an orphan
--- database_table_<n> left by a deleted table is not a user table).
+-- database_table_<n> left by a deleted table is not a user table). With $3 (trigger names),
+-- only those lacking one of them: never equipped, or a trigger dropped by hand since
+-- (re-installed; the table keeps its first high-water mark).
 SELECT c.relname, x.table_id
 FROM pg_class c
 CROSS JOIN LATERAL (SELECT substring(c.relname FROM '[0-9]+$') AS digits) d
@@ -17,25 +19,9 @@ WHERE c.relnamespace = to_regnamespace($1)
   AND c.relkind IN ('r', 'p')
   AND c.relname ~ $2
   AND EXISTS (SELECT 1 FROM database_table t WHERE t.id = x.table_id)
-ORDER BY 2
-
--- name: user_tables_without_triggers
--- The same user tables, those lacking one of the activity triggers ($3): never equipped, or a
--- trigger dropped by hand since (re-installed; the table keeps its first high-water mark).
-SELECT c.relname, x.table_id
-FROM pg_class c
-CROSS JOIN LATERAL (SELECT substring(c.relname FROM '[0-9]+$') AS digits) d
-CROSS JOIN LATERAL (
-    -- CASE, not AND: the length test must come before the cast (AND has no evaluation order)
-    SELECT CASE WHEN length(d.digits) > 10 THEN NULL
-                WHEN d.digits::bigint > 2147483647 THEN NULL
-                ELSE d.digits::integer END AS table_id
-) x
-WHERE c.relnamespace = to_regnamespace($1)
-  AND c.relkind IN ('r', 'p')
-  AND c.relname ~ $2
-  AND EXISTS (SELECT 1 FROM database_table t WHERE t.id = x.table_id)
-  AND (SELECT count(*) FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = ANY($3::text[])) < cardinality($3::text[])
+  AND ($3::text[] IS NULL
+       OR (SELECT count(*) FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = ANY($3::text[]))
+          < cardinality($3::text[]))
 ORDER BY 2
 
 -- name: present_triggers
