@@ -36,9 +36,19 @@ def _slice(values: list[object] | None, a: int, b: int) -> list[object] | None:
 
 
 async def split_or_fail(
-    conn: asyncpg.Connection | PoolConnectionProxy[Any], chunk_id: int, exc: BaseException, worker_label: str
+    conn: asyncpg.Connection | PoolConnectionProxy[Any],
+    chunk_id: int,
+    exc: BaseException,
+    worker_label: str,
+    failed_range: tuple[list[int], list[int], list[int]] | None = None,
 ) -> SplitOutcome:
-    """Split chunk ``chunk_id`` after data error ``exc``; at a single key, record the key and fail the chunk."""
+    """Split chunk ``chunk_id`` after data error ``exc``; at a single key, record the key and fail the chunk.
+
+    ``failed_range`` (parts, los, his) is what the failing attempt ran. Between its rollback and this
+    transaction another worker may have claimed the same chunk, failed too and split it first: the
+    row then holds a different (smaller) range, which this error says nothing about, so it is left
+    alone ("gone") for the ordinary workers to retry.
+    """
     message = describe(exc)[:500]
     async with conn.transaction():
         row = await conn.fetchrow(Q["lock_chunk_for_split"], chunk_id)
@@ -47,6 +57,8 @@ async def split_or_fail(
         parts = [int(p) for p in row["parts"]]
         los = [int(v) for v in row["los"]]
         his = [int(v) for v in row["his"]]
+        if failed_range is not None and (parts, los, his) != failed_range:
+            return SplitOutcome("gone")
         relnames = list(row["relnames"]) if row["relnames"] is not None else None
         planned = int(row["planned_rows"])
         n = len(parts)

@@ -150,6 +150,7 @@ async def apply_chunk_transaction(
     """
     attempt = 0
     chunk_id: int | None = None
+    claimed_range: tuple[list[int], list[int], list[int]] | None = None  # what the failing attempt ran
     retries = 0
     while True:
         attempt += 1
@@ -170,6 +171,11 @@ async def apply_chunk_transaction(
                         return None
                     return ChunkResult(chunk_id, "gone", retries=retries)
                 chunk_id = int(claimed["id"])
+                claimed_range = (
+                    [int(v) for v in claimed["parts"]],
+                    [int(v) for v in claimed["los"]],
+                    [int(v) for v in claimed["his"]],
+                )
                 if on_claim is not None:
                     on_claim(chunk_id)
                 t0 = time.monotonic()
@@ -197,7 +203,7 @@ async def apply_chunk_transaction(
             kind = classify(exc)
             if kind == "data" and not (isinstance(exc, RACE_ERRORS) and attempt < RACE_ATTEMPTS):
                 # retrying cannot help: bisect the chunk through the ledger down to the failing key
-                outcome = await _split(pool, chunk_id, exc, worker_label)
+                outcome = await _split(pool, chunk_id, exc, worker_label, claimed_range)
                 status = {"split": "split", "failed_key": "failed"}.get(outcome.action, "gone")
                 return ChunkResult(chunk_id, status, retries=retries + 1, error=message, failed_key=outcome.key)
             if kind == "transient" and throttle is not None:
@@ -215,12 +221,18 @@ async def apply_chunk_transaction(
             return ChunkResult(chunk_id, "failed", retries=retries + 1, error=message)
 
 
-async def _split(pool: asyncpg.Pool, chunk_id: int, exc: BaseException, worker_label: str) -> SplitOutcome:
+async def _split(
+    pool: asyncpg.Pool,
+    chunk_id: int,
+    exc: BaseException,
+    worker_label: str,
+    failed_range: tuple[list[int], list[int], list[int]] | None,
+) -> SplitOutcome:
     """Split (or at one key, fail and record) the chunk, retrying the ledger write through connection trouble."""
     for attempt in range(1, 6):
         try:
             async with pool.acquire() as conn:
-                return await split_or_fail(conn, chunk_id, exc, worker_label)
+                return await split_or_fail(conn, chunk_id, exc, worker_label, failed_range)
         except Exception as err:
             if not is_retryable(err) or attempt == 5:
                 raise
