@@ -79,9 +79,9 @@ class ProgressSample:
         }
 
     @classmethod
-    def from_row(cls, row: Any) -> ProgressSample:
+    def from_row(cls, row: Any, pid_column: str = "pid") -> ProgressSample:
         return cls(
-            pid=int(row["pid"]),
+            pid=int(row[pid_column]),
             phase=str(row["phase"]),
             at=float(row["at"]),
             blocks_total=int(row["blocks_total"] or 0),
@@ -346,18 +346,7 @@ async def builds_in_progress(conn: asyncpg.Connection) -> list[dict[str, Any]]:
         }
         item["running_s"] = round(float(r["running_s"]), 1)
         if r["live"]:
-            s = ProgressSample(
-                pid=int(r["backend_pid"]),
-                phase=str(r["phase"]),
-                at=float(r["at"]),
-                blocks_total=int(r["blocks_total"] or 0),
-                blocks_done=int(r["blocks_done"] or 0),
-                tuples_total=int(r["tuples_total"] or 0),
-                tuples_done=int(r["tuples_done"] or 0),
-                lockers_total=int(r["lockers_total"] or 0),
-                lockers_done=int(r["lockers_done"] or 0),
-                current_locker_pid=r["current_locker_pid"],
-            )
+            s = ProgressSample.from_row(r, pid_column="backend_pid")
             last = json.loads(r["last_sample"]) if isinstance(r["last_sample"], str) else r["last_sample"]
             item.update(
                 phase=s.phase,
