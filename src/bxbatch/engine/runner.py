@@ -56,7 +56,7 @@ from .jobs import Job, load_jobs
 from .planner import PartCursor, TableKeySource, plan_chunks
 from .split import clear_failed_keys
 from .throttle import Throttle
-from .worker import ChunkResult, PassRef, WorkerState, WorkerStats, apply_chunk_transaction
+from .worker import ChunkResult, PassRef, WorkerState, WorkerStats, apply_chunk_transaction, warm_connection
 
 Q = queries("engine")
 
@@ -150,7 +150,16 @@ class _Signal:
 class _PlanState:
     complete: bool = False
     more: _Signal = field(default_factory=_Signal)  # the planner wrote chunks
-    consumed: _Signal = field(default_factory=_Signal)  # a worker finished a chunk
+    consumed: _Signal = field(default_factory=_Signal)  # a worker claimed or finished a chunk
+
+
+def _left_to_plan(parts: list[PartCursor]) -> int:
+    """Estimated keys not yet planned: each part's estimate times the share of its range left."""
+    total = 0.0
+    for p in parts:
+        if p.est_rows and p.hi > p.lo:
+            total += p.est_rows * max(0, p.hi - p.upto) / (p.hi - p.lo)
+    return round(total)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -192,7 +201,9 @@ class Engine:
         self.workers = max(1, int(getattr(throttle, "workers", throttle.max_concurrency)))
         self.states = [WorkerState(i) for i in range(self.workers)]
         self.label = f"{settings.host}:{os.getpid()}"
-        self.lookahead = self.workers + 1  # planned ahead of the workers: sizes follow the measurements closely
+        # Claimable chunks kept planned ahead of the workers: one per worker and one more, so none waits
+        # for the planner, and sizes still follow the measurements closely.
+        self.lookahead = self.workers + 1
         self.sizers: dict[tuple[str, str], ChunkSizer] = {}
         self.fanout: dict[str, float] = {}  # rows written per key, estimated when the job starts
         self.stats: dict[str, WorkerStats] = {}
@@ -426,7 +437,9 @@ class Engine:
             status = await conn.fetchval(Q["lock_pass"], run_id, job, seq)  # serialises planners
             if status != "planning":
                 return True
-            want = self.lookahead - int(await conn.fetchval(Q["count_pending"], run_id, job, seq))
+            # A chunk in flight is still pending until it commits: ours do not count as planned ahead.
+            in_flight = sum(1 for w in self.states if w.state == "working")
+            want = self.lookahead + in_flight - int(await conn.fetchval(Q["count_pending"], run_id, job, seq))
             if want <= 0:
                 return False
             limit = want * MAX_SEGMENTS + 1
@@ -447,7 +460,9 @@ class Engine:
             scale = self.throttle.chunk_scale
             # Never more than a fair share of the pass: a small job (or a short catch-up pass) is cut
             # into at least one chunk per worker instead of one long chunk on one worker.
-            keys = sum(p.est_rows or 0 for p in parts) if len(rows) < limit else 0  # 0: more parts than loaded
+            # The share is of what is left to plan (keys spread evenly over each part's key range), so
+            # the last chunks come out about even and no worker idles while another finishes a big one.
+            keys = _left_to_plan(parts) if len(rows) < limit else 0  # 0: more parts than loaded
             fair = max(sizer.floor, -(-keys // self.workers)) if keys > 0 else sizer.ceiling
             chunks = await plan_chunks(
                 parts,
@@ -491,6 +506,7 @@ class Engine:
         def claimed(chunk_id: int) -> None:
             me.chunk_id = chunk_id
             me.state = "working"
+            state.consumed.fire()  # one fewer pending: the planner tops the lookahead up while we work
 
         while True:
             if not await self.throttle.gate(idx, retire=lambda: state.complete):  # held above the limit
@@ -732,11 +748,20 @@ async def run_backfill_jobs(
     throttle = throttle or Throttle(settings, log=log)
     size = max(1, int(getattr(throttle, "workers", throttle.max_concurrency)))
     pool = await create_pool(settings, size=size, role="worker")
+    jobs = list(jobs if jobs is not None else load_jobs())
+    warm_jobs = [j for j in jobs if not j.per_user_table]
     try:
-        # Open every connection now, not in the first chunks (they would pay the connection set-up).
+        # Open every connection now, not in the first chunks (they would pay the connection set-up),
+        # and warm each one: a fresh backend's first claim costs ~10 ms of catalog loading and
+        # statement preparation, on the critical path of the first chunks.
         held = [await pool.acquire() for _ in range(size)]
-        for c in held:
-            await pool.release(c)
+        try:
+            async with anyio.create_task_group() as tg:
+                for c in held:
+                    tg.start_soon(warm_connection, c, settings, warm_jobs, profile)
+        finally:
+            for c in held:
+                await pool.release(c)
         engine = Engine(
             conn=conn,
             pool=pool,
@@ -749,7 +774,7 @@ async def run_backfill_jobs(
             history_counts=history_counts,
         )
         async with guard(settings, run_id, throttle, log):  # health signals, control row, signals
-            return await engine.run_jobs(list(jobs if jobs is not None else load_jobs()))
+            return await engine.run_jobs(jobs)
     finally:
         with anyio.CancelScope(shield=True), anyio.move_on_after(10):
             await pool.close()

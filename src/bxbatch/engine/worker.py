@@ -13,7 +13,7 @@ host) skips the locked row and can never take it while it is in flight.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -126,6 +126,58 @@ async def _apply(conn: Conn, ref: PassRef, row: asyncpg.Record) -> int:
     return _affected(status)
 
 
+SET_LOCALS = (
+    "SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true), "
+    "set_config('idle_in_transaction_session_timeout', $3, true), "
+    "set_config('application_name', $4, true)"
+)
+
+
+def _set_local_args(settings: Settings, app_name: str) -> tuple[str, str, str, str]:
+    return (
+        f"{int(settings.lock_timeout_ms)}ms",
+        f"{int(settings.statement_timeout_ms)}ms",
+        f"{int(settings.idle_in_transaction_timeout_ms)}ms",
+        app_name[:63],
+    )
+
+
+async def warm_connection(
+    conn: Conn, settings: Settings, jobs: Sequence[Job] = (), profile: Profile | None = None
+) -> None:
+    """Prepare a pool connection's statements before the first chunk needs them (best effort).
+
+    A fresh backend spends ~10 ms loading catalog entries and planning its first claim; done
+    here, on every connection at once while the planner cuts the first ranges, it is off the
+    critical path. Everything runs in a transaction that is rolled back, on ranges that match
+    nothing, within lock_timeout: a table the application has locked only leaves it cold.
+    """
+    try:
+        async with conn.transaction():
+            await conn.execute(SET_LOCALS, *_set_local_args(settings, "bxbatch:warm-up"))
+            await conn.fetchrow(Q["claim_chunk"], -1, "", -1)
+            await conn.fetchrow(Q["claim_chunk_by_id"], -1)
+            await conn.execute(Q["finish_chunk"], -1, 0, 0.0, "")
+            for job in jobs:
+                if job.per_user_table or profile is None:
+                    continue  # its statements are rendered per group of tables
+                await conn.execute(job.sql("chunk"), 0, 0, *job.extra_args(profile))
+                if job.reconcile:
+                    await conn.fetchval(job.sql("reconcile"), 0, 0, *job.extra_args(profile))
+            raise _RollBack
+    except _RollBack:
+        pass
+    except (asyncpg.PostgresError, OSError) as exc:
+        if is_connection_lost(exc):
+            return  # the first chunk meets it and retries like any other connection trouble
+        if not is_retryable(exc) and not isinstance(exc, RACE_ERRORS):
+            raise
+
+
+class _RollBack(Exception):
+    """Ends the warm-up transaction: nothing it did may stay."""
+
+
 async def _claim(conn: Conn, ref: PassRef, chunk_id: int | None) -> asyncpg.Record | None:
     if chunk_id is None:
         return await conn.fetchrow(Q["claim_chunk"], ref.run_id, ref.job.name, ref.seq)
@@ -156,15 +208,7 @@ async def apply_chunk_transaction(
         attempt += 1
         try:
             async with pool.acquire() as conn, conn.transaction():
-                await conn.execute(
-                    "SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true), "
-                    "set_config('idle_in_transaction_session_timeout', $3, true), "
-                    "set_config('application_name', $4, true)",
-                    f"{int(settings.lock_timeout_ms)}ms",
-                    f"{int(settings.statement_timeout_ms)}ms",
-                    f"{int(settings.idle_in_transaction_timeout_ms)}ms",
-                    app_name[:63],
-                )
+                await conn.execute(SET_LOCALS, *_set_local_args(settings, app_name))
                 claimed = await _claim(conn, ref, chunk_id)
                 if claimed is None:
                     if chunk_id is None:
