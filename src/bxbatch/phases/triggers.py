@@ -200,9 +200,7 @@ async def install_one(
 async def install_missing(ctx: RunContext, *, show_progress: bool = False) -> dict[int, int]:
     """Install on every user table lacking one of the triggers. Returns table_id -> high_water of those."""
     installed = {r["table_id"] for r in await ctx.conn.fetch(Q["installed_ids"])}
-    rows = await ctx.conn.fetch(
-        Q["user_tables"], ctx.profile.schema, USER_TABLE_REGEX_SQL, list(TRIGGERS)
-    )
+    rows = await ctx.conn.fetch(Q["user_tables"], ctx.profile.schema, USER_TABLE_REGEX_SQL, list(TRIGGERS))
     todo = [(int(r["table_id"]), str(r["relname"])) for r in rows]
     for table_id, relname in todo:
         if table_id in installed:
