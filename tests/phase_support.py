@@ -81,6 +81,8 @@ async def apply_schema_phase(dsn: str, extra_sql: str = "") -> None:
         await conn.execute(BASE_SCHEMA)
         await ledger.ensure_schema(conn)
         await schema.apply_phase(conn, Settings(dsn=dsn), None, LOG, phase="schema")
+        # the backfill targets' keys, which a run adds in the backfill phase
+        await schema.apply_phase(conn, Settings(dsn=dsn), None, LOG, phase="backfill")
         if extra_sql:
             await conn.execute(extra_sql)
     finally:
@@ -88,7 +90,8 @@ async def apply_schema_phase(dsn: str, extra_sql: str = "") -> None:
 
 
 async def schema_applied_db(pg_server: Any, db_factory: Callable[..., Awaitable[str]]) -> str:
-    """A database with the base schema and the schema phase applied (no indexes, no triggers yet)."""
+    """A database with the base schema and the schema phase applied, plus the backfill targets' keys (no
+    indexes, no triggers yet)."""
     template = await pg_server.template("schema_applied", apply_schema_phase)
     dsn: str = await db_factory(template=template)
     return dsn

@@ -23,7 +23,7 @@ _DIRECTIVE = re.compile(r"^--\s*bxbatch:\s*(?P<body>.*)$")
 _NAME = re.compile(r"^--\s*name:\s*(?P<name>[a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 _FILE_NAME = re.compile(r"^(?P<num>\d{3})_[a-z0-9_]+\.sql$")
 
-PHASES = ("schema", "indexes", "constraints")
+PHASES = ("schema", "backfill", "indexes", "constraints")  # the run phases that apply DDL files
 
 
 def sql_root() -> Path:

@@ -330,3 +330,64 @@ async def test_application_lock_on_a_user_table_delays_but_never_breaks_the_back
     assert_same(actual, expected)
     chunk_retries = await conn.fetchval("SELECT sum(retries) FROM bxbatch.chunk WHERE job = 'activity_seed'")
     assert chunk_retries + result["summary"].phases["backfill"]["plan_retries"] > 0
+
+
+TARGET_KEYS = ("fk_tableview_enhanced_view_ptr", "fk_permission_user", "fk_permission_granted_by")
+
+
+async def test_target_keys_come_after_the_load_and_orphans_meanwhile_are_repaired(
+    pg_server: Any, db_factory: Any, conn_to: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The enhanced-view and permission keys are added after the main passes (load, then constrain);
+    views and a user deleted in that window leave orphans that the settle rounds remove, so the
+    keys validate and the derived rows are what the base tables say."""
+    from bxbatch.phases import backfill as backfill_phase
+
+    template = await synth_template(pg_server, 0.03, 5, user_tables=20)
+    dsn = await db_factory(template=template)
+    app = await conn_to(dsn)
+    real = backfill_phase.add_target_keys
+    seen: dict[str, Any] = {}
+
+    async def in_the_window(conn: Any, **kwargs: Any) -> int:
+        seen["keys_before"] = await app.fetchval(
+            "SELECT count(*) FROM pg_constraint WHERE conname = ANY($1::text[])", list(TARGET_KEYS)
+        )
+        views = [
+            r["view_ptr_id"]
+            for r in await app.fetch("SELECT view_ptr_id FROM database_tableview_enhanced ORDER BY view_ptr_id LIMIT 3")
+        ]
+        user = await app.fetchval(
+            "SELECT p.granted_by_id FROM database_permission p JOIN database_workspaceuser wu "
+            "ON wu.user_id = p.granted_by_id WHERE p.granted_by_id <> p.user_id LIMIT 1"
+        )
+        assert len(views) == 3 and user is not None, "the install must give the window something to orphan"
+        await app.execute("DELETE FROM database_view WHERE id = ANY($1::int[])", views)
+        await app.execute("DELETE FROM auth_user WHERE id = $1", user)
+        seen["orphans"] = await app.fetchval(
+            """SELECT (SELECT count(*) FROM database_tableview_enhanced e
+                       WHERE NOT EXISTS (SELECT 1 FROM database_view v WHERE v.id = e.view_ptr_id))
+                    + (SELECT count(*) FROM database_permission p
+                       WHERE p.user_id = $1 OR p.granted_by_id = $1)""",
+            user,
+        )
+        return await real(conn, **kwargs)
+
+    monkeypatch.setattr(backfill_phase, "add_target_keys", in_the_window)
+    only_phases(monkeypatch)
+    summary = await run_migration(Settings(dsn=dsn, concurrency=2, **SMALL_CHUNKS))
+    assert summary.status == "completed"
+    assert seen["keys_before"] == 0, "the keys must not exist while the main passes load the targets"
+    assert seen["orphans"] > 3, seen
+    keys = await app.fetch(
+        "SELECT conname, convalidated FROM pg_constraint WHERE conname = ANY($1::text[])", list(TARGET_KEYS)
+    )
+    assert sorted(k["conname"] for k in keys) == sorted(TARGET_KEYS)
+    for k in keys:  # added NOT VALID; the constraint phase validates them, which now succeeds
+        table = "database_tableview_enhanced" if "enhanced" in k["conname"] else "database_permission"
+        await app.execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {k['conname']}")
+    actual = await snapshot(app)
+    assert_no_duplicates(actual)
+    expected = await expected_derived(app)
+    for name in ("enhanced_views", "permissions"):
+        assert actual[name] == expected[name], name

@@ -21,7 +21,7 @@ from bxbatch.sqlfiles import sql_root
 
 BASE_SCHEMA = (Path(__file__).parent.parent / "base_schema.sql").read_text()
 LOG = structlog.get_logger("test")
-DDL_PHASES = ("schema", "indexes", "constraints")
+DDL_PHASES = ("schema", "backfill", "indexes", "constraints")
 
 Connect = Callable[[str], Awaitable[asyncpg.Connection]]
 

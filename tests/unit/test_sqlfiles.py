@@ -104,7 +104,7 @@ def test_shipped_ddl_files_parse_and_are_ordered() -> None:
     files = ddl_files()
     names = [f.name for f in files]
     assert names == sorted(names)
-    assert {f.phase for f in files} == {"schema", "indexes", "constraints"}
+    assert {f.phase for f in files} == {"schema", "backfill", "indexes", "constraints"}
     # every CREATE INDEX is CONCURRENTLY, and such files never run in one transaction
     for f in files:
         for s in f.statements:

@@ -6,7 +6,7 @@ import anyio
 import pytest
 
 from bxbatch.engine.health import Signal, probe_limit_ms, signals_from_snapshot
-from bxbatch.engine.throttle import MIN_CHUNK_SCALE, Throttle, eta_seconds
+from bxbatch.engine.throttle import MIN_CHUNK_SCALE, MIN_DUTY, Throttle, eta_seconds
 from bxbatch.settings import Settings
 
 
@@ -317,3 +317,44 @@ def test_status_lines_name_the_reason_and_the_failed_keys() -> None:
         "failed keys: 1 (fix the rows, then `bxbatch resume` retries them)",
         "  permissions key 8: 23514 CheckViolationError: no",
     ]
+
+
+def test_below_one_worker_a_cut_halves_the_duty_and_recovery_restores_it_first() -> None:
+    throttle, clock = make(2)
+    throttle.observe("health", [LAG_BAD])
+    assert (throttle.concurrency, throttle.duty) == (1, 1.0)  # 2 -> 1 worker: no resting yet
+    clock.advance(1.1)
+    decision = throttle.observe("health", [LAG_BAD])
+    assert decision is not None and decision.action == "cut"
+    assert (throttle.concurrency, throttle.duty, decision.duty) == (1, 0.5, 0.5)
+    assert throttle.reason is not None and throttle.reason.endswith("(chunks 50% of the time)")
+    for _ in range(20):
+        clock.advance(1.1)
+        throttle.observe("health", [LAG_BAD])
+    assert throttle.duty == MIN_DUTY  # floors above zero: the run always progresses
+    assert throttle.throttled
+    # recovery: the duty doubles back to 1 before the chunk scale or the workers grow
+    assert throttle.observe("health", [LAG_OK]) is None  # clear from now on
+    for _ in range(6):
+        clock.advance(1.1)
+        decision = throttle.observe("health", [LAG_OK])
+        assert decision is not None and decision.action == "recover"
+        assert (throttle.concurrency, throttle.chunk_scale) == (1, MIN_CHUNK_SCALE)
+    assert throttle.duty == 1.0
+    clock.advance(1.1)
+    throttle.observe("health", [LAG_OK])
+    assert (throttle.concurrency, throttle.chunk_scale) == (2, 2 * MIN_CHUNK_SCALE)
+
+
+async def test_the_duty_makes_the_worker_rest_in_proportion_to_its_chunk() -> None:
+    throttle = Throttle(Settings(concurrency=1))
+    throttle.duty = 0.25
+    throttle.note_chunk(rows=100, seconds=0.05)  # a 50 ms chunk at 25%: rest 150 ms
+    with anyio.fail_after(2):
+        t0 = anyio.current_time()
+        assert await throttle.gate(0)
+        rested = anyio.current_time() - t0
+    assert 0.12 <= rested <= 0.5, rested
+    throttle.duty = 1.0
+    with anyio.fail_after(0.05):
+        assert await throttle.gate(0)  # no duty: no rest

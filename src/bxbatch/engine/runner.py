@@ -44,8 +44,8 @@ import asyncpg
 import asyncpg.exceptions as pgexc
 
 from .. import ledger
-from ..db import backoff_delay, create_pool, qualified
-from ..errors import ChangedFileError, Interrupted, SqlFileError
+from ..db import CONNECTION_LOST_ERRORS, RETRYABLE_ERRORS, backoff_delay, connect, create_pool, qualified
+from ..errors import ChangedFileError, ConnectionFailed, Interrupted, SqlFileError
 from ..profile import GUIDE, Profile
 from ..progress import bar
 from ..settings import Settings
@@ -153,6 +153,10 @@ class _PlanState:
     consumed: _Signal = field(default_factory=_Signal)  # a worker claimed or finished a chunk
 
 
+# the before-settle hook is tried again on these (connection trouble, lock timeouts)
+BEFORE_SETTLE_RETRY: tuple[type[BaseException], ...] = (ConnectionFailed, *RETRYABLE_ERRORS, *CONNECTION_LOST_ERRORS)
+
+
 def _left_to_plan(parts: list[PartCursor]) -> int:
     """Estimated keys not yet planned: each part's estimate times the share of its range left."""
     total = 0.0
@@ -185,10 +189,14 @@ class Engine:
         profile: Profile = GUIDE,
         install_missing: Callable[[], Awaitable[Any]] | None = None,
         history_counts: bool = True,
+        before_settle: Callable[[Any], Awaitable[Any]] | None = None,
     ) -> None:
-        """``history_counts=False``: user tables seeded by earlier runs are seeded again (for a
+        """``before_settle(conn)``: run (on a pool connection) after every job's main and catch-up
+        passes, before the settle rounds: the backfill phase adds the targets' foreign keys there.
+        ``history_counts=False``: user tables seeded by earlier runs are seeded again (for a
         benchmark that empties the target between runs; a migration must never do that)."""
         self.history_counts = history_counts
+        self.before_settle = before_settle
         self.conn = conn
         self.pool = pool
         self.settings = settings
@@ -678,6 +686,8 @@ class Engine:
                     self.log.info("job_finished", **reports[job.name].as_dict())
                     async with self.conn_lock:
                         await self.conn.execute(Q["set_job_status"], self.run_id, job.name, "settling", "{}")
+                if self.before_settle is not None:
+                    await self._run_before_settle(self.before_settle)
                 rounds, converged = await self._settle(jobs, next_seq, bound)
                 for job in jobs:
                     report = await self._job_report(job, reports[job.name].seconds)
@@ -708,6 +718,29 @@ class Engine:
             "concurrency": self.workers,
             "seconds_in_engine": round(time.monotonic() - started, 3),
         }
+
+    async def _run_before_settle(self, hook: Callable[[Any], Awaitable[Any]]) -> None:
+        """The hook on a connection of its own, tried again through connection trouble (it is
+        idempotent: DDL files record their progress statement by statement)."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                conn = await connect(self.settings, role="ddl")
+                try:
+                    await hook(conn)
+                finally:
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                        await conn.close()
+                return
+            except BEFORE_SETTLE_RETRY as exc:
+                if attempt >= self.settings.max_attempts or self.throttle.stopping:
+                    raise Interrupted(
+                        f"could not add the backfill targets' keys: {type(exc).__name__}",
+                        hint="run `bxbatch resume` once the server is reachable",
+                    ) from exc
+                self.log.info("before_settle_retried", error=type(exc).__name__, attempt=attempt)
+                await anyio.sleep(backoff_delay(attempt, self.settings.retry_base_ms, self.settings.retry_max_ms))
 
     async def _job_report(self, job: Job, seconds: float) -> JobReport:
         """Figures of a job from the ledger (every process's chunks), durations from this process."""
@@ -743,6 +776,7 @@ async def run_backfill_jobs(
     profile: Profile = GUIDE,
     install_missing: Callable[[], Awaitable[Any]] | None = None,
     history_counts: bool = True,
+    before_settle: Callable[[Any], Awaitable[Any]] | None = None,
 ) -> dict[str, Any]:
     """Run the backfill jobs of run ``run_id`` with ``settings.concurrency`` workers on a pool of that size."""
     throttle = throttle or Throttle(settings, log=log)
@@ -772,6 +806,7 @@ async def run_backfill_jobs(
             profile=profile,
             install_missing=install_missing,
             history_counts=history_counts,
+            before_settle=before_settle,
         )
         async with guard(settings, run_id, throttle, log):  # health signals, control row, signals
             return await engine.run_jobs(jobs)
@@ -799,6 +834,7 @@ async def run_job_once(
     from ..db import connect
     from ..log import get_logger
     from ..phases import triggers
+    from ..phases.backfill import add_target_keys
     from .jobs import job_by_name
 
     settings = (settings or Settings()).with_(dsn=dsn, concurrency=concurrency, progress=False).validate()
@@ -821,6 +857,9 @@ async def run_job_once(
             profile=profile,
             install_missing=partial(triggers.install_missing, ctx) if job.per_user_table else None,
             history_counts=False,  # the caller emptied the target: seed every table again
+            # the targets' foreign keys, as the backfill phase adds them (the caller may have
+            # dropped them and their ledger rows to measure a run from the start)
+            before_settle=partial(add_target_keys, settings=settings, run_id=run_id, log=log),
         )
         seconds = time.monotonic() - t0
         await ledger.set_run_status(conn, run_id, "completed")

@@ -9,6 +9,11 @@ Health readings (engine/health.py), chunk retries and the operator's control row
 * a critical signal (``critical_factor`` x its threshold) pauses every worker until it clears;
 * once every signal is clear for ``recover_interval``, one step back up (concurrency +1, chunk
   scale x2) per interval, up to the ceiling (``--concurrency`` or ``bxbatch set concurrency=N``).
+* below one worker, a cut halves the *duty*: the share of time the last worker may spend in
+  chunks (after a chunk of t seconds it rests t x (1/duty - 1)), down to 1/64. A small chunk on
+  one worker still keeps one core busy all the time; on a small server that alone can double an
+  application query's latency, so the throttle can back off further, all the way to nearly
+  paused, and recovers the duty first (x2 per interval) when the signals clear.
 
 Every decision is a ``Decision``, logged as a ``throttle_decision`` event and kept for the
 control loop to write to the ledger, so ``bxbatch status`` can say why the run is slow.
@@ -29,6 +34,7 @@ from ..settings import Settings
 from .health import Signal
 
 MIN_CHUNK_SCALE = 1 / 16
+MIN_DUTY = 1 / 64
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,7 @@ class Decision:
     paused: bool
     reason: str
     signals: list[str] = field(default_factory=list)
+    duty: float = 1.0  # share of time the workers may spend in chunks (1.0: no resting)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,6 +71,8 @@ class Throttle:
         self.workers = settings.concurrency  # worker tasks this process started; the ceiling never exceeds it
         self.concurrency = settings.concurrency  # current limit, 1..max_concurrency
         self.chunk_scale = 1.0  # multiplier the engine applies to its adaptive chunk size
+        self.duty = 1.0  # share of time in chunks, cut below 1 only once down to one worker
+        self._pace_free_at = clock()
         self.reason: str | None = None  # why we are throttled or paused, for logs and `status`
         self.stop_reason: str | None = None
         self.clock = clock
@@ -105,7 +114,7 @@ class Throttle:
 
     @property
     def throttled(self) -> bool:
-        return self.paused or self.concurrency < self.max_concurrency or self.chunk_scale < 1.0
+        return self.paused or self.concurrency < self.max_concurrency or self.chunk_scale < 1.0 or self.duty < 1.0
 
     def signals(self) -> list[Signal]:
         return [s for group in self._signals.values() for s in group]
@@ -120,6 +129,7 @@ class Throttle:
             "concurrency": self.concurrency,
             "max_concurrency": self.max_concurrency,
             "chunk_scale": self.chunk_scale,
+            "duty": self.duty,
             "paused": self.paused,
             "stopping": self.stopping,
             "reason": self.stop_reason if self.stopping else self.reason,
@@ -137,7 +147,7 @@ class Throttle:
         if self.paused:
             self.paused_seconds += dt
         elif self.max_concurrency > 0:
-            held = 1.0 - (self.concurrency * self.chunk_scale) / self.max_concurrency
+            held = 1.0 - (self.concurrency * self.chunk_scale * self.duty) / self.max_concurrency
             self.throttled_seconds += dt * max(0.0, held)
 
     def _record(self, action: str, reason: str, signals: list[Signal] | None = None) -> Decision:
@@ -151,6 +161,7 @@ class Throttle:
             paused=self.paused,
             reason=reason,
             signals=[s.describe() for s in (signals or [])],
+            duty=round(self.duty, 4),
         )
         self.decisions.append(decision)
         self.unsaved.append(decision)
@@ -197,27 +208,35 @@ class Throttle:
         # all clear
         if self._clear_since is None:
             self._clear_since = now
-        if self.concurrency >= self.max_concurrency and self.chunk_scale >= 1.0:
+        if self.concurrency >= self.max_concurrency and self.chunk_scale >= 1.0 and self.duty >= 1.0:
             if self.reason and not self.paused:
                 self.reason = None
             return None
         since = max(self._clear_since, self._last_change)
         if now - since >= self.recover_interval:
-            self.chunk_scale = min(1.0, self.chunk_scale * 2)
-            self.concurrency = min(self.max_concurrency, self.concurrency + 1)
+            if self.duty < 1.0:  # undo the last lever first: rest less, then more chunk, more workers
+                self.duty = min(1.0, self.duty * 2)
+            else:
+                self.chunk_scale = min(1.0, self.chunk_scale * 2)
+                self.concurrency = min(self.max_concurrency, self.concurrency + 1)
             self.reason = "recovering" if self.throttled else None
-            return self._record("recover", "signals clear")
+            return self._record("recover", "signals clear" + self._duty_note())
         return None
 
     def cut(self, reason: str, signals: list[Signal] | None = None) -> Decision:
-        """Multiplicative decrease: half the workers, half the chunk size."""
+        """Multiplicative decrease: half the workers, half the chunk size; at one worker, half the duty too."""
         self._account()
         self._last_cut = self.clock()
         self._clear_since = None
+        if self.concurrency <= 1:
+            self.duty = max(MIN_DUTY, self.duty / 2)
         self.concurrency = max(1, (self.concurrency + 1) // 2) if self.concurrency > 1 else 1
         self.chunk_scale = max(MIN_CHUNK_SCALE, self.chunk_scale / 2)
-        self.reason = reason
-        return self._record("cut", reason, signals)
+        self.reason = reason + self._duty_note()
+        return self._record("cut", self.reason, signals)
+
+    def _duty_note(self) -> str:
+        return f" (chunks {self.duty:.0%} of the time)" if self.duty < 1.0 else ""
 
     def note_retry(self, reason: str) -> Decision | None:
         """A chunk hit a lock timeout / deadlock / statement timeout: the database is contended, back off."""
@@ -297,6 +316,8 @@ class Throttle:
                 return False
             if not self.paused and worker_index < self.concurrency:
                 wait = self._rate_free_at - self.clock() if self._rate > 0 else 0.0
+                if self.duty < 1.0:
+                    wait = max(wait, self._pace_free_at - self.clock())
                 if wait <= 0:
                     return True
                 with anyio.move_on_after(min(wait, 1.0)):
@@ -310,6 +331,8 @@ class Throttle:
         """Called after each committed chunk (rate limit, progress figures)."""
         self.rows += rows
         self.chunks += 1
+        if self.duty < 1.0:  # rest in proportion to the chunk just done
+            self._pace_free_at = max(self.clock(), self._pace_free_at) + seconds * (1.0 / self.duty - 1.0)
         if self._rate > 0:
             self._rate_free_at = max(self.clock(), self._rate_free_at) + rows / self._rate
 

@@ -2,15 +2,47 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import Any
+
+import anyio
 
 from ..context import RunContext
 from ..engine.jobs import load_jobs
 from ..engine.runner import run_backfill_jobs
 from ..engine.throttle import Throttle
-from ..errors import CompletedWithFailures
-from . import triggers
+from ..errors import CompletedWithFailures, Interrupted, LockBusy
+from ..settings import Settings
+from . import schema, triggers
+
+
+async def add_target_keys(
+    conn: Any,
+    *,
+    settings: Settings,
+    run_id: int | None,
+    log: Any,
+    stopping: Callable[[], bool] = lambda: False,
+) -> int:
+    """Apply the ``phase=backfill`` DDL files: the foreign keys of the tables only bxbatch writes.
+
+    Called by the engine after every job's main and catch-up passes, before the settle rounds
+    (sql/ddl/050_backfill_target_keys.sql says why). Another process of the same run may be
+    applying them at the same moment: wait for it rather than fail. Returns the files applied.
+    """
+    while True:
+        try:
+            results = await schema.apply_phase(conn, settings, run_id, log, phase="backfill")
+        except LockBusy:
+            if stopping():
+                raise Interrupted(
+                    "stopped while waiting for another process to add the backfill targets' keys",
+                    hint="run `bxbatch resume` to continue",
+                ) from None
+            await anyio.sleep(0.5)
+            continue
+        return sum(1 for r in results if r.status == "applied")
 
 
 async def run(ctx: RunContext) -> dict[str, Any]:
@@ -26,6 +58,9 @@ async def run(ctx: RunContext) -> dict[str, Any]:
         # user tables created since the trigger phase get the trigger (and a high-water mark)
         # before each activity catch-up pass, so their rows are seeded or logged, never both
         install_missing=partial(triggers.install_missing, ctx),
+        before_settle=partial(
+            add_target_keys, settings=ctx.settings, run_id=ctx.run_id, log=ctx.log, stopping=lambda: throttle.stopping
+        ),
     )
     ctx.log.info(
         "backfill_summary",
