@@ -53,6 +53,18 @@ SAFETY_OPTIONS: list[tuple[str, Any, Any, Any]] = [
         ),
     ),
     (
+        "ramp_up",
+        bool,
+        False,
+        _opt(
+            "--ramp-up/--no-ramp-up",
+            "BXBATCH_RAMP_UP",
+            "Slow start: begin with one worker in chunks 1/16 of the time, double that each second, then "
+            "add a worker each second, while every signal stays clear (full speed in about 4 + "
+            "--concurrency seconds), instead of starting at --concurrency: never a burst at the start.",
+        ),
+    ),
+    (
         "max_blocked_sessions",
         int,
         0,
@@ -139,6 +151,19 @@ SAFETY_OPTIONS: list[tuple[str, Any, Any, Any]] = [
             "An application query run about every second; its latency is compared with its own baseline "
             "measured before the run.",
             show_default=False,
+        ),
+    ),
+    (
+        "probe_interval_s",
+        float,
+        1.0,
+        _opt(
+            "--probe-interval",
+            "BXBATCH_PROBE_INTERVAL",
+            "Seconds between two runs of --probe-sql. Shorter sees rarer slow probes (the latency tail) "
+            "at the cost of more probe queries; 0.05 with --probe-min-ms 0.3 holds a sub-millisecond "
+            "probe's p99 within 2x of its baseline (benchmarks/RESULTS.md).",
+            min=0.01,
         ),
     ),
     (

@@ -55,6 +55,7 @@ class Settings:
     long_transaction_s: float = 300.0  # older open transactions fail preflight (they block index builds)
     # live safety: health signals, the AIMD throttle, control and stopping (engine/health.py, throttle.py)
     throttle: bool = True  # poll health signals and let them cut concurrency / chunk size / pause
+    ramp_up: bool = False  # start at one worker and climb while the signals are clear
     health_interval_s: float = 0.5  # health signal polling period (own connection)
     max_blocked_sessions: int = 0  # more sessions than this waiting on bxbatch's locks is a bad signal
     max_replication_lag_bytes: int = 64 * 1024 * 1024  # standby replay lag

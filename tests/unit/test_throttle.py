@@ -6,7 +6,7 @@ import anyio
 import pytest
 
 from bxbatch.engine.health import Signal, probe_limit_ms, signals_from_snapshot
-from bxbatch.engine.throttle import MIN_CHUNK_SCALE, MIN_DUTY, Throttle, eta_seconds
+from bxbatch.engine.throttle import MIN_CHUNK_SCALE, MIN_DUTY, RAMP_UP_DUTY, Throttle, eta_seconds
 from bxbatch.settings import Settings
 
 
@@ -358,3 +358,20 @@ async def test_the_duty_makes_the_worker_rest_in_proportion_to_its_chunk() -> No
     throttle.duty = 1.0
     with anyio.fail_after(0.05):
         assert await throttle.gate(0)  # no duty: no rest
+
+
+def test_ramp_up_starts_with_one_worker_and_climbs_while_clear() -> None:
+    throttle, clock = make(4, ramp_up=True)
+    assert (throttle.concurrency, throttle.duty) == (1, RAMP_UP_DUTY) and throttle.throttled
+    assert throttle.decisions[0].action == "ramp_up"
+    assert throttle.observe("health", [LAG_OK]) is None  # clear from now on
+    levels = []
+    for _ in range(8):
+        clock.advance(1.1)
+        throttle.observe("health", [LAG_OK])
+        levels.append((throttle.concurrency, throttle.duty))
+    assert levels == [(1, 0.125), (1, 0.25), (1, 0.5), (1, 1.0), (2, 1.0), (3, 1.0), (4, 1.0), (4, 1.0)]
+    assert not throttle.throttled
+    # off without the throttle: --no-throttle means nothing watches the signals to climb on
+    assert make(4, ramp_up=True, throttle=False)[0].concurrency == 4
+    assert make(4)[0].concurrency == 4

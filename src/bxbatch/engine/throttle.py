@@ -35,6 +35,7 @@ from .health import Signal
 
 MIN_CHUNK_SCALE = 1 / 16
 MIN_DUTY = 1 / 64
+RAMP_UP_DUTY = 1 / 16  # where --ramp-up starts: full speed on one worker 4 clear intervals later
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class Decision:
     """One change of the throttle's state, and why."""
 
     at: float  # wall clock (time.time())
-    action: str  # cut, recover, pause, unpause, stop, set_ceiling
+    action: str  # cut, recover, pause, unpause, stop, set_ceiling, set, ramp_up
     concurrency: int
     max_concurrency: int
     chunk_scale: float
@@ -102,6 +103,13 @@ class Throttle:
         self._rate_free_at = clock()
         self.rows = 0
         self.chunks = 0
+        if settings.ramp_up and settings.throttle:
+            # slow start: one worker resting most of the time, then (while every signal stays clear)
+            # the duty doubles each recover_interval up to 1, then one more worker per interval
+            self.concurrency = 1
+            self.duty = RAMP_UP_DUTY
+            self.reason = "ramping up"
+            self._record("ramp_up", f"starting with 1 of {self.max_concurrency} workers" + self._duty_note())
 
     # --- state -----------------------------------------------------------------------------
     @property
