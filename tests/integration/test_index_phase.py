@@ -139,10 +139,12 @@ async def test_monitor_sees_a_million_row_build_progress(fresh_db, conn_to) -> N
     samples = mon.result.samples
     assert len(samples) >= 5, [s.phase for s in samples]
     assert "building index: scanning table" in mon.result.phases
-    # Within one phase, blocks and tuples done never go backwards; the scan reaches its total.
+    # Within one phase, blocks and tuples done never go backwards, except that a scan which reached
+    # its total may be followed by another one under the same phase name (seen once on PG 18 in a
+    # fresh-clone CI run: 8384 of 8384 blocks, then 1899 of 8384, 50 ms later).
     for a, b in itertools.pairwise(samples):
-        if a.phase == b.phase:
-            assert b.blocks_done >= a.blocks_done and b.tuples_done >= a.tuples_done
+        if a.phase == b.phase and not (a.blocks_total and a.blocks_done >= a.blocks_total):
+            assert b.blocks_done >= a.blocks_done and b.tuples_done >= a.tuples_done, (a, b)
     moving = [
         (a, b)
         for a, b in itertools.pairwise(samples)
