@@ -96,6 +96,17 @@ class ProgressSample:
         )
 
 
+def restarted_count(prev: ProgressSample | None, now: ProgressSample) -> bool:
+    """Same phase, but the count fell back from its total: a new count started (see ``poll``)."""
+    return (
+        prev is not None
+        and prev.phase == now.phase
+        and prev.blocks_total > 0
+        and prev.blocks_done >= prev.blocks_total
+        and now.blocks_done < prev.blocks_done
+    )
+
+
 def eta_seconds(first: dict[str, Any] | ProgressSample | None, now: ProgressSample) -> float | None:
     """Seconds left in the current phase, from the rate since ``first`` (an earlier sample of that phase)."""
     if first is None:
@@ -266,6 +277,11 @@ class IndexMonitor:
         if phase_changed:
             self._phase_first = s
             self.result.phases.append(s.phase)
+        elif restarted_count(prev, s):
+            # A synchronized heap scan that starts mid-table (another scan of the table is under
+            # way, common on a live database) reports blocks_done = blocks_total at its first block,
+            # then counts up from its start: measure the rate from here, or the ETA stays unknown.
+            self._phase_first = s
         eta = eta_seconds(self._phase_first, s)
         waiting_for: list[Blocker] = []
         if s.waiting:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bxbatch.errors import SqlFileError
-from bxbatch.monitor import Blocker, ProgressSample, eta_seconds, render_builds
+from bxbatch.monitor import Blocker, ProgressSample, eta_seconds, render_builds, restarted_count
 from bxbatch.phases.constraints import ForeignKey, constraint_tasks
 from bxbatch.phases.indexes import index_tasks
 from bxbatch.phases.triggers import TRIGGERS, _create_sql
@@ -87,6 +87,21 @@ def test_progress_percent_and_eta() -> None:
     assert other_phase.percent == 0.0 and other_phase.unit == "tuples"
     waiting = ProgressSample(pid=1, phase="waiting for old snapshots", at=1.0, lockers_total=2, lockers_done=1)
     assert waiting.waiting and waiting.percent == 50.0
+
+
+def test_a_scan_starting_mid_table_restarts_the_eta() -> None:
+    """PG reports blocks_done = blocks_total at the first block of a synchronized scan that starts
+    mid-table, then counts up: measured from that first reading, the ETA would stay unknown."""
+    phase = "building index: scanning table"
+    at_total = ProgressSample(pid=1, phase=phase, at=100.0, blocks_total=8384, blocks_done=8384)
+    counting = ProgressSample(pid=1, phase=phase, at=100.05, blocks_total=8384, blocks_done=1899)
+    later = ProgressSample(pid=1, phase=phase, at=101.05, blocks_total=8384, blocks_done=3899)
+    assert eta_seconds(at_total, later) is None  # what the monitor showed before
+    assert restarted_count(at_total, counting)
+    assert eta_seconds(counting, later) == 2.2  # 2000 blocks/s, 4485 left
+    assert not restarted_count(counting, later)  # counting up
+    assert not restarted_count(at_total, ProgressSample(pid=1, phase="other", at=101.0, blocks_total=9, blocks_done=1))
+    assert not restarted_count(None, counting)
 
 
 def test_render_builds_names_the_blocker() -> None:
