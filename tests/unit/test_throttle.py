@@ -6,7 +6,7 @@ import anyio
 import pytest
 
 from bxbatch.engine.health import Signal, probe_limit_ms, signals_from_snapshot
-from bxbatch.engine.throttle import MIN_CHUNK_SCALE, MIN_DUTY, RAMP_UP_DUTY, Throttle, eta_seconds
+from bxbatch.engine.throttle import DUTY_STEP, MIN_CHUNK_SCALE, MIN_DUTY, RAMP_UP_DUTY, Throttle, eta_seconds
 from bxbatch.settings import Settings
 
 
@@ -333,17 +333,39 @@ def test_below_one_worker_a_cut_halves_the_duty_and_recovery_restores_it_first()
         throttle.observe("health", [LAG_BAD])
     assert throttle.duty == MIN_DUTY  # floors above zero: the run always progresses
     assert throttle.throttled
-    # recovery: the duty doubles back to 1 before the chunk scale or the workers grow
+    # recovery: the duty climbs back to 1 before the chunk scale or the workers grow; the last cut
+    # left it at the floor, so it climbs from there one DUTY_STEP per clear interval
     assert throttle.observe("health", [LAG_OK]) is None  # clear from now on
-    for _ in range(6):
+    duties = []
+    while throttle.duty < 1.0:
         clock.advance(1.1)
         decision = throttle.observe("health", [LAG_OK])
         assert decision is not None and decision.action == "recover"
         assert (throttle.concurrency, throttle.chunk_scale) == (1, MIN_CHUNK_SCALE)
-    assert throttle.duty == 1.0
+        duties.append(throttle.duty)
+    assert duties[0] == MIN_DUTY + DUTY_STEP and len(duties) == 16
     clock.advance(1.1)
     throttle.observe("health", [LAG_OK])
     assert (throttle.concurrency, throttle.chunk_scale) == (2, 2 * MIN_CHUNK_SCALE)
+
+
+def test_the_duty_doubles_up_to_the_last_cut_level_then_climbs_by_steps() -> None:
+    throttle, clock = make(1, ramp_up=True)  # ramp-up: duty 1/16, no cut yet
+    throttle.observe("health", [LAG_OK])
+    clock.advance(1.1)
+    throttle.observe("health", [LAG_OK])
+    clock.advance(1.1)
+    throttle.observe("health", [LAG_OK])
+    assert throttle.duty == 0.25  # doubling: nothing has hurt yet
+    throttle.observe("health", [LAG_BAD])  # hurt at 0.25: back to 0.125, remembered
+    assert throttle.duty == 0.125
+    throttle.observe("health", [LAG_OK])
+    seen = []
+    for _ in range(3):
+        clock.advance(1.1)
+        throttle.observe("health", [LAG_OK])
+        seen.append(throttle.duty)
+    assert seen == [0.125 + DUTY_STEP, 0.125 + 2 * DUTY_STEP, 0.125 + 3 * DUTY_STEP]
 
 
 async def test_the_duty_makes_the_worker_rest_in_proportion_to_its_chunk() -> None:

@@ -13,7 +13,9 @@ Health readings (engine/health.py), chunk retries and the operator's control row
   chunks (after a chunk of t seconds it rests t x (1/duty - 1)), down to 1/64. A small chunk on
   one worker still keeps one core busy all the time; on a small server that alone can double an
   application query's latency, so the throttle can back off further, all the way to nearly
-  paused, and recovers the duty first (x2 per interval) when the signals clear.
+  paused, and recovers the duty first when the signals clear: x2 per interval up to the duty
+  the last cut left, then +1/16 per interval (TCP's congestion avoidance: near the level that
+  hurt, climb slowly).
 
 Every decision is a ``Decision``, logged as a ``throttle_decision`` event and kept for the
 control loop to write to the ledger, so ``bxbatch status`` can say why the run is slow.
@@ -35,6 +37,7 @@ from .health import Signal
 
 MIN_CHUNK_SCALE = 1 / 16
 MIN_DUTY = 1 / 64
+DUTY_STEP = 1 / 16  # additive duty increase per clear interval above the last cut's level
 RAMP_UP_DUTY = 1 / 16  # where --ramp-up starts: full speed on one worker 4 clear intervals later
 
 
@@ -73,6 +76,7 @@ class Throttle:
         self.concurrency = settings.concurrency  # current limit, 1..max_concurrency
         self.chunk_scale = 1.0  # multiplier the engine applies to its adaptive chunk size
         self.duty = 1.0  # share of time in chunks, cut below 1 only once down to one worker
+        self._duty_threshold: float | None = None  # the duty after the last cut (TCP's ssthresh)
         self._pace_free_at = clock()
         self.reason: str | None = None  # why we are throttled or paused, for logs and `status`
         self.stop_reason: str | None = None
@@ -223,7 +227,10 @@ class Throttle:
         since = max(self._clear_since, self._last_change)
         if now - since >= self.recover_interval:
             if self.duty < 1.0:  # undo the last lever first: rest less, then more chunk, more workers
-                self.duty = min(1.0, self.duty * 2)
+                if self._duty_threshold is not None and self.duty >= self._duty_threshold:
+                    self.duty = min(1.0, self.duty + DUTY_STEP)  # near where it hurt: additive
+                else:
+                    self.duty = min(1.0, self.duty * 2, self._duty_threshold or 1.0)
             else:
                 self.chunk_scale = min(1.0, self.chunk_scale * 2)
                 self.concurrency = min(self.max_concurrency, self.concurrency + 1)
@@ -238,6 +245,7 @@ class Throttle:
         self._clear_since = None
         if self.concurrency <= 1:
             self.duty = max(MIN_DUTY, self.duty / 2)
+            self._duty_threshold = self.duty  # climb back above this one step at a time
         self.concurrency = max(1, (self.concurrency + 1) // 2) if self.concurrency > 1 else 1
         self.chunk_scale = max(MIN_CHUNK_SCALE, self.chunk_scale / 2)
         self.reason = reason + self._duty_note()
