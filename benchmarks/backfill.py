@@ -39,7 +39,6 @@ import contextlib
 import json
 import os
 import platform
-import re
 import resource
 import shutil
 import signal
@@ -58,6 +57,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pglast
 from pglast import ast, visitors
+from pglast.enums import AlterTableType
 from pglast.stream import RawStream
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,10 +144,12 @@ def target_keys() -> list[tuple[str, str, str, str]]:
 
     keys = []
     for f in ddl_files(phase="backfill"):
-        for stmt in f.statements:
-            m = re.search(r"ALTER TABLE\s+(\S+)\s+ADD CONSTRAINT\s+(\S+)", stmt.sql, re.IGNORECASE)
-            if m:
-                keys.append((f.name, m.group(1), m.group(2), stmt.sql))
+        for stmt in f.statements:  # read from the parse tree the DDL runner already built
+            if stmt.kind != "AlterTableStmt":
+                continue
+            for cmd in stmt.node.cmds or ():
+                if cmd.subtype == AlterTableType.AT_AddConstraint:
+                    keys.append((f.name, str(stmt.node.relation.relname), str(cmd.def_.conname), stmt.sql))
     return keys
 
 

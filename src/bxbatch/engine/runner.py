@@ -191,7 +191,7 @@ class Engine:
         history_counts: bool = True,
         before_settle: Callable[[Any], Awaitable[Any]] | None = None,
     ) -> None:
-        """``before_settle(conn)``: run (on a pool connection) after every job's main and catch-up
+        """``before_settle(conn)``: run (on a connection of its own) after every job's main and catch-up
         passes, before the settle rounds: the backfill phase adds the targets' foreign keys there.
         ``history_counts=False``: user tables seeded by earlier runs are seeded again (for a
         benchmark that empties the target between runs; a migration must never do that)."""

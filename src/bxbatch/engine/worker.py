@@ -152,8 +152,10 @@ async def warm_connection(
     critical path. Everything runs in a transaction that is rolled back, on ranges that match
     nothing, within lock_timeout: a table the application has locked only leaves it cold.
     """
+    tx = conn.transaction()
     try:
-        async with conn.transaction():
+        await tx.start()
+        try:
             await conn.execute(SET_LOCALS, *_set_local_args(settings, "bxbatch:warm-up"))
             await conn.fetchrow(Q["claim_chunk"], -1, "", -1)
             await conn.fetchrow(Q["claim_chunk_by_id"], -1)
@@ -164,18 +166,13 @@ async def warm_connection(
                 await conn.execute(job.sql("chunk"), 0, 0, *job.extra_args(profile))
                 if job.reconcile:
                     await conn.fetchval(job.sql("reconcile"), 0, 0, *job.extra_args(profile))
-            raise _RollBack
-    except _RollBack:
-        pass
+        finally:
+            await tx.rollback()  # nothing the warm-up did may stay
     except (asyncpg.PostgresError, OSError) as exc:
         if is_connection_lost(exc):
             return  # the first chunk meets it and retries like any other connection trouble
         if not is_retryable(exc) and not isinstance(exc, RACE_ERRORS):
             raise
-
-
-class _RollBack(Exception):
-    """Ends the warm-up transaction: nothing it did may stay."""
 
 
 async def _claim(conn: Conn, ref: PassRef, chunk_id: int | None) -> asyncpg.Record | None:
