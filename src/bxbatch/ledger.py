@@ -5,6 +5,7 @@ All state a resume needs lives here, never on the local disk, so any host can re
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -36,13 +37,31 @@ def schema_files() -> list[tuple[str, str]]:
     return [(name, (folder / name).read_text(encoding="utf-8")) for name in names]
 
 
+def _schema_fingerprint() -> str:
+    return hashlib.sha256("\0".join(text for _name, text in schema_files()).encode()).hexdigest()
+
+
 async def ensure_schema(conn: asyncpg.Connection) -> None:
-    """Create or upgrade the ledger. Concurrent callers serialise on an advisory lock."""
+    """Create or upgrade the ledger. Concurrent callers serialise on an advisory lock.
+
+    A ledger already at this version is left alone without taking a lock: its idempotent DDL
+    (`CREATE INDEX IF NOT EXISTS` takes a SHARE lock on the table before it checks the name)
+    would otherwise wait behind a running process's chunk and planner transactions, and could
+    deadlock with them when a second process joins a run.
+    """
+    fingerprint = _schema_fingerprint()
+    if await conn.fetchval("SELECT to_regclass('bxbatch.ledger_schema') IS NOT NULL") and (
+        await conn.fetchval("SELECT fingerprint FROM bxbatch.ledger_schema") == fingerprint
+    ):
+        return
     async with conn.transaction():
         await conn.execute("SET LOCAL lock_timeout = '30s'")
         await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_CLASS, LOCK_LEDGER_SETUP)
         for _name, text in schema_files():
             await conn.execute(text)
+        await conn.execute("CREATE TABLE IF NOT EXISTS bxbatch.ledger_schema (fingerprint text NOT NULL)")
+        await conn.execute("DELETE FROM bxbatch.ledger_schema")
+        await conn.execute("INSERT INTO bxbatch.ledger_schema VALUES ($1)", fingerprint)
 
 
 async def ledger_exists(conn: asyncpg.Connection) -> bool:
