@@ -11,6 +11,7 @@ import asyncpg
 import asyncpg.exceptions as pgexc
 
 from .errors import ConnectionFailed
+from .profile import GUIDE
 from .settings import Settings, redact_dsn
 
 T = TypeVar("T")
@@ -80,8 +81,21 @@ def qualified(schema: str, name: str) -> str:
     return f"{quote_ident(schema)}.{quote_ident(name)}"
 
 
+def pinned_search_path(schema: str = GUIDE.schema) -> str:
+    """The search_path of every bxbatch session: the migration's schema, then pg_temp, nothing else.
+
+    pg_catalog is not named: PostgreSQL then searches it first (built-in functions and types can
+    never be shadowed) and creates unqualified objects in the first named schema, the migration's.
+    Naming it first would make pg_catalog the creation schema. pg_temp is named last so a
+    temporary table cannot shadow a base table (unnamed, it would be searched first of all). So
+    the database's or role's own search_path (``ALTER DATABASE ... SET search_path = shadow,
+    public``, a ``"$user"`` schema) never redirects a name bxbatch or the migration's SQL uses.
+    """
+    return f"{quote_ident(schema)}, pg_temp"
+
+
 def _server_settings(settings: Settings, role: str) -> dict[str, str]:
-    return {"application_name": f"{APP_NAME}:{role}"[:63]}
+    return {"application_name": f"{APP_NAME}:{role}"[:63], "search_path": pinned_search_path()}
 
 
 def translate_connect_error(exc: BaseException, dsn: str | None) -> ConnectionFailed:

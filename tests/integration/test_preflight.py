@@ -41,6 +41,7 @@ async def test_ready_install_passes_every_check(tiny_dsn, conn_to):
         "server_version",
         "base_schema",
         "privileges",
+        "search_path",
         "disk",
         "max_locks_per_transaction",
         "maintenance_work_mem",

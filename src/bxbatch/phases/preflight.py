@@ -7,6 +7,7 @@ catalogs, settings, pg_stat_activity, pg_locks, and the local filesystem when th
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import shutil
@@ -22,7 +23,7 @@ from ..context import RunContext
 from ..db import server_version_num
 from ..errors import LockBusy, PreflightFailed
 from ..expected import expected_schema
-from ..profile import Profile
+from ..profile import USER_TABLE_REGEX_SQL, Profile
 from ..settings import Settings
 from ..sqlfiles import queries
 
@@ -168,6 +169,94 @@ async def check_privileges(conn: asyncpg.Connection, profile: Profile) -> Check:
             "`bxbatch rollback` could not drop their triggers",
         )
     return Check("privileges", PASS, f"role {who['role']} has every privilege the migration needs")
+
+
+def split_search_path(value: str) -> list[str]:
+    """A search_path value as PostgreSQL reads it: comma-separated, ``"quoted"`` kept, unquoted folded to lower case."""
+    names: list[str] = []
+    i, n = 0, len(value)
+    while i < n:
+        while i < n and value[i] in " \t\n\r,":
+            i += 1
+        if i >= n:
+            break
+        if value[i] == '"':
+            i += 1
+            name = []
+            while i < n:
+                if value[i] == '"':
+                    if i + 1 < n and value[i + 1] == '"':
+                        name.append('"')
+                        i += 2
+                        continue
+                    i += 1
+                    break
+                name.append(value[i])
+                i += 1
+            names.append("".join(name))
+            while i < n and value[i] != ",":
+                i += 1
+        else:
+            start = i
+            while i < n and value[i] != ",":
+                i += 1
+            names.append(value[start:i].strip().lower())
+    return [name for name in names if name]
+
+
+async def _application_search_paths(conn: asyncpg.Connection) -> list[tuple[str, str]]:
+    """(where it is set, value) of every search_path an application session of this database may start with."""
+    paths: list[tuple[str, str]] = [("the server default", str(await conn.fetchval(Q["search_path_boot"])))]
+    # only superusers and pg_read_all_settings read the file; the database and role settings win anyway
+    with contextlib.suppress(pgexc.InsufficientPrivilegeError):
+        paths.extend(("postgresql.conf", str(r["setting"])) for r in await conn.fetch(Q["search_path_file"]))
+    for r in await conn.fetch(Q["search_path_settings"]):
+        if r["per_role"] and r["per_database"]:
+            where = f"ALTER ROLE {r['role']} IN DATABASE"
+        elif r["per_role"]:
+            where = f"ALTER ROLE {r['role']}"
+        else:
+            where = "ALTER DATABASE" if r["per_database"] else "all databases"
+        paths.append((where, str(r["value"])))
+    return paths
+
+
+async def check_search_path(conn: asyncpg.Connection, profile: Profile) -> Check:
+    """Refuse a table the application would read instead of the migration's (a schema earlier in its search_path).
+
+    bxbatch's own sessions pin their search_path (db.pinned_search_path), so bxbatch always reads and
+    writes the migration's schema; the application's sessions do not, and a same-named table in a
+    schema ahead of it (``ALTER DATABASE ... SET search_path = shadow, public``, a ``"$user"``
+    schema) would make Baserow and the migrated data disagree.
+    """
+    role_schemas = [r["nspname"] for r in await conn.fetch(Q["role_schemas"])]
+    earlier: dict[str, tuple[str, str]] = {}  # schema -> (where, search_path value)
+    for where, value in await _application_search_paths(conn):
+        names: list[str] = []
+        for name in split_search_path(value):
+            names.extend(role_schemas if name == "$user" else [name])
+        if profile.schema not in names:
+            continue
+        for name in names[: names.index(profile.schema)]:
+            if name not in ("pg_catalog", "pg_temp", profile.schema):
+                earlier.setdefault(name, (where, value))
+    if not earlier:
+        return Check("search_path", PASS, f"no schema ahead of {profile.schema} holds a table the migration uses")
+    tables = sorted({*profile.required_columns, *expected_schema().tables})
+    rows = await conn.fetch(Q["shadowing_relations"], sorted(earlier), tables, USER_TABLE_REGEX_SQL)
+    if not rows:
+        return Check("search_path", PASS, f"no schema ahead of {profile.schema} holds a table the migration uses")
+    first = rows[0]
+    where, value = earlier[first["nspname"]]
+    shadows = [f"{r['nspname']}.{r['relname']}" for r in rows]
+    return Check(
+        "search_path",
+        FAIL,
+        f"{shadows[0]} shadows {profile.schema}.{first['relname']} for the application (search_path "
+        f"'{value}' from {where}){'' if len(shadows) == 1 else f'; also {_shown(shadows[1:], 3)}'}: "
+        f"drop or rename it, or take {first['nspname']} out of that search_path",
+        {"shadowing": shadows},
+    )
 
 
 def _is_loopback(addr: str | None) -> bool:
@@ -330,6 +419,7 @@ async def collect(conn: asyncpg.Connection, settings: Settings, profile: Profile
     checks.append(base)
     if base.status != FAIL:
         checks.append(await check_privileges(conn, profile))
+    checks.append(await check_search_path(conn, profile))
     checks.append(await check_disk(conn, settings))
     if settings.backup_path and not settings.no_backup:
         checks.append(await check_backup_space(conn, settings.backup_path))

@@ -99,3 +99,37 @@ WHERE state <> 'stopped'
   AND NOT (host = $1 AND pid = $2)
 GROUP BY host, pid
 ORDER BY host, pid
+
+-- name: search_path_settings
+-- Every search_path set for this database or for all databases, per role or for everyone
+-- (ALTER DATABASE / ALTER ROLE ... SET search_path): what the application's sessions start with.
+SELECT DISTINCT s.setrole <> 0 AS per_role,
+       coalesce((SELECT rolname FROM pg_roles WHERE oid = s.setrole), '') AS role,
+       s.setdatabase <> 0 AS per_database,
+       substr(cfg, length('search_path=') + 1) AS value
+FROM pg_db_role_setting AS s, unnest(s.setconfig) AS cfg
+WHERE s.setdatabase IN (0, (SELECT oid FROM pg_database WHERE datname = current_database()))
+  AND cfg LIKE 'search_path=%'
+ORDER BY 1, 2, 3, 4
+
+-- name: search_path_boot
+SELECT boot_val FROM pg_settings WHERE name = 'search_path'
+
+-- name: search_path_file
+-- postgresql.conf's search_path (readable by superusers and pg_read_all_settings only).
+SELECT setting FROM pg_file_settings WHERE name = 'search_path' AND applied
+
+-- name: role_schemas
+-- Schemas named after a role: what "$user" in a search_path expands to for that role.
+SELECT n.nspname FROM pg_namespace AS n JOIN pg_roles AS r ON r.rolname = n.nspname ORDER BY 1
+
+-- name: shadowing_relations
+-- Relations in schemas $1 named like a table the migration reads or creates ($2) or like a user
+-- table (regex $3).
+SELECT n.nspname, c.relname
+FROM pg_class AS c
+JOIN pg_namespace AS n ON n.oid = c.relnamespace
+WHERE n.nspname = ANY($1::text[])
+  AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+  AND (c.relname = ANY($2::text[]) OR c.relname ~ $3)
+ORDER BY n.nspname, c.relname
