@@ -12,9 +12,9 @@ import asyncpg
 
 from . import ledger
 from .context import RunContext
-from .db import connect, is_connection_lost
+from .db import connect, is_connection_lost, is_hopeless, needs_fix
 from .engine import control
-from .errors import BxbatchError, CompletedWithFailures, Interrupted
+from .errors import BxbatchError, CompletedWithFailures, Interrupted, NothingToResume
 from .log import get_logger
 from .phases import backfill, backup, cleanup, constraints, indexes, preflight, schema, triggers, validate
 from .settings import Settings
@@ -72,6 +72,12 @@ async def run_migration(settings: Settings, *, resume_only: bool = False, comman
         # Preflight's essentials first: nothing (not even the ledger) is created in a database
         # that is not a Baserow install.
         await preflight.check_essentials(conn, ledger_profile(), settings)  # the whole check table
+        if resume_only and not await ledger.ledger_exists(conn):  # nothing to resume: create nothing either
+            raise NothingToResume(
+                "nothing to resume: no run was ever started here", hint="start one with `bxbatch run`"
+            )
+        if await ledger.ledger_exists(conn):
+            await ledger.repair(conn, log)  # tables dropped by hand come back empty (validate checks the result)
         await ledger.ensure_schema(conn)
         record = await ledger.start_or_continue_run(conn, settings, command, resume_only=resume_only)
         log = log.bind(run_id=record.id)
@@ -80,6 +86,7 @@ async def run_migration(settings: Settings, *, resume_only: bool = False, comman
         ctx = RunContext(settings=settings, conn=conn, run_id=record.id, log=log)
         summary = RunSummary(run_id=record.id, status="running", resumed=record.resumed, seconds=0.0)
         done = await ledger.phase_states(conn, record.id)
+        name = "preflight"
         try:
             try:
                 for name, fn in PHASES:
@@ -107,6 +114,10 @@ async def run_migration(settings: Settings, *, resume_only: bool = False, comman
             await _mark(conn, record.id, "interrupted", str(exc), settings)
             raise
         except Exception as exc:
+            if is_hopeless(exc):  # a table, column or function gone, a privilege revoked: no retry cures it
+                stopped = needs_fix(exc, f"in the {name} phase")
+                await _mark(conn, record.id, "interrupted", str(stopped), settings)
+                raise stopped from exc
             if not is_connection_lost(exc):
                 await _mark(conn, record.id, "interrupted", f"{type(exc).__name__}: {exc}", settings)
                 raise

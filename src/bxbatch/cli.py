@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sys
 import traceback
 from collections.abc import Awaitable, Callable
@@ -16,6 +17,7 @@ from . import __version__
 from .cli_options import OptionSpec, overrides, settings_options
 from .cli_safety import safety_options
 from .cli_safetynet import safetynet_options
+from .db import is_hopeless, needs_fix
 from .engine.report import summary_lines
 from .engine.stopping import run_with_signals, stop_requested
 from .errors import BxbatchError, ExitCode
@@ -214,8 +216,18 @@ def _settings(
         raise typer.Exit(int(exc.exit_code)) from None
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Text from the database (ledger rows, server messages) made safe for a terminal: control characters
+    (an ESC sequence could rewrite the screen or the title) shown as escapes."""
+    return _CONTROL.sub(lambda m: repr(m.group(0))[1:-1], text)
+
+
 def _error(message: str) -> None:
-    print(f"bxbatch: error: {scrub(message)}", file=sys.stderr)
+    one_line = " ".join(part.strip() for part in scrub(message).splitlines() if part.strip())
+    print(f"bxbatch: error: {printable(one_line)}", file=sys.stderr)
 
 
 def _execute(settings: Settings | None, factory: Callable[[], Awaitable[T]]) -> T:
@@ -240,6 +252,10 @@ def _execute(settings: Settings | None, factory: Callable[[], Awaitable[T]]) -> 
     except Exception as exc:
         if debug:
             traceback.print_exc()
+        if is_hopeless(exc):  # e.g. a role without USAGE on the ledger schema: not a bug, a missing grant
+            stopped = needs_fix(exc, "reading the database", hint="grant or restore what it names, then run it again")
+            _error(str(stopped))
+            raise typer.Exit(int(stopped.exit_code)) from None
         _error(f"internal error: {type(exc).__name__}: {exc} (re-run with --debug for the traceback)")
         raise typer.Exit(int(ExitCode.FAILURE)) from None
 
@@ -302,7 +318,7 @@ def status(
     from .status import collect_status, render_status
 
     report = _execute(settings, lambda: collect_status(settings))
-    print(json.dumps(report, indent=2, default=str) if as_json else render_status(report))
+    print(json.dumps(report, indent=2, default=str) if as_json else printable(render_status(report)))
 
 
 @app.command()

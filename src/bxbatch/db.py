@@ -3,20 +3,94 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import random
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import asyncpg
 import asyncpg.exceptions as pgexc
 
-from .errors import ConnectionFailed
+from .dsn import for_asyncpg, scrub
+from .errors import ConnectionFailed, StoppedForFix
 from .profile import GUIDE
 from .settings import Settings, redact_dsn
 
 T = TypeVar("T")
 
 APP_NAME = "bxbatch"
+
+_NETWORK_ERRNOS = frozenset(
+    {
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+        errno.EPIPE,
+        errno.ETIMEDOUT,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.ENETDOWN,
+        errno.EHOSTDOWN,
+        errno.ENOTCONN,
+        errno.ESHUTDOWN,
+        errno.ENOENT,  # a Unix socket that is gone: the server stopped (a missing *file* carries a filename)
+    }
+)
+_LOCAL_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EISDIR})
+
+
+class _NetworkErrorMeta(type):
+    def __instancecheck__(cls, obj: object) -> bool:
+        return is_network_error(obj)
+
+
+class NetworkError(OSError, metaclass=_NetworkErrorMeta):
+    """``isinstance`` matcher (never in an ``except`` clause, which checks subclasses) for an OSError of the
+    connection, never one of a local file."""
+
+
+def is_network_error(exc: object) -> bool:
+    """An OSError from a socket (connection refused or reset, a vanished Unix socket, a timeout).
+
+    A local file-system error (a read-only backup directory, a full disk, a missing file) is not:
+    those carry a file name or a local errno, and no reconnection cures them.
+    """
+    if not isinstance(exc, OSError):
+        return False
+    if isinstance(exc, ConnectionError | socket.gaierror | TimeoutError):
+        return True
+    if exc.filename is not None or exc.errno in _LOCAL_ERRNOS:
+        return False
+    return exc.errno in _NETWORK_ERRNOS
+
+
+# Errors no retry can cure, about the database's objects or this role's rights (a table, column or
+# function the run needs was dropped, a privilege revoked): the run stops at once; every committed
+# chunk is recorded, so `bxbatch resume` continues once the cause is fixed.
+HOPELESS_ERRORS: tuple[type[BaseException], ...] = (
+    pgexc.UndefinedTableError,  # 42P01
+    pgexc.UndefinedColumnError,  # 42703
+    pgexc.UndefinedFunctionError,  # 42883
+    pgexc.UndefinedObjectError,  # 42704
+    pgexc.InvalidSchemaNameError,  # 3F000
+    pgexc.InsufficientPrivilegeError,  # 42501
+)
+
+
+def is_hopeless(exc: BaseException) -> bool:
+    return isinstance(exc, HOPELESS_ERRORS)
+
+
+def needs_fix(exc: BaseException, doing: str, hint: str | None = None) -> StoppedForFix:
+    """The one-line error for a hopeless cause: what is missing, and that resume continues after the fix."""
+    text = (getattr(exc, "message", None) or str(exc)).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, pgexc.InsufficientPrivilegeError):
+        default = "grant the privilege to bxbatch's role, then run `bxbatch resume`; every committed chunk is kept"
+    else:
+        default = "restore what it names (or undo the change), then run `bxbatch resume`; every committed chunk is kept"
+    return StoppedForFix(f"stopped while {doing}: {scrub(text)}", hint=hint if hint else default)
+
 
 # Errors that say "try again later" about the server or the moment, never about the data.
 RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
@@ -35,7 +109,7 @@ RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,  # connection closed under us ("connection is closed")
     asyncpg.InternalClientError,  # protocol left mid-operation by a backend killed under it
     ConnectionError,
-    OSError,
+    NetworkError,  # an isinstance() matcher: these tuples are for isinstance(), not except clauses
     asyncio.TimeoutError,
 )
 
@@ -50,7 +124,7 @@ CONNECTION_LOST_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     asyncpg.InternalClientError,
     ConnectionError,
-    OSError,
+    NetworkError,
 )
 
 
@@ -130,18 +204,18 @@ def translate_connect_error(exc: BaseException, dsn: str | None) -> ConnectionFa
 
 
 async def connect(settings: Settings, role: str = "main", connect_timeout: float = 10.0) -> asyncpg.Connection:
+    dsn = for_asyncpg(settings.dsn) if settings.dsn else None
     try:
-        return await asyncpg.connect(
-            settings.dsn, timeout=connect_timeout, server_settings=_server_settings(settings, role)
-        )
+        return await asyncpg.connect(dsn, timeout=connect_timeout, server_settings=_server_settings(settings, role))
     except Exception as exc:
         raise translate_connect_error(exc, settings.dsn) from exc
 
 
 async def create_pool(settings: Settings, size: int, role: str = "worker") -> asyncpg.Pool:
+    dsn = for_asyncpg(settings.dsn) if settings.dsn else None
     try:
         pool = await asyncpg.create_pool(
-            settings.dsn,
+            dsn,
             min_size=0,
             max_size=max(1, size),
             timeout=10.0,

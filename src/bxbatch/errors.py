@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     NOTHING_TO_RESUME = 10  # `resume` found no unfinished run
     BACKUP = 11  # pg_dump missing or older than the server, or the backup failed or did not verify
     ROLLBACK_REFUSED = 12  # rollback refused: no --yes, or new tables hold application data (see --force)
+    NEEDS_FIX = 13  # stopped: a table, column or function the run needs is gone, or a privilege; fix, then resume
     RESUMABLE = 75  # interrupted (signal, cancel, lost server): `bxbatch resume` continues (EX_TEMPFAIL)
 
 
@@ -90,3 +91,9 @@ class BackupFailed(BxbatchError):
 
 class RollbackRefused(BxbatchError):
     exit_code = ExitCode.ROLLBACK_REFUSED
+
+
+class StoppedForFix(BxbatchError):
+    """No retry can cure it (an object the run needs was dropped, a privilege revoked): resumable after the fix."""
+
+    exit_code = ExitCode.NEEDS_FIX

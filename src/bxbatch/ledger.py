@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -50,8 +51,10 @@ async def ensure_schema(conn: asyncpg.Connection) -> None:
     deadlock with them when a second process joins a run.
     """
     fingerprint = _schema_fingerprint()
-    if await conn.fetchval("SELECT to_regclass('bxbatch.ledger_schema') IS NOT NULL") and (
-        await conn.fetchval("SELECT fingerprint FROM bxbatch.ledger_schema") == fingerprint
+    if (
+        await conn.fetchval("SELECT to_regclass('bxbatch.ledger_schema') IS NOT NULL")
+        and await conn.fetchval("SELECT fingerprint FROM bxbatch.ledger_schema") == fingerprint
+        and not await missing_tables(conn)
     ):
         return
     async with conn.transaction():
@@ -62,6 +65,35 @@ async def ensure_schema(conn: asyncpg.Connection) -> None:
         await conn.execute("CREATE TABLE IF NOT EXISTS bxbatch.ledger_schema (fingerprint text NOT NULL)")
         await conn.execute("DELETE FROM bxbatch.ledger_schema")
         await conn.execute("INSERT INTO bxbatch.ledger_schema VALUES ($1)", fingerprint)
+
+
+def ledger_tables() -> list[str]:
+    """Every table the ledger's DDL creates (``bxbatch.<name>``), read from the schema files."""
+    names: list[str] = []
+    for _name, text in schema_files():
+        names.extend(re.findall(r"CREATE TABLE IF NOT EXISTS bxbatch\.(\w+)", text, flags=re.IGNORECASE))
+    return sorted(set(names))
+
+
+async def missing_tables(conn: asyncpg.Connection) -> list[str]:
+    """Ledger tables that are gone (dropped by hand, a partial restore): ensure_schema recreates them."""
+    present = await conn.fetch(Q["ledger_tables_present"], ledger_tables())
+    have = {r["relname"] for r in present}
+    return [t for t in ledger_tables() if t not in have]
+
+
+async def repair(conn: asyncpg.Connection, log: Any = None) -> list[str]:
+    """Recreate missing ledger tables (empty); returns their names. The validate phase checks the result."""
+    missing = await missing_tables(conn)
+    if missing:
+        if log is not None:
+            log.warning("ledger_repaired", recreated=missing, hint="their records are lost; validate checks the result")
+        async with conn.transaction():
+            await conn.execute("SET LOCAL lock_timeout = '30s'")
+            await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_CLASS, LOCK_LEDGER_SETUP)
+            for _name, text in schema_files():
+                await conn.execute(text)
+    return missing
 
 
 async def ledger_exists(conn: asyncpg.Connection) -> bool:

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
 
+from .dsn import scrub
+
 _SECRET_KEYS = {"password", "passwd", "pgpassword", "secret"}
-_DSN_PASSWORD = re.compile(r"(://[^:/@\s]+:)([^@\s]+)(@)")
-_KV_PASSWORD = re.compile(r"(password\s*=\s*)(\S+)", re.IGNORECASE)
 
-
-def scrub(text: str) -> str:
-    """Remove passwords from free text (DSNs, key=value strings, server messages)."""
-    return _KV_PASSWORD.sub(r"\1***", _DSN_PASSWORD.sub(r"\1***\3", text))
+__all__ = ["configure", "get_logger", "scrub"]
 
 
 def _redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -26,6 +22,8 @@ def _redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutabl
             event[key] = "***"
         elif isinstance(value, str):
             event[key] = scrub(value)
+        elif isinstance(value, BaseException):
+            event[key] = scrub(f"{type(value).__name__}: {value}")
     return event
 
 

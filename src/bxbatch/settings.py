@@ -7,8 +7,8 @@ import re
 import socket
 from dataclasses import dataclass, field, replace
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
 
+from .dsn import parse, redact, remember_secret
 from .errors import UsageError
 
 LogFormat = Literal["auto", "console", "json"]
@@ -78,6 +78,16 @@ class Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
 
     def validate(self) -> Settings:
+        if self.dsn:
+            for port in parse(self.dsn).params.get("port", "").split(","):
+                if port and not 1 <= int(port) <= 65535:
+                    raise UsageError(f"port {port} in the connection string is out of range", hint="use 1-65535")
+        remember_secret(os.environ.get("PGPASSWORD"))
+        if self.no_backup and self.backup_path:
+            raise UsageError(
+                "--no-backup and --backup-path contradict each other",
+                hint="drop one of them (BXBATCH_NO_BACKUP / BXBATCH_BACKUP_PATH count too)",
+            )
         if not _PG_MEMORY.fullmatch(self.maintenance_work_mem.strip()):
             raise UsageError(
                 f"--maintenance-work-mem {self.maintenance_work_mem!r} is not a PostgreSQL memory size",
@@ -121,21 +131,4 @@ def redact_dsn(dsn: str | None) -> str:
     """The DSN with any password replaced by ``***``: the only form that may be printed or logged."""
     if not dsn:
         return "(libpq environment)" if libpq_env_present() else "(none)"
-    if "://" not in dsn:
-        # key=value form
-        parts = []
-        for token in dsn.split():
-            key, _, _value = token.partition("=")
-            parts.append(f"{key}=***" if key.strip().lower() == "password" else token)
-        return " ".join(parts)
-    try:
-        split = urlsplit(dsn)
-    except ValueError:
-        return "(unparseable DSN)"
-    netloc = split.netloc
-    if "@" in netloc:
-        userinfo, _, hostinfo = netloc.rpartition("@")
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:***@{hostinfo}" if ":" in userinfo else f"{user}@{hostinfo}"
-    query = "&".join("password=***" if q.lower().startswith("password=") else q for q in split.query.split("&") if q)
-    return urlunsplit((split.scheme, netloc, split.path, query, split.fragment))
+    return redact(dsn)

@@ -22,6 +22,7 @@ async def collect_status(settings: Settings) -> dict[str, Any]:
                 "phases": [],
                 "ddl": {"applied": 0, "pending": len(ddl_files())},
             }
+        await ledger.repair(conn)  # a ledger table dropped by hand: recreated empty, never "exit 1 forever"
         run = await conn.fetchrow(ledger.Q["last_run"])
         phases = [dict(r) for r in await conn.fetch(ledger.Q["phase_status"], run["id"])] if run else []
         applied = {r["file"] for r in await conn.fetch(ledger.Q["applied_files"])}

@@ -8,7 +8,9 @@ Decided by exception class (asyncpg maps each SQLSTATE to one), never by message
   down or starting up, network error): drop the connection, back off, retry on a fresh one;
 * ``data``: something inside the chunk's rows (constraint violation, bad value, an exception
   raised by a trigger): retrying cannot help; bisect the chunk down to the failing key;
-* ``fatal``: anything else (missing table, privilege, disk full, a bug): stop the run.
+* ``hopeless``: a table, column or function the chunk needs is gone, or a privilege: stop the run
+  at once (db.HOPELESS_ERRORS), resumable once fixed;
+* ``fatal``: anything else (disk full, a bug): the chunk is marked failed.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from typing import Literal, TypeVar
 import asyncpg
 import asyncpg.exceptions as pgexc
 
-from ..db import CONNECTION_LOST_ERRORS, RETRYABLE_ERRORS, backoff_delay
+from ..db import CONNECTION_LOST_ERRORS, RETRYABLE_ERRORS, backoff_delay, is_hopeless
 
-Kind = Literal["transient", "connection", "data", "fatal"]
+Kind = Literal["transient", "connection", "data", "hopeless", "fatal"]
 T = TypeVar("T")
 
 DATA_ERRORS: tuple[type[BaseException], ...] = (
@@ -41,6 +43,8 @@ def classify(exc: BaseException) -> Kind:
         return "transient"
     if isinstance(exc, DATA_ERRORS):
         return "data"
+    if is_hopeless(exc):
+        return "hopeless"
     return "fatal"
 
 

@@ -733,7 +733,9 @@ class Engine:
                     with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                         await conn.close()
                 return
-            except BEFORE_SETTLE_RETRY as exc:
+            except Exception as exc:
+                if not isinstance(exc, BEFORE_SETTLE_RETRY):  # an isinstance() tuple (db.NetworkError), not for except
+                    raise
                 if attempt >= self.settings.max_attempts or self.throttle.stopping:
                     raise Interrupted(
                         f"could not add the backfill targets' keys: {type(exc).__name__}",

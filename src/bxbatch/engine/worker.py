@@ -21,7 +21,7 @@ import anyio
 import asyncpg
 import asyncpg.exceptions as pgexc
 
-from ..db import backoff_delay, is_connection_lost, is_retryable
+from ..db import backoff_delay, is_connection_lost, is_hopeless, is_retryable, needs_fix
 from ..log import scrub
 from ..profile import Profile
 from ..settings import Settings
@@ -200,6 +200,7 @@ async def apply_chunk_transaction(
     attempt = 0
     chunk_id: int | None = None
     claimed_range: tuple[list[int], list[int], list[int]] | None = None  # what the failing attempt ran
+    claimed_relnames: list[str] = []
     retries = 0
     while True:
         attempt += 1
@@ -212,6 +213,7 @@ async def apply_chunk_transaction(
                         return None
                     return ChunkResult(chunk_id, "gone", retries=retries)
                 chunk_id = int(claimed["id"])
+                claimed_relnames = list(claimed["relnames"] or [])
                 claimed_range = (
                     [int(v) for v in claimed["parts"]],
                     [int(v) for v in claimed["los"]],
@@ -234,6 +236,16 @@ async def apply_chunk_transaction(
                 first_part=int(claimed["parts"][0]),
             )
         except Exception as exc:
+            if is_hopeless(exc) and not (isinstance(exc, RACE_ERRORS) and attempt < RACE_ATTEMPTS):
+                if chunk_id is not None and claimed_range is not None and len(claimed_range[0]) > 1:
+                    # one table of a multi-table chunk lacks something (a column, a privilege): split by
+                    # table until the culprit stands alone, so the other tables' rows go in meanwhile
+                    outcome = await _split(pool, chunk_id, exc, worker_label, claimed_range)
+                    message = scrub(f"{type(exc).__name__}: {exc}")[:500]
+                    return ChunkResult(chunk_id, "split" if outcome.action == "split" else "gone", error=message)
+                # a table, column or function gone, a privilege revoked: no retry and no bisection can
+                # cure it; stop the run now (the chunk rolled back and stays pending for the resume)
+                raise needs_fix(exc, f"applying {_chunk_name(ref, claimed_relnames, claimed_range)}") from exc
             if chunk_id is None:
                 # Failed before a chunk was claimed (connection trouble): retry or give up loudly.
                 if is_retryable(exc) and attempt < settings.max_attempts:
@@ -260,6 +272,16 @@ async def apply_chunk_transaction(
                 raise  # the server is gone for longer than our retries: the run stops, resumable
             await _note(pool, Q["fail_chunk"], chunk_id, message, worker_label)
             return ChunkResult(chunk_id, "failed", retries=retries + 1, error=message)
+
+
+def _chunk_name(ref: PassRef, relnames: list[str], claimed: tuple[list[int], list[int], list[int]] | None) -> str:
+    """ "a chunk of activity_seed (table database_table_7, keys (0, 120])": what the operator must look at."""
+    details = []
+    if relnames:
+        details.append("table " + ", ".join(relnames[:3]) + (", ..." if len(relnames) > 3 else ""))
+    if claimed is not None and len(claimed[0]) == 1:
+        details.append(f"keys ({claimed[1][0]}, {claimed[2][0]}]")
+    return f"a chunk of {ref.job.name}" + (f" ({', '.join(details)})" if details else "")
 
 
 async def _split(

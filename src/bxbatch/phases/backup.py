@@ -9,6 +9,7 @@ password shows in ``ps``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -18,12 +19,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 import asyncpg
 
 from ..context import RunContext
 from ..db import server_version_num
+from ..dsn import parse, scrub
 from ..embedded import _embedded_bindir
 from ..errors import BackupFailed
 from ..settings import Settings
@@ -56,44 +57,10 @@ _LIBPQ_ENV = {
 
 
 def libpq_env(dsn: str | None) -> dict[str, str]:
-    """libpq variables equivalent to ``dsn`` (URI or key=value). None: the caller's PG* variables apply."""
+    """libpq variables equivalent to ``dsn`` (URI or key=value, read by dsn.parse). None: the caller's PG* variables."""
     if not dsn:
         return {}
-    env: dict[str, str] = {}
-    if "://" in dsn:
-        split = urlsplit(dsn)
-        netloc = split.netloc
-        if "@" in netloc:
-            userinfo, _, netloc = netloc.rpartition("@")
-            user, sep, password = userinfo.partition(":")
-            if user:
-                env["PGUSER"] = unquote(user)
-            if sep:
-                env["PGPASSWORD"] = unquote(password)
-        hosts, ports = [], []
-        for part in filter(None, netloc.split(",")):
-            if part.startswith("["):  # [IPv6]:port
-                host, _, rest = part[1:].partition("]")
-                port = rest.lstrip(":")
-            else:
-                host, _, port = part.partition(":")
-            hosts.append(unquote(host))
-            ports.append(port)
-        if any(hosts):
-            env["PGHOST"] = ",".join(hosts)
-        if any(ports):
-            env["PGPORT"] = ",".join(p or "5432" for p in ports)
-        if split.path.strip("/"):
-            env["PGDATABASE"] = unquote(split.path.lstrip("/"))
-        for key, value in parse_qsl(split.query, keep_blank_values=True):
-            if key in _LIBPQ_ENV:
-                env[_LIBPQ_ENV[key]] = value
-    else:
-        for token in dsn.split():
-            key, sep, value = token.partition("=")
-            if sep and key in _LIBPQ_ENV:
-                env[_LIBPQ_ENV[key]] = value.strip("'")
-    return env
+    return {_LIBPQ_ENV[k]: v for k, v in parse(dsn).params.items() if k in _LIBPQ_ENV}
 
 
 def _tool_in(candidate: Path, name: str) -> Path | None:
@@ -226,8 +193,13 @@ async def _run(args: list[str], env: dict[str, str]) -> tuple[int, str, str]:
 
 
 def _last_line(text: str) -> str:
-    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1][:300] if lines else "(no output)"
+    """The line of pg_dump's output that says what went wrong: its first error line, else its last line."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    for marker in ("error:", "fatal:", "FATAL:", "ERROR:"):
+        for line in lines:
+            if marker in line:
+                return scrub(line)[:300]
+    return scrub(lines[-1])[:300] if lines else "(no output)"
 
 
 async def take_backup(conn: asyncpg.Connection, settings: Settings, path: str) -> BackupResult:
@@ -243,20 +215,31 @@ async def take_backup(conn: asyncpg.Connection, settings: Settings, path: str) -
     env["PGDATABASE"] = database  # the database we are connected to, whatever the DSN said
     env.setdefault("PGAPPNAME", "bxbatch:backup")
     started = time.monotonic()
-    code, _out, err = await _run([str(pg_dump), "--format=custom", "--no-password", f"--file={partial}"], env)
-    if code != 0:
+    try:
+        code, _out, err = await _run([str(pg_dump), "--format=custom", "--no-password", f"--file={partial}"], env)
+        if code != 0:
+            raise BackupFailed(f"pg_dump failed (exit {code}): {_last_line(err)}", hint="nothing was changed")
+        code, toc, err = await _run([str(pg_restore), "--list", str(partial)], env)
+        if code != 0:
+            raise BackupFailed(
+                f"the dump at {partial} does not verify: pg_restore --list failed: {_last_line(err)}",
+                hint="nothing was changed; check the disk and retry",
+            )
+        size = _publish(partial, target)
+    except OSError as exc:  # the local file system (read-only, full, permissions): not the server
         _discard(partial)
-        raise BackupFailed(f"pg_dump failed (exit {code}): {_last_line(err)}", hint="nothing was changed")
-    code, toc, err = await _run([str(pg_restore), "--list", str(partial)], env)
-    if code != 0:
         raise BackupFailed(
-            f"the dump at {partial} does not verify: pg_restore --list failed: {_last_line(err)}",
-            hint="nothing was changed; check the disk and retry",
-        )
+            f"cannot write the backup in {target.parent}: {exc.strerror or type(exc).__name__}",
+            hint="make --backup-path a writable directory with room, or pass --no-backup; nothing was changed",
+        ) from exc
+    except BaseException:  # a failure, a signal, a cancellation: never leave a half-written .partial behind
+        with contextlib.suppress(OSError):
+            _discard(partial)
+        raise
     entries = sum(1 for line in toc.splitlines() if line and not line.startswith(";"))
     return BackupResult(
         path=target,
-        bytes=_publish(partial, target),
+        bytes=size,
         seconds=round(time.monotonic() - started, 3),
         toc_entries=entries,
         pg_dump=pg_dump,

@@ -335,6 +335,13 @@ async def check_backup_space(conn: asyncpg.Connection, backup_path: str) -> Chec
     free = _free_bytes(folder)
     if free is None:
         return Check("backup_space", FAIL, f"backup directory {folder} does not exist", {"path": str(folder)})
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return Check(
+            "backup_space",
+            FAIL,
+            f"backup directory {folder} is not writable by this user: make it writable or choose another",
+            {"path": str(folder)},
+        )
     gib = 1024**3
     figures = f"{free / gib:.2f} GiB free in {folder} for a dump of a {size / gib:.2f} GiB database"
     detail = {"path": str(folder), "free_bytes": free, "database_bytes": size}
@@ -382,7 +389,11 @@ async def check_other_run(conn: asyncpg.Connection, settings: Settings) -> Check
             {"pids": [h["pid"] for h in holders]},
         )
     if await conn.fetchval(Q["worker_table_present"]):
-        live = await conn.fetch(Q["live_workers"], settings.host, os.getpid(), WORKER_HEARTBEAT_FRESH_S)
+        live = [
+            r
+            for r in await conn.fetch(Q["live_workers"], settings.host, os.getpid(), WORKER_HEARTBEAT_FRESH_S)
+            if r["host"] != settings.host or _pid_alive(int(r["pid"]))  # a process of this host that exited is gone
+        ]
         if live:
             who = ", ".join(f"{r['workers']} worker(s) of pid {r['pid']} on {r['host']}" for r in live)
             # Several processes may share one run (the engine's design): joining it is allowed.
@@ -394,6 +405,16 @@ async def check_other_run(conn: asyncpg.Connection, settings: Settings) -> Check
                 {"processes": [f"{r['host']}:{r['pid']}" for r in live]},
             )
     return Check("other_bxbatch_run", PASS, "no other bxbatch process holds the lock or runs workers")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
 
 
 async def check_long_transactions(conn: asyncpg.Connection, settings: Settings) -> Check:

@@ -18,8 +18,8 @@ from typing import Any
 import asyncpg
 
 from .. import ledger
-from ..db import is_retryable, quote_ident, retrying
-from ..errors import ChangedFileError, SqlFileError
+from ..db import is_hopeless, is_retryable, needs_fix, quote_ident, retrying
+from ..errors import BxbatchError, ChangedFileError, SqlFileError
 from ..settings import Settings
 from ..sqlfiles import SqlFile, Statement, ddl_files
 
@@ -49,13 +49,15 @@ async def check_checksums(conn: asyncpg.Connection, files: list[SqlFile]) -> dic
     return {name: row["sha256"] for name, row in applied.items()}
 
 
-def _statement_error(f: SqlFile, stmt: Statement, exc: asyncpg.PostgresError) -> SqlFileError:
+def _statement_error(f: SqlFile, stmt: Statement, exc: asyncpg.PostgresError) -> BxbatchError:
     line = stmt.line
     position = getattr(exc, "position", None)
     if position:
         with contextlib.suppress(TypeError, ValueError):
             line += stmt.sql.count("\n", 0, int(position) - 1)
     message = getattr(exc, "message", None) or str(exc)
+    if is_hopeless(exc):  # the statement is fine; the database lacks what it names (a dropped table, a privilege)
+        return needs_fix(exc, f"applying sql/ddl/{f.name}, line {line}")
     return SqlFileError(
         f"sql/ddl/{f.name}, line {line}: {message}",
         hint="fix the statement and run again; this file was not recorded as applied",

@@ -1,7 +1,8 @@
 -- Named queries on the ledger's core tables (runs, phases, DDL). Loaded by sqlfiles.queries("ledger").
 
 -- name: ledger_exists
-SELECT to_regclass('bxbatch.run') IS NOT NULL
+-- The schema, not one table: a ledger with a table dropped by hand is damaged, not absent (ledger.repair).
+SELECT to_regnamespace('bxbatch') IS NOT NULL
 
 -- name: unfinished_run
 SELECT id, status, command, started_at, updated_at, host, pid
@@ -65,3 +66,7 @@ JOIN pg_stat_activity a ON a.pid = l.pid
 WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1 AND l.objid = $2
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
 LIMIT 1
+
+-- name: ledger_tables_present
+SELECT c.relname FROM pg_class AS c
+WHERE c.relnamespace = to_regnamespace('bxbatch') AND c.relkind IN ('r', 'p') AND c.relname = ANY($1::text[])
