@@ -13,7 +13,7 @@ import asyncpg
 from . import ledger
 from .context import RunContext
 from .db import connect, is_connection_lost, is_hopeless, needs_fix
-from .engine import control
+from .engine import control, health
 from .errors import BxbatchError, CompletedWithFailures, Interrupted, NothingToResume
 from .log import get_logger
 from .phases import backfill, backup, cleanup, constraints, indexes, preflight, schema, triggers, validate
@@ -72,6 +72,7 @@ async def run_migration(settings: Settings, *, resume_only: bool = False, comman
         # Preflight's essentials first: nothing (not even the ledger) is created in a database
         # that is not a Baserow install.
         await preflight.check_essentials(conn, ledger_profile(), settings)  # the whole check table
+        await health.check_probe(settings)  # a --probe-sql typo or a writing probe: refused before any change
         if resume_only and not await ledger.ledger_exists(conn):  # nothing to resume: create nothing either
             raise NothingToResume(
                 "nothing to resume: no run was ever started here", hint="start one with `bxbatch run`"

@@ -169,7 +169,10 @@ def pinned_search_path(schema: str = GUIDE.schema) -> str:
 
 
 def _server_settings(settings: Settings, role: str) -> dict[str, str]:
-    return {"application_name": f"{APP_NAME}:{role}"[:63], "search_path": pinned_search_path()}
+    server_settings = {"application_name": f"{APP_NAME}:{role}"[:63], "search_path": pinned_search_path()}
+    if role == "probe":  # the application probe (--probe-sql) only ever reads
+        server_settings["default_transaction_read_only"] = "on"
+    return server_settings
 
 
 def translate_connect_error(exc: BaseException, dsn: str | None) -> ConnectionFailed:

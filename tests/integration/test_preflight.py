@@ -42,6 +42,7 @@ async def test_ready_install_passes_every_check(tiny_dsn, conn_to):
         "base_schema",
         "privileges",
         "search_path",
+        "catalog",
         "disk",
         "max_locks_per_transaction",
         "maintenance_work_mem",

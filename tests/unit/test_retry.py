@@ -34,8 +34,16 @@ from bxbatch.engine.retry import RetryPolicy, bisect, classify, describe, split_
         (pgexc.NumericValueOutOfRangeError("integer out of range"), "data"),
         (pgexc.RaiseError("raised by a trigger"), "data"),
         (pgexc.CardinalityViolationError("ON CONFLICT DO UPDATE command cannot affect row a second time"), "data"),
-        (pgexc.UndefinedColumnError("column does not exist"), "fatal"),
-        (pgexc.InsufficientPrivilegeError("permission denied"), "fatal"),
+        (pgexc.UndefinedColumnError("column does not exist"), "hopeless"),
+        (pgexc.UndefinedTableError("relation does not exist"), "hopeless"),
+        (pgexc.UndefinedFunctionError("operator does not exist: character varying ->> unknown"), "hopeless"),
+        (pgexc.InsufficientPrivilegeError("permission denied"), "hopeless"),
+        # local file system errors are not connection loss (issue 11, item 3): a read-only backup directory
+        (PermissionError(13, "Permission denied", "/backups/x.dump.partial"), "fatal"),
+        (OSError(30, "Read-only file system"), "fatal"),
+        (OSError(36, "File name too long", "/tmp/" + "x" * 300), "fatal"),
+        (FileNotFoundError(2, "No such file or directory"), "connection"),  # a Unix socket gone with its server
+        (ConnectionRefusedError(111, "Connection refused"), "connection"),
         (pgexc.DiskFullError("could not extend file"), "fatal"),
         (ValueError("a bug"), "fatal"),
     ],

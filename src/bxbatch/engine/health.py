@@ -117,6 +117,35 @@ def signals_from_snapshot(
     return out
 
 
+async def check_probe(settings: Settings) -> None:
+    """Refuse a --probe-sql that does not parse, fails, or writes, before the run changes anything.
+
+    The probe's session is read-only (db: ``default_transaction_read_only`` for the "probe" role), so
+    a probe that writes fails here rather than writing rows every second of the run.
+    """
+    if not settings.probe_sql:
+        return
+    conn = await connect(settings, role="probe")
+    try:
+        try:
+            statement = await conn.prepare(settings.probe_sql)
+            async with conn.transaction(readonly=True):
+                await statement.fetch()
+        except asyncpg.ReadOnlySQLTransactionError as exc:
+            raise UsageError(
+                "--probe-sql writes to the database; the probe must only read",
+                hint="give a SELECT the application runs, e.g. --probe-sql 'SELECT count(*) FROM database_view'",
+            ) from exc
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            text = (getattr(exc, "message", None) or str(exc)).splitlines()[0]
+            raise UsageError(
+                f"--probe-sql does not run: {type(exc).__name__}: {text}",
+                hint="give one SELECT that runs on its own (test it in psql); nothing was changed",
+            ) from exc
+    finally:
+        await conn.close()
+
+
 def probe_limit_ms(baseline_ms: float, settings: Settings) -> float:
     """Latency above which the probe counts as slow: ratio x baseline, and never within the noise floor."""
     return max(baseline_ms * settings.probe_max_ratio, baseline_ms + settings.probe_min_ms)

@@ -259,6 +259,77 @@ async def check_search_path(conn: asyncpg.Connection, profile: Profile) -> Check
     )
 
 
+INTEGER_TYPES = ("smallint", "integer", "bigint")
+JSON_TYPES = ("jsonb", "json")
+TEXT_TYPES = ("text", "character varying", "character")
+
+
+def expected_column_types(column: str) -> tuple[str, ...] | None:
+    """The types the migration's SQL can read a base-table column as (None: any)."""
+    if column == "id" or column.endswith("_id"):
+        return INTEGER_TYPES  # keyset bounds and joins are integers
+    if column == "permissions":
+        return JSON_TYPES  # ->> 'create_table'
+    if column == "type":
+        return TEXT_TYPES
+    return None
+
+
+# Sessions a run opens besides its chunk workers: main, health, control, probe, index monitor,
+# the DDL hook, and one spare for `bxbatch status` / `pause` from another terminal.
+EXTRA_CONNECTIONS = 6
+
+
+async def check_catalog(conn: asyncpg.Connection, profile: Profile, settings: Settings) -> Check:
+    """Catalog facts the run relies on later, checked now (before the schema changes, not mid-run).
+
+    One table id per user table name, an integer ``id`` in every user table, base-table columns of
+    the types the SQL reads them as, and connection slots for ``--concurrency`` workers.
+    """
+    from .triggers import user_tables  # phases import each other lazily
+
+    problems: list[str] = []
+    for row in await conn.fetch(Q["duplicate_user_table_ids"], profile.schema, USER_TABLE_REGEX_SQL):
+        problems.append(
+            f"tables {' and '.join(row['names'])} both name table id {row['table_id']} "
+            f"(Baserow's is {profile.user_table_name(int(row['table_id']))}: rename or drop the other)"
+        )
+    names = [relname for _id, relname in await user_tables(conn, profile)]
+    bad_ids = await conn.fetch(Q["user_tables_without_integer_id"], profile.schema, names)
+    problems.extend(
+        f"user table {r['relname']} has {'no id column' if r['id_type'] == 'missing' else 'id of type ' + r['id_type']}"
+        " (the activity seeding walks an integer id)"
+        for r in bad_ids
+    )
+    for r in await conn.fetch(Q["base_column_types"], profile.schema, list(profile.required_columns)):
+        wanted = expected_column_types(r["attname"])
+        if r["attname"] in profile.required_columns.get(r["relname"], ()) and wanted and r["type"] not in wanted:
+            problems.append(
+                f"{r['relname']}.{r['attname']} is {r['type']}, the migration reads it as {' or '.join(wanted)}"
+            )
+    room = await conn.fetchrow(Q["connection_room"])
+    assert room is not None
+    needed = settings.concurrency + settings.index_concurrency + EXTRA_CONNECTIONS
+    limits = [("the server", int(room["server_free"]), f"max_connections = {room['max_connections']}")]
+    if room["database_limit"] >= 0:
+        limits.append(("the database", room["database_limit"] - room["database_used"], "its CONNECTION LIMIT"))
+    if room["role_limit"] >= 0:
+        limits.append(("the role", room["role_limit"] - room["role_used"], "its CONNECTION LIMIT"))
+    for who, free, limit in limits:
+        if needed > free:
+            problems.append(
+                f"--concurrency {settings.concurrency} needs {needed} connections, {who} has {max(free, 0)} free "
+                f"({limit}): lower --concurrency"
+            )
+    if problems:
+        return Check("catalog", FAIL, _shown(problems, 2), {"problems": problems})
+    return Check(
+        "catalog",
+        PASS,
+        f"{len(names)} user tables with an integer id, base column types as expected, {needed} connections free",
+    )
+
+
 def _is_loopback(addr: str | None) -> bool:
     if addr is None:
         return True  # Unix socket
@@ -441,6 +512,8 @@ async def collect(conn: asyncpg.Connection, settings: Settings, profile: Profile
     if base.status != FAIL:
         checks.append(await check_privileges(conn, profile))
     checks.append(await check_search_path(conn, profile))
+    if base.status != FAIL:
+        checks.append(await check_catalog(conn, profile, settings))
     checks.append(await check_disk(conn, settings))
     if settings.backup_path and not settings.no_backup:
         checks.append(await check_backup_space(conn, settings.backup_path))

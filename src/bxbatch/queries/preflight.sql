@@ -133,3 +133,46 @@ WHERE n.nspname = ANY($1::text[])
   AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
   AND (c.relname = ANY($2::text[]) OR c.relname ~ $3)
 ORDER BY n.nspname, c.relname
+
+-- name: duplicate_user_table_ids
+-- Names of the user-table form ($2, anchored regex) whose digits denote the same table id
+-- (database_table_0115 beside database_table_115): the per-table jobs would read both as one.
+SELECT (substring(c.relname FROM '[0-9]+$'))::numeric AS table_id, array_agg(c.relname ORDER BY c.relname) AS names
+FROM pg_class AS c
+WHERE c.relnamespace = to_regnamespace($1)
+  AND c.relkind IN ('r', 'p')
+  AND c.relname ~ $2
+GROUP BY 1
+HAVING count(*) > 1
+ORDER BY 1
+
+-- name: user_tables_without_integer_id
+-- User tables ($2) whose id column is missing or not an integer: keyset chunks walk id.
+SELECT c.relname, coalesce(format_type(a.atttypid, a.atttypmod), 'missing') AS id_type
+FROM pg_class AS c
+LEFT JOIN pg_attribute AS a ON a.attrelid = c.oid AND a.attname = 'id' AND a.attnum > 0 AND NOT a.attisdropped
+WHERE c.relnamespace = to_regnamespace($1)
+  AND c.relkind IN ('r', 'p')
+  AND c.relname = ANY($2::text[])
+  AND (a.atttypid IS NULL OR a.atttypid NOT IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype))
+ORDER BY c.relname
+
+-- name: base_column_types
+SELECT c.relname, a.attname, a.atttypid::regtype::text AS type
+FROM pg_class AS c
+JOIN pg_attribute AS a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+WHERE c.relnamespace = to_regnamespace($1)
+  AND c.relkind IN ('r', 'p')
+  AND c.relname = ANY($2::text[])
+
+-- name: connection_room
+-- Connection slots bxbatch may still open: the server's (max_connections less the reserved ones
+-- and those in use), the database's and the role's own limits (-1: none).
+SELECT current_setting('max_connections')::int
+         - current_setting('superuser_reserved_connections')::int
+         - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int AS server_free,
+       current_setting('max_connections')::int AS max_connections,
+       (SELECT datconnlimit FROM pg_database WHERE datname = current_database()) AS database_limit,
+       (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database())::int AS database_used,
+       (SELECT rolconnlimit FROM pg_roles WHERE rolname = current_user) AS role_limit,
+       (SELECT count(*) FROM pg_stat_activity WHERE usename = current_user)::int AS role_used
