@@ -40,9 +40,10 @@ def test_unreachable_server() -> None:
     assert "hunter2" not in result.stderr + result.stdout
 
 
-def test_malformed_dsn_is_a_connection_error_not_a_traceback() -> None:
+def test_malformed_dsn_is_a_usage_error_not_a_traceback() -> None:
+    # bad DSN syntax is a usage error (ExitCode.USAGE's documented meaning), found before connecting
     result = run_cli("status", "--dsn", "postgresql://[broken", "--log-format", "json")
-    assert result.returncode == ExitCode.CONNECTION
+    assert result.returncode == ExitCode.USAGE
     _one_line_error(result.stderr)
 
 
