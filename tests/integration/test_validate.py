@@ -9,6 +9,7 @@ from tests.safety_support import build_migrated_install
 
 from bxbatch.errors import ValidationFailed
 from bxbatch.phases import validate
+from bxbatch.settings import Settings
 
 
 @pytest.fixture
@@ -17,7 +18,7 @@ async def migrated(pg_server, db_factory) -> str:
 
 
 async def test_complete_run_validates(migrated, conn_to):
-    report = await validate.validate(await conn_to(migrated))
+    report = await validate.validate(await conn_to(migrated), Settings(dsn=migrated))
     assert report.ok, validate.render(report)
     checks = {f.check: f for f in report.findings}
     assert checks["backfill:activity_seed"].figures["expected"] > 1000
@@ -56,7 +57,7 @@ async def test_each_damage_is_reported_by_name(migrated, conn_to):
         "REFERENCES database_field (id) ON DELETE SET NULL NOT VALID"
     )
 
-    report = await validate.validate(conn)
+    report = await validate.validate(conn, Settings(dsn=migrated))
     assert not report.ok
     problems = {(p["check"], p["object"]): p for p in report.problems()}
     perm = problems[("backfill:permissions", "database_permission")]
@@ -84,6 +85,6 @@ async def test_missing_trigger_and_deleted_table_row_log(migrated, conn_to):
         "WHERE NOT t.tgisinternal AND c.relname ~ '^database_table_[0-9]+$' ORDER BY 1, 2 LIMIT 1"
     )
     await conn.execute(f'DROP TRIGGER "{tgname}" ON "{relname}"')
-    report = await validate.validate(conn)
+    report = await validate.validate(conn, Settings(dsn=migrated))
     problems = {(p["check"], p["object"]) for p in report.problems()}
     assert ("triggers", relname) in problems

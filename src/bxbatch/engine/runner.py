@@ -46,6 +46,7 @@ import asyncpg.exceptions as pgexc
 from .. import ledger
 from ..db import CONNECTION_LOST_ERRORS, RETRYABLE_ERRORS, backoff_delay, connect, create_pool, qualified
 from ..errors import ChangedFileError, ConnectionFailed, Interrupted, SqlFileError
+from ..locks import lock_budget
 from ..profile import GUIDE, Profile
 from ..progress import bar
 from ..settings import Settings
@@ -66,9 +67,9 @@ Q = queries("engine")
 ENGINE_LOCK_CLASS = ledger.LOCK_CLASS + 1
 LOCK_PASS_CREATE = 20
 MAX_SETTLE_ROUNDS = 8
-MAX_SEGMENTS = 64  # user tables per grouped chunk (one UNION ALL statement)
+MAX_SEGMENTS = 64  # user tables per grouped chunk (one UNION ALL statement), at most the lock group
 COUNT_CAP = 2_000_000  # exact key counts of user tables up to this; beyond, pg_class.reltuples
-COUNT_BATCH = 200  # user tables counted per round trip when a pass is created
+COUNT_BATCH = 200  # user tables counted per round trip when a pass is created, at most the lock group
 HEARTBEAT_SECONDS = 0.5
 # What a plan step retries: the moment was bad (a lock wait past lock_timeout, a deadlock).
 PLAN_RETRY_ERRORS: tuple[type[BaseException], ...] = (
@@ -217,6 +218,9 @@ class Engine:
         self.stats: dict[str, WorkerStats] = {}
         self.bars: dict[str, Any] = {}
         self.plan_retries = 0  # plan steps that waited past lock_timeout and were tried again
+        # user tables per chunk and per counting statement: bounded by the lock budget (run_jobs)
+        self.max_segments = MAX_SEGMENTS
+        self.count_batch = COUNT_BATCH
 
     # --- ledger helpers -------------------------------------------------------------------
     def sizer(self, job: Job, kind: str) -> ChunkSizer:
@@ -270,8 +274,8 @@ class Engine:
             await self.install_missing()
         todo = await self.conn.fetch(Q["tables_to_seed"], job.name, None if self.history_counts else self.run_id)
         parts: list[PartSpec] = []
-        for start in range(0, len(todo), COUNT_BATCH):
-            batch = todo[start : start + COUNT_BATCH]
+        for start in range(0, len(todo), self.count_batch):
+            batch = todo[start : start + self.count_batch]
             counts = await self._count_user_tables(batch)
             for r in batch:
                 tid, rel, hw = int(r["table_id"]), str(r["relname"]), int(r["high_water"])
@@ -450,7 +454,7 @@ class Engine:
             want = self.lookahead + in_flight - int(await conn.fetchval(Q["count_pending"], run_id, job, seq))
             if want <= 0:
                 return False
-            limit = want * MAX_SEGMENTS + 1
+            limit = want * self.max_segments + 1
             rows = await conn.fetch(Q["open_parts"], run_id, job, seq, limit)
             parts = [
                 PartCursor(
@@ -477,7 +481,7 @@ class Engine:
                 source,
                 min(fair, sizer.next_size(scale)),
                 want,
-                MAX_SEGMENTS,
+                self.max_segments,
                 size_for=lambda p: min(fair, sizer.size_for(p.part if p.relname else None, scale)),
             )
             relname = {p.part: p.relname for p in parts}
@@ -660,6 +664,10 @@ class Engine:
         """Every job's passes to the end, then the settle rounds. Returns the phase's figures."""
         started = time.monotonic()
         async with self.conn_lock:
+            budget = await lock_budget(self.conn, self.settings, self.profile.schema)
+            self.max_segments = min(MAX_SEGMENTS, budget.group_size)
+            self.count_batch = min(COUNT_BATCH, budget.group_size)
+            self.log.info("lock_budget", **budget.as_dict())
             await self.conn.execute(Q["reset_failed_chunks"], self.run_id)
             await clear_failed_keys(self.conn, self.run_id)  # retried now; failing again records them again
         reports: dict[str, JobReport] = {}

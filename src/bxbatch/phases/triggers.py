@@ -27,6 +27,7 @@ import asyncpg
 from .. import progress
 from ..context import RunContext
 from ..db import backoff_delay, is_retryable, qualified, quote_ident
+from ..locks import lock_budget
 from ..profile import USER_TABLE_REGEX_SQL, Profile
 from ..settings import Settings
 from ..sqlfiles import queries
@@ -136,11 +137,13 @@ async def install_tables(
     *,
     log: Any = None,
     on_done: Any = None,
+    group_size: int | None = None,
 ) -> dict[int, int]:
-    """Install on ``tables`` in groups; busy tables alone afterwards. Returns table_id -> high-water mark."""
+    """Install on ``tables`` in groups of ``group_size`` (default ``--trigger-group-size``); busy tables
+    alone afterwards. Returns table_id -> high-water mark."""
     done: dict[int, int] = {}
     busy: list[Table] = []
-    size = max(1, settings.trigger_group_size)
+    size = max(1, group_size or settings.trigger_group_size)
     ordered = sorted(tables)  # one lock order for every bxbatch process
     for start in range(0, len(ordered), size):
         group = ordered[start : start + size]
@@ -208,6 +211,7 @@ async def install_missing(ctx: RunContext, *, show_progress: bool = False) -> di
     if not todo:
         return {}
     bar = progress.bar(ctx.settings, len(todo), "activity triggers", unit="table") if show_progress else None
+    budget = await lock_budget(ctx.conn, ctx.settings, ctx.profile.schema)
     try:
         return await install_tables(
             ctx.conn,
@@ -217,6 +221,7 @@ async def install_missing(ctx: RunContext, *, show_progress: bool = False) -> di
             ctx.run_id,
             log=ctx.log,
             on_done=bar.update if bar is not None else None,
+            group_size=min(ctx.settings.trigger_group_size, budget.group_size),  # never past the lock budget
         )
     finally:
         if bar is not None:

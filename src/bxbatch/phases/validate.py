@@ -2,8 +2,13 @@
 
 Expected objects come from the DDL parse trees (``expected.py``); expected backfill results come
 from the base tables. Every comparison is an anti-join both ways (missing and extra), with a
-sample of offending keys. All checks read one snapshot (a REPEATABLE READ, read-only
-transaction), so the application writing meanwhile cannot produce false differences.
+sample of offending keys. All checks read one snapshot, so the application writing meanwhile
+cannot produce false differences, without one transaction over every user table (which would take
+a lock per table and index and exhaust the server's lock table on a large install): a holder
+transaction (REPEATABLE READ, read-only) exports its snapshot (``pg_export_snapshot()``) and runs
+the checks that read a fixed set of tables; the per-user-table checks run in groups of
+``LockBudget.group_size`` tables, each group its own read-only transaction that imports the
+snapshot (``SET TRANSACTION SNAPSHOT``), on up to ``--concurrency`` connections at once.
 """
 
 from __future__ import annotations
@@ -11,12 +16,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import anyio
 import asyncpg
 
 from ..context import RunContext
 from ..db import connect, qualified, quote_ident
 from ..errors import ValidationFailed
 from ..expected import ExpectedSchema, expected_schema
+from ..locks import LockBudget, lock_budget
 from ..log import get_logger
 from ..profile import GUIDE, Profile
 from ..settings import Settings
@@ -133,7 +140,7 @@ async def _structure(conn: asyncpg.Connection, exp: ExpectedSchema, schema: str)
     return [tables, columns, functions, indexes, constraints]
 
 
-async def _compare(conn: asyncpg.Connection, finding: Finding, obj: str, row: asyncpg.Record) -> None:
+def _compare(finding: Finding, obj: str, row: asyncpg.Record) -> None:
     finding.figures["expected"] = finding.figures.get("expected", 0) + int(row["expected"])
     finding.figures["actual"] = finding.figures.get("actual", 0) + int(row["actual"])
     if row["missing"]:
@@ -144,21 +151,57 @@ async def _compare(conn: asyncpg.Connection, finding: Finding, obj: str, row: as
         finding.fail(obj, f"{row['wrong']} row(s) with wrong values", list(row["wrong_sample"] or []))
 
 
-async def _backfills(conn: asyncpg.Connection, profile: Profile, tables: list[tuple[int, str]]) -> list[Finding]:
+async def _backfills(conn: asyncpg.Connection, profile: Profile) -> list[Finding]:
+    """The backfills whose expected rows come from a fixed set of base tables (read in the holder)."""
     views = Finding("backfill:enhanced_views", 1)
-    await _compare(
-        conn,
+    _compare(
         views,
         "database_tableview_enhanced",
         await _one(conn, Q["enhanced_views"], profile.grid_view_type, SAMPLE),
     )
     perms = Finding("backfill:permissions", 1)
-    await _compare(conn, perms, "database_permission", await _one(conn, Q["permissions"], SAMPLE))
-    activity = Finding("backfill:activity_seed", len(tables))
-    for table_id, relname in tables:
-        sql = Q["activity_for_table"].replace("{table}", qualified(profile.schema, relname))
-        await _compare(conn, activity, relname, await _one(conn, sql, table_id, SAMPLE))
-    return [views, perms, activity]
+    _compare(perms, "database_permission", await _one(conn, Q["permissions"], SAMPLE))
+    return [views, perms]
+
+
+async def _activity_group(
+    conn: asyncpg.Connection, snapshot: str, profile: Profile, group: list[tuple[int, str]]
+) -> list[tuple[str, asyncpg.Record]]:
+    """The activity seeding of one group of user tables, in its own transaction on the exported snapshot."""
+    results = []
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")  # pg_export_snapshot()'s id: [0-9A-F-]
+        for table_id, relname in group:
+            sql = Q["activity_for_table"].replace("{table}", qualified(profile.schema, relname))
+            results.append((relname, await _one(conn, sql, table_id, SAMPLE)))
+    return results
+
+
+async def _activity(
+    settings: Settings, snapshot: str, profile: Profile, tables: list[tuple[int, str]], budget: LockBudget
+) -> Finding:
+    """Every user table's seeding, group by group on up to ``concurrency`` connections, in table order."""
+    finding = Finding("backfill:activity_seed", len(tables))
+    groups = list(budget.groups(tables))
+    results: list[list[tuple[str, asyncpg.Record]]] = [[] for _ in groups]
+    todo = iter(range(len(groups)))
+
+    async def worker() -> None:
+        conn = await connect(settings, role="validate")
+        try:
+            await conn.execute("SET statement_timeout = 0")  # a giant user table's anti-join takes a while
+            for index in todo:  # one iterator shared by the workers: each group is read once
+                results[index] = await _activity_group(conn, snapshot, profile, groups[index])
+        finally:
+            await conn.close()
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(max(1, min(settings.concurrency, len(groups)))):
+            tg.start_soon(worker)
+    for group_results in results:
+        for relname, row in group_results:
+            _compare(finding, relname, row)
+    return finding
 
 
 async def _triggers(conn: asyncpg.Connection, profile: Profile, tables: list[tuple[int, str]]) -> Finding:
@@ -225,25 +268,36 @@ async def _orphans(
     return finding
 
 
-async def validate(conn: asyncpg.Connection, profile: Profile = GUIDE) -> ValidationReport:
-    """Every check, in one read-only snapshot."""
+async def validate(conn: asyncpg.Connection, settings: Settings, profile: Profile = GUIDE) -> ValidationReport:
+    """Every check, in one read-only snapshot: ``conn`` holds it; the user tables are read in groups on
+    connections of their own (``settings``: DSN, ``concurrency``, ``table_group_size``)."""
     exp = expected_schema()
+    budget = await lock_budget(conn, settings, profile.schema)
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         await conn.execute("SET LOCAL statement_timeout = 0")  # a giant user table's anti-join takes a while
+        snapshot = str(await conn.fetchval("SELECT pg_export_snapshot()"))
         findings = await _structure(conn, exp, profile.schema)
         if any(not f.ok for f in findings[:2]):
             return ValidationReport(findings)  # tables or columns missing: the data checks cannot run
         tables = await user_tables(conn, profile)
-        findings += await _backfills(conn, profile, tables)
-        findings.append(await _triggers(conn, profile, tables))
-        findings.append(await _orphans(conn, exp, profile.schema, tables))
-    return ValidationReport(findings)
+        activity: list[Finding] = []
+
+        async def per_table() -> None:
+            activity.append(await _activity(settings, snapshot, profile, tables, budget))
+
+        async with anyio.create_task_group() as tg:  # the holder's own checks run meanwhile
+            tg.start_soon(per_table)
+            findings += await _backfills(conn, profile)
+            findings.append(await _triggers(conn, profile, tables))
+            findings.append(await _orphans(conn, exp, profile.schema, tables))
+    # the report's order: structure, backfills, triggers, orphans
+    return ValidationReport([*findings[:-2], *activity, *findings[-2:]])
 
 
 async def validate_database(settings: Settings, profile: Profile = GUIDE) -> ValidationReport:
     conn = await connect(settings, role="validate")
     try:
-        report = await validate(conn, profile)
+        report = await validate(conn, settings, profile)
     finally:
         await conn.close()
     log = get_logger("bxbatch")
@@ -264,7 +318,7 @@ def raise_for(report: ValidationReport) -> None:
 
 
 async def run(ctx: RunContext) -> dict[str, Any]:
-    report = await validate(ctx.conn, ctx.profile)
+    report = await validate(ctx.conn, ctx.settings, ctx.profile)
     for problem in report.problems():
         ctx.log.error("validation_problem", **problem)
     ctx.summary["validation"] = report.as_dict()

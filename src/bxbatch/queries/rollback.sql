@@ -65,3 +65,12 @@ SELECT step FROM bxbatch.rollback_step
 
 -- name: record_step
 INSERT INTO bxbatch.rollback_step (step, duration_ms) VALUES ($1, $2) ON CONFLICT (step) DO NOTHING
+
+-- name: ledger_tables
+-- The bxbatch schema's tables except those a rollback reads until its last step ($1): dropped one
+-- per transaction before the schema, so the final DROP SCHEMA ... CASCADE locks only a few objects.
+SELECT c.relname
+FROM pg_class c
+WHERE c.relnamespace = to_regnamespace('bxbatch') AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+  AND NOT (c.relname = ANY($1::text[]))
+ORDER BY c.relname

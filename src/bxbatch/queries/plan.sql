@@ -1,0 +1,14 @@
+-- Catalog queries of `bxbatch plan` (plan.py). Loaded by sqlfiles.queries("plan").
+
+-- name: reltuples
+-- The planner's row estimate of each of these tables ($2, relnames in schema $1) in one statement;
+-- -1 for a table never analyzed (PG 14+; 0 rows and 0 pages on older servers count as unknown too).
+SELECT c.relname,
+       CASE WHEN c.reltuples < 0 OR (c.reltuples = 0 AND c.relpages = 0) THEN -1
+            ELSE c.reltuples::bigint END AS est
+FROM pg_class c
+WHERE c.relnamespace = to_regnamespace($1) AND c.relname = ANY($2::text[])
+
+-- name: present_tables
+-- Which of these qualified names ($1) still exist (a user table dropped by the application meanwhile).
+SELECT n FROM unnest($1::text[]) AS n WHERE to_regclass(n) IS NOT NULL
