@@ -41,3 +41,24 @@ async def test_backfill_benchmark_methods_agree(pg_server: Any) -> None:
         engine = [r for r in results if r["method"] in ("bxbatch", "throttled")]
         assert all(r["peak_rss_mb"] and r["chunks"] for r in engine), engine
     assert any(t["target"].startswith("no bxbatch transaction") for t in report["targets"])
+
+
+async def test_many_tables_benchmark_runs_every_command(pg_server: Any) -> None:
+    from benchmarks.many_tables import COMMANDS
+    from benchmarks.many_tables import parse_args as many_args
+    from benchmarks.many_tables import run_benchmark as run_many
+
+    opts = many_args(["--tables", "30", "60", "--scale", "0.002", "--quiet", "--extra", "--concurrency", "2"])
+    opts.dsn = pg_server.admin_dsn
+    report = await run_many(opts)
+
+    assert [s["user_tables"] for s in report["sizes"]] == [30, 60]
+    for size in report["sizes"]:
+        assert set(size["commands"]) == set(COMMANDS)
+        assert all(c["exit"] == 0 for c in size["commands"].values()), size["commands"]
+        assert size["validation_passed"]
+        assert {"triggers", "backfill", "validate"} <= set(size["phases"])
+        assert all(c["peak_rss_mb"] > 10 for c in size["commands"].values())
+        assert size["commands"]["run"]["lock_samples"] > 0 and size["peak_locks"] > 0
+        assert size["below_bound"] and size["budget"]["connections"] == 2 + 1 + 4
+    assert set(report["ratios_last_vs_first"]) >= {"triggers_s", "validate_phase_s", "peak_rss"}
