@@ -17,6 +17,7 @@ from .engine import control, health
 from .errors import BxbatchError, CompletedWithFailures, Interrupted, NothingToResume
 from .locks import exhausted
 from .log import get_logger
+from .observability import observatory
 from .phases import backfill, backup, cleanup, constraints, indexes, preflight, schema, triggers, validate
 from .settings import Settings
 from .sqlfiles import ddl_files
@@ -69,6 +70,7 @@ async def run_migration(settings: Settings, *, resume_only: bool = False, comman
     ddl_files()  # parse every shipped file before touching the database
     started = time.monotonic()
     conn = await connect(settings, role="main")
+    record: ledger.RunRecord | None = None
     try:
         # Preflight's essentials first: nothing (not even the ledger) is created in a database
         # that is not a Baserow install.
@@ -91,19 +93,22 @@ async def run_migration(settings: Settings, *, resume_only: bool = False, comman
         name = "preflight"
         try:
             try:
-                for name, fn in PHASES:
-                    if done.get(name) == "done" and name not in ALWAYS_RERUN:
-                        log.info("phase_skipped", phase=name, reason="done in an earlier attempt")
-                        continue
-                    await control.between_phases(conn, record.id, settings, log, name)  # pause / cancel
-                    t0 = time.monotonic()
-                    await ledger.start_phase(conn, record.id, name)
-                    log.info("phase_started", phase=name)
-                    detail = await fn(ctx)
-                    detail["seconds"] = round(time.monotonic() - t0, 3)
-                    await ledger.finish_phase(conn, record.id, name, "done", detail)
-                    summary.phases[name] = detail
-                    log.info("phase_finished", phase=name, **detail)
+                async with observatory(settings, record.id, command, log) as observer:
+                    for name, fn in PHASES:
+                        if done.get(name) == "done" and name not in ALWAYS_RERUN:
+                            log.info("phase_skipped", phase=name, reason="done in an earlier attempt")
+                            continue
+                        await control.between_phases(conn, record.id, settings, log, name)  # pause / cancel
+                        t0 = time.monotonic()
+                        await ledger.start_phase(conn, record.id, name)
+                        observer.phase(name, "running")
+                        log.info("phase_started", phase=name)
+                        detail = await fn(ctx)
+                        detail["seconds"] = round(time.monotonic() - t0, 3)
+                        await ledger.finish_phase(conn, record.id, name, "done", detail)
+                        observer.phase(name, "done")
+                        summary.phases[name] = detail
+                        log.info("phase_finished", phase=name, **detail)
             except BaseExceptionGroup as group:  # from a task group (workers, helpers): its telling leaf
                 raise _telling_leaf(group) from group
         except Interrupted:
@@ -142,7 +147,24 @@ async def run_migration(settings: Settings, *, resume_only: bool = False, comman
         log.info("run_finished", status="completed", seconds=summary.seconds)
         return summary
     finally:
+        if settings.report_path and record is not None:
+            await _write_report(conn, record.id, settings.report_path, log)
         await conn.close()
+
+
+async def _write_report(conn: asyncpg.Connection, run_id: int, path: str, log: Any) -> None:
+    """``run --report FILE``: the run's report, however the run ended (shielded, bounded, never raises)."""
+    from .observability.report import write_report
+
+    with anyio.CancelScope(shield=True), anyio.move_on_after(60) as scope:
+        try:
+            if not conn.is_closed():
+                written = await write_report(conn, run_id, path)
+                log.info("report_written", path=written)
+        except Exception as exc:
+            log.warning("report_not_written", path=path, error=f"{type(exc).__name__}: {exc}"[:300])
+    if scope.cancelled_caught:
+        log.warning("report_not_written", path=path, error="took longer than 60 s")
 
 
 def ledger_profile() -> Any:

@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar, get_args
 import typer
 
 from . import __version__
+from .cli_observe import observe_options
 from .cli_options import OptionSpec, overrides, settings_options
 from .cli_safety import safety_options
 from .cli_safetynet import safetynet_options
@@ -295,6 +296,7 @@ def _print_summary(summary: Any) -> None:
 
 
 @app.command()
+@observe_options
 @safetynet_options
 @safety_options
 @engine_options  # innermost: listed first in --help
@@ -312,6 +314,7 @@ def run(
 
 
 @app.command()
+@observe_options
 @safetynet_options
 @safety_options
 @engine_options  # innermost: listed first in --help

@@ -20,6 +20,7 @@ import asyncpg
 
 from . import progress
 from .db import connect, is_connection_lost
+from .observability.observer import current as observer
 from .settings import Settings
 from .sqlfiles import queries
 
@@ -249,6 +250,7 @@ class IndexMonitor:
                 with anyio.move_on_after(self.interval_s):
                     await stop.wait()
         finally:
+            observer().index_finished(self.index_name)
             if self.result.samples and self.result.samples[-1].waiting:
                 self.result.waited_s += time.monotonic() - self._last_mono
             if self._bar is not None:
@@ -314,6 +316,8 @@ class IndexMonitor:
             percent=s.percent,
             eta_s=eta,
         )
+        done, total = s.done_total
+        observer().index_progress(self.index_name, self.table_name, s.phase, done, total, s.unit)
         if self.build_id is not None:
             await conn.execute(Q["save_progress"], self.build_id, json.dumps(s.as_json()))
         self._draw(s, phase_changed, waiting_for)

@@ -76,6 +76,10 @@ class Settings:
     max_rows_per_second: float = 0.0  # plain rate limit over all workers of this process; 0 = none
     control_interval_s: float = 0.5  # how often the control row (pause/continue/cancel/set) is read
     stop_grace_s: float = 30.0  # after the first SIGINT/SIGTERM, in-flight chunks get this long
+    # observability: Prometheus metrics while the run lives, the report when it ends
+    metrics_port: int | None = None  # serve /metrics on this port (0: any free port); None: no endpoint
+    metrics_addr: str = "0.0.0.0"  # the address /metrics listens on
+    report_path: str | None = None  # `run --report FILE`: write the run's HTML report here at the end
     # identity, for pg_stat_activity and the ledger
     host: str = field(default_factory=socket.gethostname)
 
@@ -117,6 +121,10 @@ class Settings:
             raise UsageError("--table-group-size must not be negative", hint="0 derives it from the server")
         if self.max_rows_per_second < 0:
             raise UsageError("--max-rows-per-second must not be negative", hint="0 means no limit")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise UsageError(
+                f"--metrics-port {self.metrics_port} is not a TCP port", hint="0..65535 (0: any free port)"
+            )
         return self
 
 

@@ -23,6 +23,7 @@ import asyncpg
 
 from ..db import backoff_delay, connect, is_retryable
 from ..errors import ConnectionFailed, Interrupted, NothingToResume, UsageError
+from ..observability.observer import current as observer
 from ..settings import Settings
 from ..sqlfiles import queries
 from . import stopping
@@ -142,10 +143,12 @@ async def guard(settings: Settings, run_id: int, throttle: Throttle, log: Any) -
     """Health signals, the control loop and signal-driven stopping around the engine's work."""
     if throttle.log is None:
         throttle.log = log
+    observer().attach_throttle(throttle)
     monitor: HealthMonitor | None = None
     if settings.throttle:
         monitor = HealthMonitor(settings, throttle.observe, log)
         await monitor.measure_baseline()
+        observer().attach_health(monitor)
     control = ControlLoop(settings, run_id, throttle, log)
     try:
         async with anyio.create_task_group() as tg:

@@ -47,6 +47,7 @@ from .. import ledger
 from ..db import CONNECTION_LOST_ERRORS, RETRYABLE_ERRORS, backoff_delay, connect, create_pool, qualified
 from ..errors import ChangedFileError, ConnectionFailed, Interrupted, SqlFileError
 from ..locks import lock_budget
+from ..observability.observer import current as observer
 from ..profile import GUIDE, Profile
 from ..progress import bar
 from ..settings import Settings
@@ -550,6 +551,7 @@ class Engine:
     def _record(self, ref: PassRef, result: ChunkResult, sizer: ChunkSizer, me: WorkerState) -> None:
         stats = self.stats.setdefault(ref.job.name, WorkerStats())
         stats.add(result)
+        observer().chunk(ref.job.name, ref.kind, result.status, result.rows, result.seconds)
         if result.status == "done":
             me.chunks_done += 1
             me.rows_done += result.rows

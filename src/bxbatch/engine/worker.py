@@ -23,6 +23,7 @@ import asyncpg.exceptions as pgexc
 
 from ..db import backoff_delay, is_connection_lost, is_hopeless, is_retryable, needs_fix
 from ..log import scrub
+from ..observability.observer import current as observer
 from ..profile import Profile
 from ..settings import Settings
 from ..sqlfiles import queries
@@ -265,6 +266,7 @@ async def apply_chunk_transaction(
                 return ChunkResult(chunk_id, "gone", retries=retries)  # stopping: it stays pending for resume
             if should_retry(exc) and attempt < settings.max_attempts:
                 retries += 1
+                observer().retry(kind)
                 await _note(pool, Q["note_retry"], chunk_id, message)
                 await anyio.sleep(backoff_delay(attempt, settings.retry_base_ms, settings.retry_max_ms))
                 continue
