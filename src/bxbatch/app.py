@@ -18,6 +18,7 @@ from .errors import BxbatchError, CompletedWithFailures, Interrupted, NothingToR
 from .locks import exhausted
 from .log import get_logger
 from .observability import observatory
+from .observability.report import record_estimate
 from .phases import backfill, backup, cleanup, constraints, indexes, preflight, schema, triggers, validate
 from .settings import Settings
 from .sqlfiles import ddl_files
@@ -91,6 +92,8 @@ async def run_migration(settings: Settings, *, resume_only: bool = False, comman
         summary = RunSummary(run_id=record.id, status="running", resumed=record.resumed, seconds=0.0)
         done = await ledger.phase_states(conn, record.id)
         name = "preflight"
+        if not record.resumed:  # what `bxbatch plan` expects, for the report's estimate vs actual
+            await record_estimate(conn, settings, record.id, log)
         try:
             try:
                 async with observatory(settings, record.id, command, log) as observer:

@@ -401,13 +401,22 @@ def demo(
         ),
     ] = "embedded",
     keep: Annotated[bool, typer.Option("--keep", help="Leave the server running and print its DSN.")] = False,
+    report_path: Annotated[
+        str | None,
+        typer.Option(
+            "--report",
+            envvar="BXBATCH_REPORT",
+            help="Write the run's self-contained HTML report (charts, opens offline) to this file.",
+            show_default=False,
+        ),
+    ] = None,
     concurrency: ConcurrencyOpt = 4,
     log_format: LogFormatOpt = "auto",
     no_progress: NoProgressOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Start a throwaway PostgreSQL, generate a Baserow install, run the whole migration, print a summary."""
-    settings = _settings(None, log_format, no_progress, debug, concurrency=concurrency)
+    settings = _settings(None, log_format, no_progress, debug, concurrency=concurrency, report_path=report_path)
     from .demo import run_demo
 
     _execute(settings, lambda: run_demo(settings, scale=scale, flavor=pg, keep=keep))
@@ -423,7 +432,7 @@ def main() -> None:
     app()
 
 
-from . import cli_control, cli_ops  # noqa: E402,F401  (register their commands)
+from . import cli_control, cli_ops, cli_report  # noqa: E402,F401  (register their commands)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -206,6 +206,14 @@ def rollback(
         ),
     ] = False,
     show_plan: Annotated[bool, typer.Option("--plan", help="List every step and stop (changes nothing).")] = False,
+    drop_history: Annotated[
+        bool,
+        typer.Option(
+            "--drop-history",
+            help="Also drop the run history (schema bxbatch_history, which a rollback otherwise keeps for "
+            "`bxbatch history` and `bxbatch report`): the catalog is then exactly as before bxbatch.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
     lock_timeout_ms: LockTimeoutOpt = 2000,
     log_format: LogFormatOpt = "auto",
@@ -235,7 +243,9 @@ def rollback(
             if not listing["steps"]:
                 print("nothing to roll back")
         return
-    result = _execute(settings, lambda: rollback_database(settings, confirmed=yes, force=force))
+    result = _execute(
+        settings, lambda: rollback_database(settings, confirmed=yes, force=force, drop_history=drop_history)
+    )
     if as_json:
         print(
             json.dumps(

@@ -14,6 +14,9 @@ from .engine.report import summary_lines
 from .log import get_logger
 from .settings import Settings
 
+# What the demo's throttle probes: the views of one table, as the application's page load reads them.
+DEMO_PROBE = "SELECT id, type FROM database_view WHERE table_id = (SELECT min(id) FROM database_table)"
+
 
 async def run_demo(settings: Settings, *, scale: float, flavor: str = "embedded", keep: bool = False) -> Any:
     from .synth import SynthSpec, build_install
@@ -46,7 +49,11 @@ async def run_demo(settings: Settings, *, scale: float, flavor: str = "embedded"
         )
         backup_dir = Path(server.owns_dir or server.datadir.parent) / "backup"  # removed with the server
         backup_dir.mkdir(exist_ok=True)
-        summary = await run_migration(settings.with_(dsn=dsn, backup_path=f"{backup_dir}/"), command="demo")
+        # the throttle watches a typical application read, so the run (and its report) shows its latency
+        probe = settings.probe_sql or DEMO_PROBE
+        summary = await run_migration(
+            settings.with_(dsn=dsn, backup_path=f"{backup_dir}/", probe_sql=probe), command="demo"
+        )
         print(
             f"bxbatch demo: PostgreSQL {version} ({flavor}), synthetic install at scale {scale}: "
             f"{report.user_rows} user rows in {report.user_tables} user tables, "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -24,6 +25,7 @@ from .db import connect, qualified, quote_ident, retrying
 from .errors import LockBusy, RollbackRefused
 from .expected import expected_schema
 from .log import get_logger
+from .observability.history import archive_runs, record_rollback
 from .phases.preflight import check_other_run
 from .profile import GUIDE, Profile
 from .settings import Settings
@@ -33,6 +35,9 @@ Q = queries("rollback")
 SCHEMA_STEP = "schema:bxbatch"
 # read by rollback itself (ledger present, steps done, objects kept, the run's end, live workers)
 LEDGER_KEPT_TO_THE_END = ("run", "rollback_step", "preexisting", "worker", "control")
+HISTORY_STEP = "schema:bxbatch_history"
+# before the first ledger table goes: every run's history and report data into bxbatch_history
+ARCHIVE_STEP = "ledger:(archive the run history)"
 
 
 @dataclass(frozen=True)
@@ -76,13 +81,22 @@ async def _preexisting(conn: asyncpg.Connection) -> set[tuple[str, str]]:
     return {(r["kind"], r["name"]) for r in await conn.fetch(Q["preexisting"])}
 
 
-async def plan_steps(conn: asyncpg.Connection, profile: Profile = GUIDE) -> list[Step]:
-    """The steps still to do, in order, from the catalog as it is now."""
+async def plan_steps(conn: asyncpg.Connection, profile: Profile = GUIDE, *, drop_history: bool = False) -> list[Step]:
+    """The steps still to do, in order, from the catalog as it is now.
+
+    The run history (``bxbatch_history``: every run's summary and report data, archived in the
+    last step's transaction) stays, unless ``drop_history``: then the catalog is exactly as before."""
     schema = profile.schema
     exp = expected_schema()
     ledger_present = await ledger.ledger_exists(conn)
+    history = [Step(HISTORY_STEP, "DROP SCHEMA IF EXISTS bxbatch_history CASCADE")] if drop_history else []
     if not ledger_present:
-        return []  # no ledger: bxbatch never ran here, or its rollback finished
+        # no ledger: bxbatch never ran here, or its rollback finished (its archive may remain)
+        return (
+            history
+            if drop_history and await conn.fetchval("SELECT to_regnamespace('bxbatch_history') IS NOT NULL")
+            else []
+        )
     kept = await _preexisting(conn)
     steps: list[Step] = []
     for r in await conn.fetch(Q["activity_triggers"], schema, list(exp.functions)):
@@ -118,12 +132,14 @@ async def plan_steps(conn: asyncpg.Connection, profile: Profile = GUIDE) -> list
     # The ledger table by table, then the schema: one DROP SCHEMA ... CASCADE over every ledger table,
     # index, sequence and row type takes a lock on each in one transaction (hundreds: more than a small
     # lock table holds). The tables a rollback reads until its last step go with the schema.
+    if not drop_history:
+        steps.append(Step(ARCHIVE_STEP, "SELECT 'every run''s summary and report data into bxbatch_history'"))
     for r in await conn.fetch(Q["ledger_tables"], list(LEDGER_KEPT_TO_THE_END)):
         steps.append(
             Step(f"ledger:{r['relname']}", f"DROP TABLE IF EXISTS {qualified('bxbatch', r['relname'])} CASCADE")
         )
     steps.append(Step(SCHEMA_STEP, "DROP SCHEMA IF EXISTS bxbatch CASCADE"))
-    return steps
+    return steps + history
 
 
 async def application_data(conn: asyncpg.Connection, profile: Profile = GUIDE) -> list[str]:
@@ -161,16 +177,21 @@ async def rollback(
     *,
     profile: Profile = GUIDE,
     force: bool = False,
+    drop_history: bool = False,
     log: Any = None,
 ) -> RollbackResult:
-    """Run the remaining steps. Refuses (RollbackRefused) when new tables hold application data, unless ``force``."""
+    """Run the remaining steps. Refuses (RollbackRefused) when new tables hold application data, unless ``force``.
+
+    Before the ledger is dropped, in the same transaction, every run's history and report data
+    is archived in ``bxbatch_history`` (observability/history.py), unless ``drop_history``."""
     log = log or get_logger("bxbatch")
     started = time.monotonic()
+    started_at = datetime.now(UTC)
     async with ledger.advisory_lock(conn, ledger.LOCK_DDL, "changing the schema"):
         other = await check_other_run(conn, settings)
         if other.status != "pass":  # a run in progress (lock or live workers): never pull the schema from under it
             raise LockBusy(other.reason, hint="wait for the run to finish, or `bxbatch cancel` it first")
-        steps = await plan_steps(conn, profile)
+        steps = await plan_steps(conn, profile, drop_history=drop_history)
         if not steps:
             log.info("rollback_nothing_to_do")
             return RollbackResult([], 0, 0, 0.0, [])
@@ -196,6 +217,11 @@ async def rollback(
                 async with conn.transaction():
                     await conn.execute(f"SET LOCAL lock_timeout = {int(settings.lock_timeout_ms)}")
                     await conn.execute(f"SET LOCAL statement_timeout = {int(settings.statement_timeout_ms)}")
+                    if step.key == ARCHIVE_STEP:
+                        archived = await archive_runs(conn)
+                        log.info("rollback_history_archived", runs=archived, schema="bxbatch_history")
+                    if step.key == SCHEMA_STEP and not drop_history:
+                        await record_rollback(conn, settings.host, started_at, steps_total=len(steps))
                     await conn.execute(step.sql)
                     if step.key != SCHEMA_STEP and await conn.fetchval(Q["safety_ledger_present"]):
                         await conn.execute(Q["record_step"], step.key, int((time.monotonic() - t0) * 1000))
@@ -211,12 +237,14 @@ async def rollback(
     return RollbackResult(steps, done, skipped, seconds, app_data)
 
 
-async def rollback_database(settings: Settings, *, confirmed: bool, force: bool = False) -> RollbackResult:
+async def rollback_database(
+    settings: Settings, *, confirmed: bool, force: bool = False, drop_history: bool = False
+) -> RollbackResult:
     """The library call behind ``bxbatch rollback``: without ``confirmed`` it lists the steps and refuses."""
     conn = await connect(settings, role="rollback")
     try:
         if not confirmed:
-            steps = await plan_steps(conn)
+            steps = await plan_steps(conn, drop_history=drop_history)
             if not steps:
                 return RollbackResult([], 0, 0, 0.0, [])
             listing = ", ".join(s.key for s in steps[:5]) + (f" and {len(steps) - 5} more" if len(steps) > 5 else "")
@@ -224,7 +252,7 @@ async def rollback_database(settings: Settings, *, confirmed: bool, force: bool 
                 f"rollback would run {len(steps)} step(s): {listing}",
                 hint="pass --yes to roll back (`bxbatch rollback --plan` lists every step)",
             )
-        return await rollback(conn, settings, force=force)
+        return await rollback(conn, settings, force=force, drop_history=drop_history)
     finally:
         await conn.close()
 

@@ -5,6 +5,8 @@ parser; the counters move while the backfill runs and match the ledger once it i
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 import socket
 import time
 import urllib.error
@@ -132,13 +134,11 @@ async def test_metrics_scraped_during_a_run_match_the_ledger(pg_server: Any, db_
         assert len(backfill) >= 2
         assert all(s["concurrency"] is not None and s["mode"] is not None for s in backfill)
         assert any(s["probe_ms"] is not None for s in backfill)
-        gaps = [(b["at"] - a["at"]).total_seconds() for a, b in zip(samples, samples[1:], strict=False)]
+        gaps = [(b["at"] - a["at"]).total_seconds() for a, b in itertools.pairwise(samples)]
         assert max(gaps) < 3  # one a second (the last one is forced at the end)
         final = await conn.fetchval(
             "SELECT rows FROM bxbatch.sample WHERE run_id = $1 ORDER BY at DESC LIMIT 1", run_id
         )
-        import json
-
         final_rows = json.loads(final)
         for job in {r["job"] for r in ledger}:
             assert final_rows[job] == sum(r["rows"] for r in ledger if r["job"] == job)

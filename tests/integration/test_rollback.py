@@ -29,7 +29,7 @@ async def test_rollback_restores_the_catalog_exactly(pg_server, db_factory, conn
     with pytest.raises(RollbackRefused, match="pass --yes"):
         await rollback_database(_settings(dsn), confirmed=False)
 
-    result = await rollback(conn, _settings(dsn))
+    result = await rollback(conn, _settings(dsn), drop_history=True)  # the run history too: nothing left
     assert result.done == len(result.steps) > 20
     kinds = [s.key.split(":")[0] for s in result.steps]
     assert kinds == sorted(kinds, key=["trigger", "constraint", "index", "table", "function", "ledger", "schema"].index)
@@ -37,7 +37,7 @@ async def test_rollback_restores_the_catalog_exactly(pg_server, db_factory, conn
     for table in before:
         assert after[table] == before[table], f"{table} differs after rollback"
 
-    again = await rollback(conn, _settings(dsn))
+    again = await rollback(conn, _settings(dsn), drop_history=True)
     assert (again.steps, again.done) == ([], 0)
     assert await catalog_snapshot(conn) == after
 

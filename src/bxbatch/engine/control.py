@@ -160,6 +160,7 @@ async def guard(settings: Settings, run_id: int, throttle: Throttle, log: Any) -
                     yield monitor
                 finally:
                     tg.cancel_scope.cancel()
+                    observer().attach_throttle(None)  # the throttle acts on the backfill only
     except BaseExceptionGroup as group:
         # the engine's own error (or a dead helper's) as itself, not wrapped by our task group
         if len(group.exceptions) == 1:

@@ -25,6 +25,7 @@ from ..errors import ValidationFailed
 from ..expected import ExpectedSchema, expected_schema
 from ..locks import LockBudget, lock_budget
 from ..log import get_logger
+from ..observability.report import save_validation
 from ..profile import GUIDE, Profile
 from ..settings import Settings
 from ..sqlfiles import queries
@@ -322,5 +323,6 @@ async def run(ctx: RunContext) -> dict[str, Any]:
     for problem in report.problems():
         ctx.log.error("validation_problem", **problem)
     ctx.summary["validation"] = report.as_dict()
+    await save_validation(ctx.conn, ctx.run_id, ctx.summary["validation"])  # for the run's report, failed or not
     raise_for(report)
     return report.figures()

@@ -34,3 +34,19 @@ BEGIN
     END IF;
 END
 $$;
+
+-- What `bxbatch plan` estimated when the run started (per phase and per backfill job), for the
+-- report's "estimate vs actual"; and the validation phase's full result (also when it failed).
+CREATE TABLE IF NOT EXISTS bxbatch.run_estimate (
+    run_id bigint PRIMARY KEY REFERENCES bxbatch.run (id) ON DELETE CASCADE,
+    taken_at timestamptz NOT NULL DEFAULT now(),
+    plan jsonb NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS bxbatch.validation_result (
+    run_id bigint NOT NULL REFERENCES bxbatch.run (id) ON DELETE CASCADE,
+    checked_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    ok boolean NOT NULL,
+    result jsonb NOT NULL,
+    PRIMARY KEY (run_id, checked_at)
+);
