@@ -131,9 +131,11 @@ async def test_metrics_scraped_during_a_run_match_the_ledger(pg_server: Any, db_
         # the time series: per-second samples of the backfill, with the throttle's state and the probe
         samples = await conn.fetch("SELECT * FROM bxbatch.sample WHERE run_id = $1 ORDER BY at", run_id)
         backfill = [s for s in samples if s["phase"] == "backfill"]
-        assert len(backfill) >= 2
-        assert all(s["concurrency"] is not None and s["mode"] is not None for s in backfill)
-        assert any(s["probe_ms"] is not None for s in backfill)
+        # the throttle is live from the workers' start to their end (not while the pool opens)
+        throttled = [s for s in backfill if s["concurrency"] is not None]
+        assert len(throttled) >= 2 and all(s["mode"] is not None and s["max_concurrency"] == 2 for s in throttled)
+        assert all(s["concurrency"] is None for s in samples if s["phase"] not in ("backfill", None))
+        assert any(s["probe_ms"] is not None for s in throttled)
         gaps = [(b["at"] - a["at"]).total_seconds() for a, b in itertools.pairwise(samples)]
         assert max(gaps) < 3  # one a second (the last one is forced at the end)
         final = await conn.fetchval(

@@ -842,9 +842,12 @@ async def run_job_once(
     phase is completed here if missing). Returns rows, seconds, rows/s, chunks, the longest chunk
     transaction and p50/p99 chunk durations, retries and the settle rounds.
     """
+    from contextlib import nullcontext
+
     from ..context import RunContext
     from ..db import connect
     from ..log import get_logger
+    from ..observability import observatory
     from ..phases import triggers
     from ..phases.backfill import add_target_keys
     from .jobs import job_by_name
@@ -860,19 +863,24 @@ async def run_job_once(
         )
         ctx = RunContext(settings=settings, conn=conn, run_id=run_id, log=log, profile=profile)
         t0 = time.monotonic()
-        detail = await run_backfill_jobs(
-            conn,
-            settings,
-            run_id,
-            log,
-            jobs=[job],
-            profile=profile,
-            install_missing=partial(triggers.install_missing, ctx) if job.per_user_table else None,
-            history_counts=False,  # the caller emptied the target: seed every table again
-            # the targets' foreign keys, as the backfill phase adds them (the caller may have
-            # dropped them and their ledger rows to measure a run from the start)
-            before_settle=partial(add_target_keys, settings=settings, run_id=run_id, log=log),
-        )
+        # with settings.metrics_port set, observed as a run is: /metrics served, the time series sampled
+        observing = observatory(settings, run_id, "bench", log) if settings.metrics_port is not None else nullcontext()
+        async with observing as observed:
+            if observed is not None:
+                observed.phase("backfill", "running")
+            detail = await run_backfill_jobs(
+                conn,
+                settings,
+                run_id,
+                log,
+                jobs=[job],
+                profile=profile,
+                install_missing=partial(triggers.install_missing, ctx) if job.per_user_table else None,
+                history_counts=False,  # the caller emptied the target: seed every table again
+                # the targets' foreign keys, as the backfill phase adds them (the caller may have
+                # dropped them and their ledger rows to measure a run from the start)
+                before_settle=partial(add_target_keys, settings=settings, run_id=run_id, log=log),
+            )
         seconds = time.monotonic() - t0
         await ledger.set_run_status(conn, run_id, "completed")
     finally:

@@ -209,10 +209,17 @@ SCRIPT = r"""
   });
   draw('chart-throughput', tr, lay({yaxis: {title: 'rows/s (' + D.throughput.bucket_s + ' s buckets)',
        rangemode: 'tozero'}}), 'No chunk was committed in this run.');
+  // samples of a process while its throttle was live (the backfill): the charts' time range
+  function during(s, key) {
+    var keep = s.at.map(function (_, k) { return s[key][k] !== null; });
+    var out = {};
+    Object.keys(s).forEach(function (f) { out[f] = s[f].filter(function (_, k) { return keep[k]; }); });
+    return out;
+  }
   // 2. concurrency, chunk scale and duty over time (each process of the run)
   var cc = [];
   Object.keys(D.samples).forEach(function (proc, i) {
-    var s = D.samples[proc];
+    var s = during(D.samples[proc], 'concurrency');
     var sfx = Object.keys(D.samples).length > 1 ? ' ' + proc : '';
     cc.push({type: 'scatter', mode: 'lines', line: {shape: 'hv', color: palette[0]}, name: 'workers allowed' + sfx,
              x: s.at, y: s.concurrency});
@@ -249,8 +256,8 @@ SCRIPT = r"""
   // 4. application probe latency against its baseline
   var pr = [];
   Object.keys(D.samples).forEach(function (proc) {
-    var s = D.samples[proc];
-    if (!s.probe_ms.some(function (v) { return v !== null; })) return;
+    var s = during(D.samples[proc], 'probe_ms');
+    if (!s.at.length) return;
     pr.push({type: 'scatter', mode: 'lines+markers', marker: {size: 3}, name: 'probe latency ' + proc,
              x: s.at, y: s.probe_ms, line: {color: palette[0]}});
     pr.push({type: 'scatter', mode: 'lines', name: 'baseline (before the run)', x: s.at, y: s.probe_baseline_ms,

@@ -97,7 +97,8 @@ SELECT checked_at, ok, result FROM bxbatch.validation_result WHERE run_id = $1 O
 -- name: history_runs
 SELECT r.id, r.status, r.command, r.host, r.pid, r.started_at, r.finished_at, r.updated_at, r.bxbatch_version,
        extract(epoch FROM coalesce(r.finished_at, r.updated_at) - r.started_at) AS seconds,
-       (SELECT coalesce(sum(c.rows), 0) FROM bxbatch.chunk c WHERE c.run_id = r.id AND c.status = 'done') AS rows,
+       (SELECT coalesce(sum(c.rows), 0) FROM bxbatch.chunk c JOIN bxbatch.pass p USING (run_id, job, seq)
+        WHERE c.run_id = r.id AND c.status = 'done' AND p.kind <> 'reconcile' AND p.round = 0) AS rows,
        (SELECT string_agg(DISTINCT t.host, ',') FROM bxbatch.throttle_state t WHERE t.run_id = r.id) AS hosts,
        r.error
 FROM bxbatch.run r ORDER BY r.id
