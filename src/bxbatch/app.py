@@ -14,7 +14,7 @@ from . import ledger
 from .context import RunContext
 from .db import connect, is_connection_lost, is_hopeless, needs_fix
 from .engine import control, health
-from .errors import BxbatchError, CompletedWithFailures, Interrupted, NothingToResume
+from .errors import BxbatchError, CompletedWithFailures, Interrupted, LockBusy, NothingToResume
 from .locks import exhausted
 from .log import get_logger
 from .observability import observatory
@@ -120,6 +120,8 @@ async def run_migration(settings: Settings, *, resume_only: bool = False, comman
         except CompletedWithFailures as exc:
             await _mark(conn, record.id, "completed_with_failures", str(exc), settings)
             raise
+        except LockBusy:
+            raise  # another process holds the run or its lock and works on: its state is not this process's to mark
         except BxbatchError as exc:
             await _mark(conn, record.id, "interrupted", str(exc), settings)
             raise

@@ -9,6 +9,7 @@ import typer
 
 from .cli import DebugOpt, DsnOpt, LogFormatOpt, _execute, _settings, app
 from .errors import UsageError
+from .settings import MAX_CONCURRENCY
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
@@ -62,9 +63,11 @@ def set_(
 ) -> None:
     """Change a running migration's setting: `bxbatch set concurrency=N` (at most --concurrency it started with)."""
     key, sep, value = assignment.partition("=")
-    if key.strip() != "concurrency" or not sep or not value.strip().isdigit() or int(value) < 1:
+    value = value.strip()
+    if key.strip() != "concurrency" or not sep or not value.isdigit() or not 1 <= int(value) <= MAX_CONCURRENCY:
         settings = _settings(dsn, log_format, True, debug)
-        _execute(settings, _raise(UsageError(f"cannot set {assignment!r}", hint="use concurrency=N with N >= 1")))
+        hint = f"use concurrency=N with 1 <= N <= {MAX_CONCURRENCY} (the --concurrency range)"
+        _execute(settings, _raise(UsageError(f"cannot set {assignment[:60]!r}", hint=hint)))
         return
     _send(dsn, log_format, debug, as_json, "set", concurrency=int(value))
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+import anyio
 import asyncpg
 
 from . import __version__
@@ -161,10 +162,33 @@ async def record_statement(
     await conn.execute(Q["record_statement"], file.name, idx, file.sha256, ms, run_id)
 
 
+def is_partner(application_name: str | None) -> bool:
+    """A bxbatch session of a process that may share a run (a rollback never does)."""
+    name = application_name or ""
+    return name.startswith("bxbatch:") and not name.startswith("bxbatch:rollback")
+
+
 @asynccontextmanager
-async def advisory_lock(conn: asyncpg.Connection, key: int, what: str) -> AsyncIterator[None]:
-    """A session-level advisory lock, refused at once (LockBusy) when another process holds it."""
+async def advisory_lock(
+    conn: asyncpg.Connection, key: int, what: str, *, wait_for_bxbatch: bool = False, log: Any = None
+) -> AsyncIterator[None]:
+    """A session-level advisory lock, refused at once (LockBusy) when another process holds it.
+
+    ``wait_for_bxbatch``: a process sharing the run holds it (two processes reached the same DDL
+    phase together): wait for it to finish that phase, then go on (everything it applied is then
+    recorded and skipped), instead of leaving with exit 7 while the other works on.
+    """
     got = await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", LOCK_CLASS, key)
+    waited = False
+    while not got and wait_for_bxbatch:
+        holder = await conn.fetchrow(Q["lock_holder"], LOCK_CLASS, key)
+        if holder is not None and not is_partner(holder["application_name"]):
+            break
+        if not waited and log is not None:
+            log.info("waiting_for_ddl_lock", what=what, holder_pid=holder["pid"] if holder else None)
+        waited = True
+        await anyio.sleep(0.5)
+        got = await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", LOCK_CLASS, key)
     if not got:
         holder = await conn.fetchrow(Q["lock_holder"], LOCK_CLASS, key)
         who = (

@@ -16,6 +16,7 @@ LogFormat = Literal["auto", "console", "json"]
 _PG_MEMORY = re.compile(r"[0-9]+\s*(B|kB|MB|GB|TB)?")
 
 TABLE_GROUP_SIZE_AUTO = 0  # --table-group-size default: derive it from the server's lock table
+MAX_CONCURRENCY = 256  # --concurrency's range, and `bxbatch set concurrency=N`'s
 
 PG_ENV_VARS = ("PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD", "PGSERVICE")
 
@@ -102,8 +103,8 @@ class Settings:
                 f"--maintenance-work-mem {self.maintenance_work_mem!r} is not a PostgreSQL memory size",
                 hint="e.g. 256MB or 1GB (units B, kB, MB, GB, TB)",
             )
-        if self.concurrency < 1:
-            raise UsageError("--concurrency must be at least 1", hint="e.g. --concurrency 4")
+        if not 1 <= self.concurrency <= MAX_CONCURRENCY:
+            raise UsageError(f"--concurrency must be 1 to {MAX_CONCURRENCY}", hint="e.g. --concurrency 4")
         if self.target_chunk_ms < 10:
             raise UsageError("--target-chunk-ms must be at least 10", hint="the default is 300")
         if not 1 <= self.min_chunk_rows <= self.initial_chunk_rows <= self.max_chunk_rows:

@@ -375,7 +375,7 @@ async def run(ctx: RunContext) -> dict[str, Any]:
     all_files = ddl_files()
     files = [f for f in all_files if f.phase == "constraints"]
     conn = ctx.conn
-    async with ledger.advisory_lock(conn, ledger.LOCK_DDL, "applying DDL"):
+    async with ledger.advisory_lock(conn, ledger.LOCK_DDL, "applying DDL", wait_for_bxbatch=True, log=ctx.log):
         await schema.check_checksums(conn, all_files)
         detail = await ConstraintPhase(ctx).run(files)
         applied = {r["file"] for r in await conn.fetch(LQ["applied_files"])}

@@ -369,7 +369,7 @@ async def run(ctx: RunContext) -> dict[str, Any]:
     files = [f for f in all_files if f.phase == "indexes"]
     phase = IndexPhase(ctx)
     conn = ctx.conn
-    async with ledger.advisory_lock(conn, ledger.LOCK_DDL, "applying DDL"):
+    async with ledger.advisory_lock(conn, ledger.LOCK_DDL, "applying DDL", wait_for_bxbatch=True, log=ctx.log):
         await schema.check_checksums(conn, all_files)
         for r in await conn.fetch(Q["abandon_builds"]):
             phase.log.warning("index_build_abandoned", index=r["index_name"], backend_pid=r["backend_pid"])

@@ -451,6 +451,16 @@ async def check_settings(conn: asyncpg.Connection) -> list[Check]:
 async def check_other_run(conn: asyncpg.Connection, settings: Settings) -> Check:
     """Another bxbatch holding one of its advisory locks, or workers of another process still beating."""
     holders = await conn.fetch(Q["bxbatch_lock_holders"], ledger.LOCK_CLASS)
+    if holders and all(ledger.is_partner(h["application_name"]) for h in holders) and await _run_in_progress(conn):
+        who = ", ".join(f"pid {h['pid']} ({h['application_name']})" for h in holders)
+        # a process working on the unfinished run holds a DDL lock: this one joins the run and waits
+        # for the lock at that phase (ledger.advisory_lock), never "exit 7" half-way into a shared run
+        return Check(
+            "other_bxbatch_run",
+            WARN,
+            f"another bxbatch process works on the run and holds its DDL lock: {who}; this process would join it",
+            {"pids": [h["pid"] for h in holders]},
+        )
     if holders:
         who = ", ".join(f"pid {h['pid']} ({h['application_name'] or 'unknown'})" for h in holders)
         return Check(
@@ -476,6 +486,12 @@ async def check_other_run(conn: asyncpg.Connection, settings: Settings) -> Check
                 {"processes": [f"{r['host']}:{r['pid']}" for r in live]},
             )
     return Check("other_bxbatch_run", PASS, "no other bxbatch process holds the lock or runs workers")
+
+
+async def _run_in_progress(conn: asyncpg.Connection) -> bool:
+    if not await conn.fetchval("SELECT to_regclass('bxbatch.run') IS NOT NULL"):
+        return False
+    return bool(await conn.fetchval(Q["run_running"]))
 
 
 def _pid_alive(pid: int) -> bool:
@@ -558,6 +574,12 @@ async def check_essentials(
 
 async def run(ctx: RunContext) -> dict[str, Any]:
     report = await collect(ctx.conn, ctx.settings, ctx.profile)
+    for check in report.checks:
+        if check.name == "other_bxbatch_run" and check.status == FAIL:
+            # this process already joined the run (check_essentials passed): a process sharing it that
+            # took a bxbatch lock meanwhile is a partner, waited for at the DDL lock, not a reason to leave
+            check.status = WARN
+            check.reason = f"{check.reason}; this process shares the run and waits for it"
     for check in report.checks:
         ctx.log.info("preflight_check", check=check.name, status=check.status, reason=check.reason)
     raise_for(report)

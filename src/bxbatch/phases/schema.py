@@ -196,7 +196,10 @@ async def apply_phase(
     all_files = ddl_files()  # parse everything first: a syntax error anywhere stops before any change
     files = [f for f in all_files if f.phase == phase]
     results: list[FileResult] = []
-    async with ledger.advisory_lock(conn, ledger.LOCK_DDL, "applying DDL"):
+    # within a run, a process sharing it may be applying the same files: wait for it, never exit 7
+    async with ledger.advisory_lock(
+        conn, ledger.LOCK_DDL, "applying DDL", wait_for_bxbatch=run_id is not None, log=log
+    ):
         applied = await check_checksums(conn, all_files)
         for f in files:
             if f.name in applied:

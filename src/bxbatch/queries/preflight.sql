@@ -176,3 +176,6 @@ SELECT current_setting('max_connections')::int
        (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database())::int AS database_used,
        (SELECT rolconnlimit FROM pg_roles WHERE rolname = current_user) AS role_limit,
        (SELECT count(*) FROM pg_stat_activity WHERE usename = current_user)::int AS role_used
+
+-- name: run_running
+SELECT EXISTS (SELECT 1 FROM bxbatch.run WHERE status = 'running')
