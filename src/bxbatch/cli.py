@@ -31,7 +31,8 @@ T = TypeVar("T")
 EXIT_CODES_HELP = (
     "Exit codes: 0 ok, 1 internal error, 2 usage, 3 connection, 4 preflight, 5 changed SQL file, "
     "6 SQL error, 7 another bxbatch holds the lock, 8 completed with failures, 9 validation failed, "
-    "10 nothing to resume, 11 backup failed, 12 rollback refused, 14 the server's lock table is full "
+    "10 nothing to resume, 11 backup failed, 12 rollback refused, 13 stopped for a fix (a table, column or "
+    "privilege the run needs is missing: fix it, then `bxbatch resume`), 14 the server's lock table is full "
     "(lower --table-group-size; resumable), 75 interrupted (resumable: run `bxbatch resume`)."
 )
 

@@ -13,6 +13,7 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -179,15 +180,19 @@ class BackupResult:
 
 
 async def _run(args: list[str], env: dict[str, str]) -> tuple[int, str, str]:
+    # its own session: a Ctrl-C at the terminal reaches bxbatch, which stops pg_dump itself (and
+    # anything pg_dump started), rather than pg_dump dying first and the backup "failing"
     proc = await asyncio.create_subprocess_exec(
-        *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True
     )
     try:
         out, err = await proc.communicate()
     except BaseException:
         if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(asyncio.TimeoutError, ProcessLookupError):
+                await asyncio.wait_for(asyncio.shield(proc.wait()), 5)
         raise
     return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
 
@@ -208,7 +213,13 @@ async def take_backup(conn: asyncpg.Connection, settings: Settings, path: str) -
     pg_dump, _major, version_text = choose_pg_dump(settings, server_major)
     pg_restore = _tool_in(pg_dump.parent, "pg_restore") or find_tool(settings.with_(pg_dump=None), "pg_restore")
     database = str(await conn.fetchval("SELECT current_database()"))
-    target, partial = _prepare_target(path, database)
+    try:
+        target, partial = _prepare_target(path, database)
+    except OSError as exc:  # the local file system, not the server (a lost server would say "resume later")
+        raise BackupFailed(
+            f"cannot use the backup path {path[:80]}: {exc.strerror or type(exc).__name__}",
+            hint="fix --backup-path (an existing, writable directory), or pass --no-backup; nothing was changed",
+        ) from exc
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")} | libpq_env(settings.dsn)
     if not settings.dsn:
         env |= {k: v for k, v in os.environ.items() if k.startswith("PG")}

@@ -402,8 +402,17 @@ def _free_bytes(folder: Path) -> int | None:
 async def check_backup_space(conn: asyncpg.Connection, backup_path: str) -> Check:
     """The backup directory exists here and can hold a dump (at most about the database's size)."""
     size = int(await conn.fetchval("SELECT pg_database_size(current_database())"))
-    folder = _backup_dir(backup_path)
-    free = _free_bytes(folder)
+    try:
+        folder = _backup_dir(backup_path)
+        free = _free_bytes(folder)
+    except OSError as exc:  # the local file system: a name too long, a directory we may not look into
+        return Check(
+            "backup_space",
+            FAIL,
+            f"backup path {backup_path[:80]}{'...' if len(backup_path) > 80 else ''}: "
+            f"{exc.strerror or type(exc).__name__}: fix --backup-path",
+            {"path": backup_path},
+        )
     if free is None:
         return Check("backup_space", FAIL, f"backup directory {folder} does not exist", {"path": str(folder)})
     if not os.access(folder, os.W_OK | os.X_OK):
