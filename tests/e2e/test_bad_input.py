@@ -53,6 +53,7 @@ class Case:
     env: dict[str, str] = field(default_factory=dict)
     secret: str = ""  # must appear nowhere in stdout / stderr
     shows_not: str = ""  # must not appear in stdout (e.g. a raw ESC)
+    status_says: str = ""  # `bxbatch status` afterwards shows this (e.g. the table a stopped run names)
 
 
 RUN = ("run", "--dsn", "{dsn}", "--no-backup", "--no-progress", "--log-format", "json")
@@ -356,6 +357,7 @@ CASES: list[Case] = [
         "bxbatch resume",
         setup="interrupted_in_backfill",
         sql="ALTER TABLE database_table_2 DROP COLUMN created_on",
+        status_says="table database_table_2",
         after=RESUMABLE,
         fix_sql="ALTER TABLE database_table_2 ADD COLUMN created_on timestamptz",
     ),
@@ -508,6 +510,9 @@ async def test_bad_input(case: Case, tiny: str, tmp_path: Path) -> None:
             assert case.secret not in output
         if case.shows_not:
             assert case.shows_not not in result.stdout
+        if case.status_says:
+            status = await asyncio.to_thread(_cli, ["status", "--dsn", tiny], {})
+            assert case.status_says in status.stdout, status.stdout
         if case.after == UNCHANGED:
             assert await _state(conn) == before, "the database changed"
         elif case.after == EXACT:
