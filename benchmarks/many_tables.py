@@ -2,9 +2,11 @@
 
 For each size, on a throwaway server with the default settings bxbatch's embedded server uses
 (``--pg``) or on an existing one (``--dsn``, a role that may create databases): a synthetic install
-with that many ``database_table_<id>`` tables (most of them a few rows, one giant and a few large
-ones; ``synth.build_install``, set-based), then the real CLI as an operator runs it, with default
-flags: ``preflight``, ``plan``, ``run`` (its phases timed from the ledger), ``status``,
+with that many ``database_table_<id>`` tables: the base tables from ``synth.build_install`` (set
+based, scaled so that ``database_table`` has enough rows), then the user tables by a server-side
+procedure on ``--gen-connections`` connections at once (a commit every 100 tables): one giant
+(``--giant-rows``, 100,000), 20 large (a twentieth of it), every tenth empty, the rest 1-5 rows. Then the real CLI as an
+operator runs it, with default flags: ``preflight``, ``plan``, ``run`` (its phases timed from the ledger), ``status``,
 ``validate``, ``rollback --yes``. For each command: seconds, peak RSS of the bxbatch process
 (``wait4``), and the peak number of relation locks any one bxbatch backend held (``pg_locks``
 sampled every ``--lock-interval`` seconds), against the bound of the lock budget (``locks.py``).
@@ -14,7 +16,7 @@ Per 1,000 user tables: the trigger phase and validation (the run's validate phas
 Heavy at 100,000 tables (catalog of ~600,000 relations; tens of minutes): out of CI; the suite runs
 it at a small size (tests/integration/test_benchmark_smoke.py).
 
-    .venv/bin/python benchmarks/many_tables.py [--tables 16000 50000 100000] [--scale 0.2] [--pg embedded]
+    .venv/bin/python benchmarks/many_tables.py [--tables 16000 50000 100000] [--pg embedded] [--extra --concurrency 4]
 """
 
 from __future__ import annotations
@@ -45,11 +47,99 @@ BXBATCH = str(Path(sys.executable).with_name("bxbatch"))
 COMMANDS = ("preflight", "plan", "run", "status", "validate", "rollback")
 
 
+LARGE_TABLES = 20
+
+# One user table per id: Baserow's columns, its primary field, rows, and Baserow's order index.
+GEN_PROCEDURE = r"""
+CREATE OR REPLACE PROCEDURE public.bxbatch_bench_user_tables(ids int[], fields int[], nrows int[])
+LANGUAGE plpgsql AS $$
+DECLARE
+    i int;
+    t text;
+BEGIN
+    FOR i IN 1 .. cardinality(ids) LOOP
+        t := 'database_table_' || ids[i];
+        EXECUTE format('CREATE TABLE public.%I (id serial PRIMARY KEY, created_on timestamptz, '
+                       'updated_on timestamptz, trashed boolean NOT NULL DEFAULT false, "order" numeric(40,20), '
+                       '%I text)', t, 'field_' || fields[i]);
+        IF nrows[i] > 0 THEN
+            EXECUTE format('INSERT INTO public.%I (created_on, updated_on, trashed, "order", %I) '
+                           'SELECT timestamptz ''2020-01-01'' + g * interval ''1 minute'', NULL, g %% 33 = 5, g, '
+                           '''row '' || g FROM generate_series(1, %s) g',
+                           t, 'field_' || fields[i], nrows[i]);
+        END IF;
+        EXECUTE format('CREATE INDEX %I ON public.%I ("order", id)', 'tbl_order_id_' || ids[i] || '_idx', t);
+        IF i % 100 = 0 THEN
+            COMMIT;
+        END IF;
+    END LOOP;
+END
+$$
+"""
+
+
+def rows_for(k: int, giant_rows: int) -> int:
+    """Rows of the k-th generated user table: one giant, 20 large (1/20 of it), every tenth empty, the rest 1-5."""
+    if k == 0:
+        return giant_rows
+    if k <= LARGE_TABLES:
+        return giant_rows // 20
+    return 0 if k % 10 == 0 else 1 + (k * 7919) % 5
+
+
+async def generate(dsn: str, n: int, seed: int, connections: int, giant_rows: int) -> dict[str, Any]:
+    """The base tables (synth, scaled to hold ``n`` user tables' rows) and ``n`` user tables."""
+    t0 = time.monotonic()
+    scale = max(0.01, n * 1.1 / 20_700)  # synth makes ~20,700 database_table rows at scale 1 (~4.5% deleted)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await build_install(conn, SynthSpec(scale=scale, seed=seed, user_tables=0))
+        base_s = time.monotonic() - t0
+        rows = await conn.fetch(
+            """SELECT t.id, min(f.id) AS field FROM database_table t
+               JOIN database_field f ON f.table_id = t.id AND f."primary"
+               WHERE to_regclass('public.database_table_' || t.id) IS NULL
+               GROUP BY t.id ORDER BY hashint4(t.id + $2), t.id LIMIT $1""",
+            n,
+            seed,
+        )
+        if len(rows) < n:
+            raise RuntimeError(f"synth made only {len(rows)} database_table rows for {n} user tables")
+        await conn.execute(GEN_PROCEDURE)
+    finally:
+        await conn.close()
+    tables = [(int(r["id"]), int(r["field"]), rows_for(k, giant_rows)) for k, r in enumerate(rows)]
+
+    async def one(part: list[tuple[int, int, int]]) -> None:
+        c = await asyncpg.connect(dsn)
+        try:
+            arrays = ", ".join("'{" + ",".join(str(t[i]) for t in part) + "}'::int[]" for i in range(3))
+            await c.execute(f"CALL public.bxbatch_bench_user_tables({arrays})")  # simple protocol: it commits
+        finally:
+            await c.close()
+
+    await asyncio.gather(*(one(tables[i::connections]) for i in range(connections) if tables[i::connections]))
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("DROP PROCEDURE public.bxbatch_bench_user_tables(int[], int[], int[])")
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
+    return {
+        "seconds": round(time.monotonic() - t0, 1),
+        "base_seconds": round(base_s, 1),
+        "base_scale": round(scale, 3),
+        "user_rows": sum(t[2] for t in tables),
+        "empty_tables": sum(1 for t in tables if t[2] == 0),
+    }
+
+
 @dataclass
 class Options:
     tables: list[int]
-    scale: float = 0.2
     seed: int = 10
+    gen_connections: int = 3
+    giant_rows: int = 100_000
     pg: str = "embedded"
     dsn: str | None = None  # an existing server's admin DSN instead of a throwaway one
     lock_interval: float = 0.05
@@ -61,8 +151,9 @@ class Options:
 def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tables", type=int, nargs="+", default=[16_000, 50_000, 100_000])
-    parser.add_argument("--scale", type=float, default=0.2, help="synth scale: user rows = 1,000,000 x scale")
     parser.add_argument("--seed", type=int, default=10)
+    parser.add_argument("--gen-connections", type=int, default=3, help="connections generating user tables")
+    parser.add_argument("--giant-rows", type=int, default=100_000, help="rows of the giant table (20 have 1/20)")
     parser.add_argument("--pg", default="embedded", choices=["embedded", "system"])
     parser.add_argument("--dsn", default=None, help="admin DSN of an existing server (default: a throwaway one)")
     parser.add_argument("--lock-interval", type=float, default=0.05)
@@ -72,8 +163,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     args = parser.parse_args(argv)
     return Options(
         tables=args.tables,
-        scale=args.scale,
         seed=args.seed,
+        gen_connections=args.gen_connections,
+        giant_rows=args.giant_rows,
         pg=args.pg,
         dsn=args.dsn,
         lock_interval=args.lock_interval,
@@ -172,16 +264,9 @@ async def measure_size(admin_dsn: str, n: int, opts: Options) -> dict[str, Any]:
     dsn = with_database(admin_dsn, name)
     out: dict[str, Any] = {"user_tables": n}
     try:
+        out["synth"] = await generate(dsn, n, opts.seed, opts.gen_connections, opts.giant_rows)
         conn = await asyncpg.connect(dsn)
         try:
-            t0 = time.monotonic()
-            report = await build_install(conn, SynthSpec(scale=opts.scale, seed=opts.seed, user_tables=n))
-            out["synth"] = {
-                "seconds": round(time.monotonic() - t0, 1),
-                "user_rows": report.user_rows,
-                "giant_rows": report.giant_rows,
-                "empty_tables": len(report.empty_user_tables),
-            }
             settings = Settings(dsn=dsn, **_settings_from(opts.extra))
             budget = await lock_budget(conn, settings)
             out["budget"] = budget.as_dict()
@@ -265,7 +350,6 @@ async def run_benchmark(opts: Options) -> dict[str, Any]:
             "python": platform.python_version(),
             "loadavg_at_start": os.getloadavg(),
         },
-        "scale": opts.scale,
         "extra": opts.extra,
         "sizes": [],
     }
@@ -295,7 +379,7 @@ async def run_benchmark(opts: Options) -> dict[str, Any]:
 
 
 def print_summary(report: dict[str, Any]) -> None:
-    print(f"\nPostgreSQL {report.get('server_version')}, scale {report['scale']}, extra flags {report['extra']}")
+    print(f"\nPostgreSQL {report.get('server_version')}, extra flags {report['extra']}")
     head = f"{'tables':>8} {'synth s':>8} " + " ".join(f"{c:>10}" for c in COMMANDS)
     print(head + f" {'trig/1k':>8} {'val/1k':>8} {'rss MB':>7} {'locks':>6} {'bound':>6}")
     for s in report["sizes"]:
