@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from bxbatch import app
+from bxbatch import app, ledger
 from bxbatch.app import run_migration
 from bxbatch.context import RunContext
 from bxbatch.errors import ExitCode, Interrupted
@@ -536,6 +536,8 @@ def test_the_case_list_is_documented() -> None:
     missing = [c.id for c in CASES if f"`{c.id}`" not in doc]
     assert not missing, f"docs/bad_input.md lacks {missing}"
     assert len(CASES) >= 40
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert '--dsn "$DSN"' not in readme, "the README must not teach putting the password in argv (ps)"
 
 
 async def test_sigterm_during_pg_dump_leaves_no_partial_file(tiny: str, tmp_path: Path) -> None:
@@ -562,3 +564,33 @@ async def test_sigterm_during_pg_dump_leaves_no_partial_file(tiny: str, tmp_path
         await asyncio.sleep(0.05)
     assert proc.returncode == ExitCode.RESUMABLE, log.read_text()[-3000:]
     assert list(out.iterdir()) == [], list(out.iterdir())
+
+
+async def test_a_partner_holding_the_ddl_lock_is_waited_for_never_exit_7(tiny: str, tmp_path: Path) -> None:
+    """Issue 11, item 8: a process joining a running run while its partner holds the DDL lock waits for
+    it (then finds the files applied or applies them) instead of exit 7; the run is never marked interrupted."""
+    conn = await asyncpg.connect(tiny)
+    partner = await asyncpg.connect(tiny, server_settings={"application_name": "bxbatch:main"})
+    try:
+        await _interrupted_before(tiny, "schema")
+        await conn.execute("UPDATE bxbatch.run SET status = 'running'")  # the partner's run, in progress
+        await partner.execute("SELECT pg_advisory_lock($1, $2)", ledger.LOCK_CLASS, ledger.LOCK_DDL)
+        log = tmp_path / "joiner.log"
+        joiner = _spawn(["resume", "--dsn", tiny, "--no-backup", "--no-progress", "--log-format", "json"], log)
+        deadline = time.monotonic() + 60
+        while "waiting_for_ddl_lock" not in log.read_text():
+            assert joiner.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)
+        assert joiner.poll() is None, "the joiner must wait, not leave"
+        assert await conn.fetchval("SELECT status FROM bxbatch.run") == "running"
+        await partner.execute("SELECT pg_advisory_unlock($1, $2)", ledger.LOCK_CLASS, ledger.LOCK_DDL)
+        while joiner.poll() is None:
+            assert time.monotonic() < deadline + 120, log.read_text()[-3000:]
+            await asyncio.sleep(0.1)
+        assert joiner.returncode == 0, log.read_text()[-3000:]
+        await assert_exact_result(conn)
+    finally:
+        await partner.close()
+        await conn.close()
