@@ -1,5 +1,6 @@
 -- bxbatch: job=enhanced_views source=table key_table=database_view key_column=id
 -- bxbatch: target=database_tableview_enhanced reconcile=true extra_param=grid_view_type
+-- bxbatch: changes=database_view.id
 -- One database_tableview_enhanced row per grid view (guide, Phase 3, "View Enhancement
 -- Migration"), with the guide's defaults. Chunked over database_view.id: a chunk covers
 -- the views with $1 < id <= $2. $3 is the grid view type ('table' in the guide profile).

@@ -1,5 +1,6 @@
 -- bxbatch: job=permissions source=table key_table=database_workspaceuser key_column=user_id
 -- bxbatch: target=database_permission reconcile=true
+-- bxbatch: changes=database_workspaceuser.user_id,database_database.*,database_table.*
 -- One database_permission row per (workspace member, table of that workspace) (guide,
 -- Phase 3, "Permission Migration"). Fixed: the guide's CASE reads g.permissions, an alias
 -- that does not exist; it means the member's own permissions (wu). Chunked over the

@@ -7,7 +7,9 @@ statements below it:
   (binds ``$1`` lo, ``$2`` hi, optionally ``$3`` = the profile value named by ``extra_param``),
   ``main_bound`` (the largest key now), ``expected`` (rows the job writes), ``set_based`` (the
   guide's single statement, fixed: for tests and benchmarks), and with ``reconcile=true`` also
-  ``reconcile`` (same binds, returns rows changed) and ``reconcile_bound``.
+  ``reconcile`` (same binds, returns rows changed) and ``reconcile_bound``; ``changes=`` lists the
+  base tables the job reads with the column of each that holds the job's key (``table.*`` when a
+  row maps to no one key), so the settle rounds reconcile only what changed (engine/changes.py).
 * ``source=user_tables``: every user table ``database_table_<id>`` up to its trigger high-water
   mark; statements ``chunk`` (with ``{segments}``) and ``segment`` (with ``{table}`` and ``{i}``).
 
@@ -48,6 +50,9 @@ class Job:
     reconcile: bool
     extra_param: str | None  # a Profile attribute bound as the last parameter (e.g. grid_view_type)
     statements: dict[str, str] = field(repr=False, compare=False)
+    # base tables the job reads and the key column of each ("*": a change maps to no one key);
+    # their writes are captured for the settle rounds (engine/changes.py)
+    changes: tuple[tuple[str, str], ...] = ()
 
     @property
     def per_user_table(self) -> bool:
@@ -100,6 +105,14 @@ def load_job(path: Path) -> Job:
     if source == "table" and not (d.get("key_table") and d.get("key_column")):
         raise SqlFileError(f"{path.name}: source=table needs key_table= and key_column= directives")
     extra = d.get("extra_param")
+    changes: list[tuple[str, str]] = []
+    for item in filter(None, d.get("changes", "").split(",")):
+        table, dot, column = item.partition(".")
+        if not (dot and re.fullmatch(r"[a-z_][a-z0-9_]*", table) and re.fullmatch(r"[a-z_][a-z0-9_]*|\*", column)):
+            raise SqlFileError(f"{path.name}: bad changes= item {item!r}", hint="use table.key_column or table.*")
+        changes.append((table, column))
+    if changes and not reconcile:
+        raise SqlFileError(f"{path.name}: changes= needs reconcile=true", hint="only reconciled jobs use it")
     if extra is not None and not hasattr(GUIDE, extra):
         raise SqlFileError(f"{path.name}: extra_param={extra} is not a profile attribute")
     job = Job(
@@ -114,6 +127,7 @@ def load_job(path: Path) -> Job:
         reconcile=reconcile,
         extra_param=extra,
         statements=statements,
+        changes=tuple(changes),
     )
     for stmt_name, sql in statements.items():
         if source == "user_tables" and stmt_name in ("chunk", "segment"):

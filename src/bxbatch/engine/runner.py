@@ -52,6 +52,7 @@ from ..profile import GUIDE, Profile
 from ..progress import bar
 from ..settings import Settings
 from ..sqlfiles import queries
+from . import changes
 from .chunksize import ChunkSizer
 from .control import guard
 from .jobs import Job, load_jobs
@@ -192,13 +193,17 @@ class Engine:
         install_missing: Callable[[], Awaitable[Any]] | None = None,
         history_counts: bool = True,
         before_settle: Callable[[Any], Awaitable[Any]] | None = None,
+        after_main: Callable[[Job], Awaitable[Any]] | None = None,
     ) -> None:
-        """``before_settle(conn)``: run (on a connection of its own) after every job's main and catch-up
+        """``after_main(job)``: called when a job's main and catch-up passes are done (the backfill phase
+        starts the builds of the job's target's indexes there, while the later jobs run).
+        ``before_settle(conn)``: run (on a connection of its own) after every job's main and catch-up
         passes, before the settle rounds: the backfill phase adds the targets' foreign keys there.
         ``history_counts=False``: user tables seeded by earlier runs are seeded again (for a
         benchmark that empties the target between runs; a migration must never do that)."""
         self.history_counts = history_counts
         self.before_settle = before_settle
+        self.after_main = after_main
         self.conn = conn
         self.pool = pool
         self.settings = settings
@@ -257,7 +262,13 @@ class Engine:
             else:
                 expected = exists["expected_rows"]
             if expected and job.key_table and not job.per_user_table:
-                keys = await self.conn.fetchval(Q["reltuples"], qualified(self.profile.schema, job.key_table))
+                table = qualified(self.profile.schema, job.key_table)
+                keys = await self.conn.fetchval(Q["reltuples"], table)
+                if not keys:  # never analysed (reltuples -1): a fan-out of 1 would size the first chunks
+                    # several times too big (scale 3: 5,000 members = 35,000 permissions in one chunk)
+                    keys = await self.conn.fetchval(
+                        f"SELECT count(*) FROM (SELECT 1 FROM {table} LIMIT $1) AS k", COUNT_CAP
+                    )
                 if keys and keys > 0:
                     self.fanout[job.name] = max(1.0, float(expected) / float(keys))
 
@@ -344,8 +355,21 @@ class Engine:
             try:
                 if await conn.fetchrow(Q["get_pass"], self.run_id, job.name, seq) is not None:
                     return  # another process created it while we waited
-                parts = await self._parts_for(job, kind, after)
+                if kind == "main" and job.changes:
+                    await self._install_capture(job)  # before the main pass exists: see engine/changes.py
+                targeted = kind == "reconcile" and await changes.targeted(conn, self.run_id, job, self.profile.schema)
+                parts = [] if targeted else await self._parts_for(job, kind, after)
                 async with conn.transaction():
+                    if targeted:
+                        # the captured keys are consumed in the transaction that records the pass they feed
+                        whole, keys = await changes.take(conn, job)
+                        if whole:
+                            parts = await self._table_parts(job, 0, "reconcile_bound")
+                        else:
+                            parts = [PartSpec(i, None, lo, hi) for i, (lo, hi) in enumerate(changes.ranges(keys))]
+                        self.log.debug(
+                            "reconcile_targeted", job=job.name, whole=whole, keys=len(keys), parts=len(parts)
+                        )
                     await conn.execute(Q["insert_pass"], self.run_id, job.name, seq, kind, round_)
                     await conn.execute(
                         Q["insert_parts"],
@@ -372,6 +396,20 @@ class Engine:
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1, $2)", ENGINE_LOCK_CLASS, LOCK_PASS_CREATE)
         self.log.debug("pass_created", job=job.name, seq=seq, kind=kind, round=round_, parts=len(parts))
+
+    async def _install_capture(self, job: Job) -> None:
+        """The job's change-capture triggers, retried past lock_timeout (a busy base table)."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await changes.install(self.conn, self.run_id, job, self.profile.schema, self.settings)
+                return
+            except PLAN_RETRY_ERRORS as exc:
+                if attempt >= self.settings.max_attempts:
+                    raise
+                self.log.info("change_capture_retried", job=job.name, error=type(exc).__name__)
+                await anyio.sleep(backoff_delay(attempt, self.settings.retry_base_ms, self.settings.retry_max_ms))
 
     async def _pass_result(self, job: Job, seq: int, kind: str, round_: int) -> PassResult:
         async with self.conn_lock:
@@ -477,12 +515,18 @@ class Engine:
             # the last chunks come out about even and no worker idles while another finishes a big one.
             keys = _left_to_plan(parts) if len(rows) < limit else 0  # 0: more parts than loaded
             fair = max(sizer.floor, -(-keys // self.workers)) if keys > 0 else sizer.ceiling
+            if not sizer.observations:
+                # Nothing measured yet: the initial size is a guess (a fan-out estimate, a cost per key
+                # from another machine), and every chunk planned ahead of the first commit would share
+                # it: all workers would start on chunks of the same wrong size at once. Split the guess
+                # across the lookahead; the sizer grows 2x per measured chunk from its initial size.
+                fair = min(fair, max(sizer.floor, sizer.size // self.lookahead))
             chunks = await plan_chunks(
                 parts,
                 source,
                 min(fair, sizer.next_size(scale)),
                 want,
-                self.max_segments,
+                self.max_segments if ref.job.per_user_table else 1,  # a table job's chunk is one key range
                 size_for=lambda p: min(fair, sizer.size_for(p.part if p.relname else None, scale)),
             )
             relname = {p.part: p.relname for p in parts}
@@ -634,6 +678,11 @@ class Engine:
         for job in jobs:
             if not (job.reconcile and job.target):
                 continue
+            async with self.conn_lock:
+                if await changes.targeted(self.conn, self.run_id, job, self.profile.schema) and not (
+                    await changes.pending(self.conn, job)
+                ):
+                    continue  # nothing captured: its reconcile passes will have no range to read
             try:
                 async with self.conn_lock, self.conn.transaction():
                     await self.conn.execute(f"SET LOCAL lock_timeout = {int(self.settings.lock_timeout_ms)}")
@@ -694,6 +743,8 @@ class Engine:
                         self.bars.pop(job.name).close()
                     reports[job.name] = await self._job_report(job, time.monotonic() - t0)
                     self.log.info("job_finished", **reports[job.name].as_dict())
+                    if self.after_main is not None:
+                        await self.after_main(job)
                     async with self.conn_lock:
                         await self.conn.execute(Q["set_job_status"], self.run_id, job.name, "settling", "{}")
                 if self.before_settle is not None:
@@ -711,6 +762,10 @@ class Engine:
                             "failed" if failed else "done",
                             '{"converged": %s}' % ("true" if converged else "false"),
                         )
+                for job in jobs:
+                    if job.changes:
+                        async with self.conn_lock:
+                            await changes.remove(self.conn, job, self.profile.schema, self.settings, self.log)
             finally:
                 helpers.cancel_scope.cancel()
         with anyio.CancelScope(shield=True), anyio.move_on_after(5):
@@ -789,6 +844,7 @@ async def run_backfill_jobs(
     install_missing: Callable[[], Awaitable[Any]] | None = None,
     history_counts: bool = True,
     before_settle: Callable[[Any], Awaitable[Any]] | None = None,
+    after_main: Callable[[Job], Awaitable[Any]] | None = None,
 ) -> dict[str, Any]:
     """Run the backfill jobs of run ``run_id`` with ``settings.concurrency`` workers on a pool of that size."""
     throttle = throttle or Throttle(settings, log=log)
@@ -819,6 +875,7 @@ async def run_backfill_jobs(
             install_missing=install_missing,
             history_counts=history_counts,
             before_settle=before_settle,
+            after_main=after_main,
         )
         async with guard(settings, run_id, throttle, log):  # health signals, control row, signals
             return await engine.run_jobs(jobs)

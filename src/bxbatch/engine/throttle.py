@@ -107,6 +107,7 @@ class Throttle:
         self._rate_free_at = clock()
         self.rows = 0
         self.chunks = 0
+        self.borrowed = 0  # worker slots lent to other work (an index build during the backfills)
         if settings.ramp_up and settings.throttle:
             # slow start: one worker resting most of the time, then (while every signal stays clear)
             # the duty doubles each recover_interval up to 1, then one more worker per interval
@@ -328,9 +329,10 @@ class Throttle:
         while True:
             if self._stop.is_set():
                 return False
-            if not self.paused and worker_index >= self.concurrency and retire is not None and retire():
+            limit = max(1, self.concurrency - self.borrowed)  # worker 0 always runs, a slot lent or not
+            if not self.paused and worker_index >= limit and retire is not None and retire():
                 return False
-            if not self.paused and worker_index < self.concurrency:
+            if not self.paused and worker_index < limit:
                 wait = self._rate_free_at - self.clock() if self._rate > 0 else 0.0
                 if self.duty < 1.0:
                     wait = max(wait, self._pace_free_at - self.clock())
@@ -342,6 +344,23 @@ class Throttle:
             changed = self._changed
             with anyio.move_on_after(1.0):
                 await changed.wait()
+
+    async def borrow_slot(self) -> bool:
+        """Take one worker slot for other work that loads the server like a chunk (an index build):
+        waits while paused; the workers then run one fewer. False: stopping (nothing taken)."""
+        while self.paused and not self._stop.is_set():
+            changed = self._changed
+            with anyio.move_on_after(1.0):
+                await changed.wait()
+        if self._stop.is_set():
+            return False
+        self.borrowed += 1
+        self._notify()
+        return True
+
+    def return_slot(self) -> None:
+        self.borrowed = max(0, self.borrowed - 1)
+        self._notify()
 
     def note_chunk(self, rows: int, seconds: float) -> None:
         """Called after each committed chunk (rate limit, progress figures)."""

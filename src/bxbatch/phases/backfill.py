@@ -14,7 +14,7 @@ from ..engine.runner import run_backfill_jobs
 from ..engine.throttle import Throttle
 from ..errors import CompletedWithFailures, Interrupted, LockBusy
 from ..settings import Settings
-from . import schema, triggers
+from . import indexes, schema, triggers
 
 
 async def add_target_keys(
@@ -47,21 +47,29 @@ async def add_target_keys(
 
 async def run(ctx: RunContext) -> dict[str, Any]:
     throttle = getattr(ctx, "throttle", None) or Throttle(ctx.settings)
-    detail = await run_backfill_jobs(
-        ctx.conn,
-        ctx.settings,
-        ctx.run_id,
-        ctx.log,
-        jobs=list(load_jobs()),
-        throttle=throttle,
-        profile=ctx.profile,
-        # user tables created since the trigger phase get the trigger (and a high-water mark)
-        # before each activity catch-up pass, so their rows are seeded or logged, never both
-        install_missing=partial(triggers.install_missing, ctx),
-        before_settle=partial(
-            add_target_keys, settings=ctx.settings, run_id=ctx.run_id, log=ctx.log, stopping=lambda: throttle.stopping
-        ),
-    )
+    async with anyio.create_task_group() as builds:
+        early = indexes.EarlyBuilds(ctx, throttle, builds)
+        detail = await run_backfill_jobs(
+            ctx.conn,
+            ctx.settings,
+            ctx.run_id,
+            ctx.log,
+            jobs=list(load_jobs()),
+            throttle=throttle,
+            profile=ctx.profile,
+            # user tables created since the trigger phase get the trigger (and a high-water mark)
+            # before each activity catch-up pass, so their rows are seeded or logged, never both
+            install_missing=partial(triggers.install_missing, ctx),
+            before_settle=partial(
+                add_target_keys,
+                settings=ctx.settings,
+                run_id=ctx.run_id,
+                log=ctx.log,
+                stopping=lambda: throttle.stopping,
+            ),
+            after_main=early.start,
+        )
+    detail["early_index_builds"] = early.started
     ctx.log.info(
         "backfill_summary",
         rows=detail["rows"],

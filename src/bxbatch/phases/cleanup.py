@@ -52,4 +52,10 @@ async def vacuum_tables(conn: asyncpg.Connection, settings: Settings, schema: st
 
 
 async def run(ctx: RunContext) -> dict[str, Any]:
+    from ..engine import changes
+    from ..engine.jobs import load_jobs
+
+    for job in load_jobs():  # change-capture triggers the backfill phase could not drop (a busy table)
+        if job.changes:
+            await changes.remove(ctx.conn, job, ctx.profile.schema, ctx.settings, ctx.log)
     return await vacuum_tables(ctx.conn, ctx.settings, ctx.profile.schema, ctx.log)

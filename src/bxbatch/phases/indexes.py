@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +48,8 @@ Q = queries("indexes")
 LQ = ledger.Q
 
 CONNECTION_CHECK_MS = 2000
+OLD_TRANSACTION_S = 1.0  # an application transaction open longer than this defers the early builds
+EARLY_LOCK_CLASS = ledger.LOCK_CLASS + 2  # session advisory lock per table whose indexes one process builds early
 
 
 @dataclass(frozen=True)
@@ -118,15 +121,27 @@ class PhaseTally:
         }
 
 
-async def prepare_build_session(conn: asyncpg.Connection, settings: Settings) -> None:
-    """Session settings of a build connection: memory per the flag, no timeouts (see module doc)."""
+def build_memory(settings: Settings, task: IndexTask) -> tuple[str, str]:
+    """(flag, maintenance_work_mem) for this build: GIN builds have their own (see DESIGN.md: measured
+    on the activity log's GIN index, more memory than ~64MB makes the build slower, not faster)."""
+    if str(getattr(task.stmt.node, "accessMethod", "") or "").lower() == "gin":
+        return "--gin-maintenance-work-mem", settings.gin_maintenance_work_mem
+    return "--maintenance-work-mem", settings.maintenance_work_mem
+
+
+async def set_build_memory(conn: asyncpg.Connection, flag: str, value: str) -> None:
     try:
-        await conn.execute("SELECT set_config('maintenance_work_mem', $1, false)", settings.maintenance_work_mem)
+        await conn.execute("SELECT set_config('maintenance_work_mem', $1, false)", value)
     except (asyncpg.InvalidParameterValueError, asyncpg.InvalidTextRepresentationError) as exc:
         raise UsageError(
-            f"invalid --maintenance-work-mem {settings.maintenance_work_mem!r}: {exc}",
+            f"invalid {flag} {value!r}: {exc}",
             hint="use a PostgreSQL memory size such as 256MB or 1GB",
         ) from exc
+
+
+async def prepare_build_session(conn: asyncpg.Connection, settings: Settings) -> None:
+    """Session settings of a build connection: memory per the flag, no timeouts (see module doc)."""
+    await set_build_memory(conn, "--maintenance-work-mem", settings.maintenance_work_mem)
     await conn.execute("SELECT set_config('lock_timeout', '0', false), set_config('statement_timeout', '0', false)")
     if await server_version_num(conn) >= 140000:
         await conn.execute(
@@ -164,7 +179,7 @@ class IndexPhase:
             pid,
             self.settings.host,
             os.getpid(),
-            self.settings.maintenance_work_mem,
+            build_memory(self.settings, task)[1],
             size["rows_estimate"] if size else None,
             size["bytes"] if size else None,
         )
@@ -265,6 +280,7 @@ class IndexPhase:
 
     async def _build_once(self, conn: asyncpg.Connection, task: IndexTask, action: str, attempt: int) -> None:
         pid = conn.get_server_pid()
+        await set_build_memory(conn, *build_memory(self.settings, task))
         build_id = await self._insert_build(conn, task, action, "running", attempt, pid)
         size = await conn.fetchrow(Q["table_size"], task.table, task.schema)
         rows_estimate = int(size["rows_estimate"]) if size else None
@@ -277,7 +293,7 @@ class IndexPhase:
             attempt=attempt,
             rows_estimate=rows_estimate,
             backend_pid=pid,
-            maintenance_work_mem=self.settings.maintenance_work_mem,
+            maintenance_work_mem=build_memory(self.settings, task)[1],
         )
         monitor = IndexMonitor(
             self.settings, self.log, index_name=task.name, table_name=task.table, show_bar=show_bar, build_id=build_id
@@ -343,6 +359,79 @@ class IndexPhase:
                 conn = await self.build(conn, task)
         finally:
             with contextlib.suppress(Exception):
+                await conn.close()
+
+
+class EarlyBuilds:
+    """The index builds of a backfill job's target, started by the backfill phase as soon as the job's main
+    and catch-up passes are done, while the later jobs, the target keys and the settle rounds run (the
+    activity log's seven). Each table's builds run one after another on a connection of their own, exactly as the index
+    phase runs them (ledger rows, monitor, INVALID leftovers rebuilt), holding one of the engine's worker
+    slots (``Throttle.borrow_slot``: the workers run one fewer meanwhile, and a build does not start while
+    the throttle pauses). The index phase then finds them built. Only jobs that are not reconciled: the
+    reconciled targets get their foreign keys before the settle rounds, whose ``SHARE ROW EXCLUSIVE``
+    would wait for a build's ``SHARE UPDATE EXCLUSIVE``."""
+
+    def __init__(self, ctx: RunContext, throttle: Any, tg: Any) -> None:
+        self.ctx, self.throttle, self.tg = ctx, throttle, tg
+        self.phase = IndexPhase(ctx)
+        self.started: list[str] = []
+
+    async def start(self, job: Any) -> None:
+        if job.reconcile or not job.target or self.throttle.stopping:
+            return
+        try:
+            await self._start(job)
+        except Exception as exc:  # a head start only: the index phase builds whatever is missing
+            self.phase.log.warning("early_index_builds_skipped", table=job.target, error=type(exc).__name__)
+
+    async def _start(self, job: Any) -> None:
+        conn = await connect(self.ctx.settings, role="index")
+        try:
+            files = [f for f in ddl_files() if f.phase == "indexes"]
+            tasks = [t for t in await pending_tasks(conn, files, self.ctx.profile.schema) if t.table == job.target]
+            # A transaction of the application open for a while: a CONCURRENTLY build would wait for it at
+            # its end ("waiting for old snapshots") and hold the backfill phase with it. Leave the builds
+            # to the index phase, which waits for such sessions in the open (status names them).
+            old = await conn.fetchval(Q["old_transactions"], OLD_TRANSACTION_S) if tasks else 0
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await conn.close()
+            raise
+        if not tasks or old:
+            if old:
+                self.phase.log.info("early_index_builds_deferred", table=job.target, old_transactions=old)
+            await conn.close()
+            return
+        self.started += [t.name for t in tasks]
+        self.tg.start_soon(self._run, conn, tasks, name=f"early-indexes:{job.target}")
+
+    async def _run(self, conn: asyncpg.Connection, tasks: list[IndexTask]) -> None:
+        key = zlib.crc32(f"{tasks[0].schema}.{tasks[0].table}".encode()) & 0x7FFFFFFF
+        borrowed = False
+        try:
+            # another process of the run building the same table's indexes: leave them to it
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", EARLY_LOCK_CLASS, key):
+                return
+            borrowed = await self.throttle.borrow_slot()
+            if not borrowed:
+                return
+            self.phase.log.info("early_index_builds", table=tasks[0].table, indexes=[t.name for t in tasks])
+            for task in tasks:
+                if self.throttle.stopping:
+                    return
+                await prepare_build_session(conn, self.ctx.settings)
+                conn = await self.phase.build(conn, task)
+        except Exception as exc:
+            # Only a head start: whatever stopped it (a terminated session past its retries, a lost
+            # server), the index phase builds what is missing and rebuilds an INVALID leftover.
+            self.phase.log.warning(
+                "early_index_builds_stopped", table=tasks[0].table, error=f"{type(exc).__name__}: {exc}"[:300]
+            )
+        finally:
+            if borrowed:
+                self.throttle.return_slot()
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5), contextlib.suppress(Exception):
                 await conn.close()
 
 
