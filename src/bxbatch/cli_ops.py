@@ -193,7 +193,6 @@ def validate(
 
 
 @app.command()
-@lock_options
 def rollback(
     dsn: DsnOpt = None,
     yes: Annotated[bool, typer.Option("--yes", envvar="BXBATCH_ROLLBACK_YES", help="Really roll back.")] = False,

@@ -46,10 +46,21 @@ async def test_ready_install_passes_every_check(tiny_dsn, conn_to):
         "disk",
         "max_locks_per_transaction",
         "maintenance_work_mem",
+        "lock_budget",
         "other_bxbatch_run",
         "long_transactions",
     }
     assert _status(report)["disk"] in ("pass", "warn")  # measured: the test server is local
+    budget = next(c for c in report.checks if c.name == "lock_budget")
+    assert budget.detail["table_group_size"] >= 1 and budget.detail["locks_per_transaction"] >= 64
+
+
+async def test_forced_group_above_the_lock_budget_is_a_warning(tiny_dsn, conn_to):
+    conn = await conn_to(tiny_dsn)
+    report = await preflight.collect(conn, Settings(dsn=tiny_dsn, table_group_size=100_000), GUIDE)
+    budget = next(c for c in report.checks if c.name == "lock_budget")
+    assert budget.status == "warn" and "--table-group-size 100000" in budget.reason
+    assert report.ok  # a warning: the operator chose it
 
 
 async def test_old_server_version_is_refused(tiny_dsn, conn_to, monkeypatch):

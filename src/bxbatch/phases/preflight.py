@@ -432,6 +432,27 @@ async def check_backup_space(conn: asyncpg.Connection, backup_path: str) -> Chec
     return Check("backup_space", PASS, figures, detail)
 
 
+async def check_lock_budget(conn: asyncpg.Connection, settings: Settings, profile: Profile) -> Check:
+    """What the lock budget (locks.py) gives this server: locks per transaction and user tables per group."""
+    from ..locks import FIXED_LOCKS, lock_budget
+
+    budget = await lock_budget(conn, settings, profile.schema)
+    reason = (
+        f"{budget.per_transaction} locks per transaction (half of max_locks_per_transaction "
+        f"{budget.max_locks_per_transaction} x {budget.max_connections + budget.max_prepared_transactions} "
+        f"slots over {budget.connections} bxbatch connections): {budget.group_size} user table(s) per group"
+    )
+    if budget.overridden and budget.group_size * budget.locks_per_table + FIXED_LOCKS > budget.per_transaction:
+        return Check(
+            "lock_budget",
+            WARN,
+            f"--table-group-size {budget.group_size} may take ~{budget.group_size * budget.locks_per_table} locks "
+            f"in one transaction, above the {budget.per_transaction} this server gives bxbatch",
+            budget.as_dict(),
+        )
+    return Check("lock_budget", PASS, reason, budget.as_dict())
+
+
 async def check_settings(conn: asyncpg.Connection) -> list[Check]:
     locks = int(await conn.fetchval("SELECT current_setting('max_locks_per_transaction')::int"))
     lock_check = (
@@ -543,6 +564,7 @@ async def collect(conn: asyncpg.Connection, settings: Settings, profile: Profile
     if settings.backup_path and not settings.no_backup:
         checks.append(await check_backup_space(conn, settings.backup_path))
     checks.extend(await check_settings(conn))
+    checks.append(await check_lock_budget(conn, settings, profile))
     checks.append(await check_other_run(conn, settings))
     checks.append(await check_long_transactions(conn, settings))
     return PreflightReport(checks)
