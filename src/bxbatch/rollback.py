@@ -21,9 +21,10 @@ from typing import Any
 import asyncpg
 
 from . import ledger
-from .db import connect, qualified, quote_ident, retrying
+from .db import connect, is_retryable, qualified, quote_ident, retrying
 from .errors import LockBusy, RollbackRefused
 from .expected import expected_schema
+from .locks import lock_budget
 from .log import get_logger
 from .observability.history import archive_runs, record_rollback
 from .phases.preflight import check_other_run
@@ -33,6 +34,7 @@ from .sqlfiles import queries
 
 Q = queries("rollback")
 SCHEMA_STEP = "schema:bxbatch"
+TRIGGER_DROP_GROUP = 50  # user tables whose triggers one rollback transaction drops, at most (and the lock budget)
 # read by rollback itself (ledger present, steps done, objects kept, the run's end, live workers)
 LEDGER_KEPT_TO_THE_END = ("run", "rollback_step", "preexisting", "worker", "control")
 HISTORY_STEP = "schema:bxbatch_history"
@@ -40,10 +42,11 @@ HISTORY_STEP = "schema:bxbatch_history"
 ARCHIVE_STEP = "ledger:(archive the run history)"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Step:
     key: str  # kind:name, unique; the ledger records it
     sql: str
+    table: str | None = None  # a trigger step: the qualified user table (steps of several tables share a transaction)
 
 
 @dataclass
@@ -100,12 +103,9 @@ async def plan_steps(conn: asyncpg.Connection, profile: Profile = GUIDE, *, drop
     kept = await _preexisting(conn)
     steps: list[Step] = []
     for r in await conn.fetch(Q["activity_triggers"], schema, list(exp.functions)):
-        steps.append(
-            Step(
-                f"trigger:{r['relname']}.{r['tgname']}",
-                f"DROP TRIGGER IF EXISTS {quote_ident(r['tgname'])} ON {qualified(schema, r['relname'])}",
-            )
-        )
+        table = qualified(schema, r["relname"])  # one step a table: its triggers go together (memory: O(tables))
+        drops = "; ".join(f"DROP TRIGGER IF EXISTS {quote_ident(name)} ON {table}" for name in r["tgnames"])
+        steps.append(Step(f"trigger:{r['relname']}", drops, table))
     present_fks = {
         r["conname"]: r["relname"]
         for r in await conn.fetch(Q["constraints_present"], schema, [c.name for c in exp.foreign_keys])
@@ -206,11 +206,33 @@ async def rollback(
             if await conn.fetchval(Q["safety_ledger_present"])
             else set()
         )
-        done = skipped = 0
-        for step in steps:
-            if step.key in done_keys:
-                skipped += 1
+        pending = [s for s in steps if s.key not in done_keys]
+        skipped = len(steps) - len(pending)
+        done = 0
+        group_tables = min(TRIGGER_DROP_GROUP, (await lock_budget(conn, settings, profile.schema)).group_size)
+        index = 0
+        busy: list[Step] = []  # trigger steps whose table was in use: alone, waiting, after the others
+        while index < len(pending) or busy:
+            if busy and (index >= len(pending) or pending[index].table is None):
+                step = busy.pop(0)
+            elif group := _trigger_group(pending, index, group_tables):
+                index += len(group)
+                if await _drop_trigger_group(conn, settings, group):
+                    done += len(group)
+                    log.info("rollback_steps_done", steps=len(group), first=group[0].key, last=group[-1].key)
+                    continue
+                for one in group if len(group) > 1 else []:  # a table of the group is in use: find it
+                    if await _drop_trigger_group(conn, settings, [one]):
+                        done += 1
+                        log.info("rollback_step_done", step=one.key)
+                    else:
+                        busy.append(one)
+                if len(group) == 1:
+                    busy.append(group[0])
                 continue
+            else:
+                step = pending[index]
+                index += 1
             t0 = time.monotonic()
 
             async def apply(step: Step = step, t0: float = t0) -> None:
@@ -235,6 +257,43 @@ async def rollback(
     seconds = round(time.monotonic() - started, 3)
     log.info("rollback_finished", steps=done, skipped=skipped, seconds=seconds)
     return RollbackResult(steps, done, skipped, seconds, app_data)
+
+
+def _trigger_group(steps: list[Step], start: int, tables: int) -> list[Step]:
+    """The trigger steps from ``start`` on that cover at most ``tables`` user tables ([] if none)."""
+    group: list[Step] = []
+    seen: set[str] = set()
+    for step in steps[start:]:
+        if step.table is None or (step.table not in seen and len(seen) >= tables):
+            break
+        seen.add(step.table)
+        group.append(step)
+    return group
+
+
+async def _drop_trigger_group(conn: asyncpg.Connection, settings: Settings, group: list[Step]) -> bool:
+    """The triggers of a group of user tables in one transaction, recorded with it. The tables are locked
+    NOWAIT (DROP TRIGGER takes ACCESS EXCLUSIVE): a busy table, or any retryable failure, leaves the
+    group to the one-step-per-transaction path (False), so a group never queues the application."""
+    t0 = time.monotonic()
+    names = ", ".join(dict.fromkeys(str(s.table) for s in group))
+    try:
+        async with conn.transaction():
+            await conn.execute(
+                f"SET LOCAL lock_timeout = {int(settings.lock_timeout_ms)}; "
+                f"SET LOCAL statement_timeout = {int(settings.statement_timeout_ms)}"
+            )
+            await conn.execute(f"LOCK TABLE {names} IN ACCESS EXCLUSIVE MODE NOWAIT")
+            await conn.execute(";\n".join(s.sql for s in group))
+            if await conn.fetchval(Q["safety_ledger_present"]):
+                await conn.execute(Q["record_steps"], [s.key for s in group], int((time.monotonic() - t0) * 1000))
+    except (asyncpg.LockNotAvailableError, asyncpg.UndefinedTableError):
+        return False
+    except Exception as exc:
+        if not is_retryable(exc):
+            raise
+        return False
+    return True
 
 
 async def rollback_database(

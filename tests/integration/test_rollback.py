@@ -91,3 +91,42 @@ async def test_interrupted_rollback_resumes_and_keeps_preexisting_tables(pg_serv
     assert result.skipped == 0 and result.done == len(result.steps) < len(steps)
     assert await conn.fetchval("SELECT to_regclass('database_userpresence') IS NOT NULL")
     assert not await conn.fetchval("SELECT to_regnamespace('bxbatch') IS NOT NULL")
+
+
+async def test_trigger_drops_share_transactions_but_never_queue_behind_a_busy_table(pg_server, db_factory, conn_to):
+    """The triggers of many user tables go in a few transactions (tables locked NOWAIT); a table the
+    application is using is set aside and waited for alone, while the others are done."""
+    import asyncio
+
+    dsn = await db_factory(template=await pg_server.template("small_install", build_small_install))
+    conn = await conn_to(dsn)
+    await run_migration(_settings(dsn))
+    count = "SELECT count(DISTINCT tgrelid) FROM pg_trigger WHERE tgname LIKE 'bxbatch_activity%'"
+    tables = await conn.fetchval(count)
+    assert tables >= 10
+    steps = [s for s in await plan_steps(conn) if s.key.startswith("trigger:")]
+    assert len(steps) == tables and all(s.sql.count("DROP TRIGGER") == 3 for s in steps)  # one step a table
+    busy = steps[len(steps) // 2]
+
+    app = await conn_to(dsn)
+    tx = app.transaction()
+    await tx.start()
+    await app.execute(f"SELECT count(*) FROM {busy.table}")  # an open transaction holds ACCESS SHARE on it
+    worker = await conn_to(dsn)
+    task = asyncio.create_task(rollback(worker, _settings(dsn).with_(lock_timeout_ms=200, max_attempts=50)))
+    try:
+        for _ in range(600):  # every other table loses its triggers while the busy one waits
+            if await conn.fetchval(count) == 1:
+                break
+            await asyncio.sleep(0.05)
+        assert await conn.fetchval(count) == 1 and not task.done()
+        assert (
+            await conn.fetchval(
+                f"SELECT count(*) FROM pg_trigger WHERE tgrelid = '{busy.table}'::regclass AND NOT tgisinternal"
+            )
+            == 3
+        )
+    finally:
+        await tx.rollback()
+    result = await task
+    assert result.done == len(result.steps) and await conn.fetchval("SELECT to_regnamespace('bxbatch')") is None

@@ -27,13 +27,14 @@ INSERT INTO bxbatch.preexisting_taken (run_id) VALUES ($1) ON CONFLICT DO NOTHIN
 SELECT kind, name FROM bxbatch.preexisting
 
 -- name: activity_triggers
--- Every trigger calling one of bxbatch's functions ($2), whatever its name.
-SELECT c.relname, t.tgname
+-- Every trigger calling one of bxbatch's functions ($2), whatever its name, by table.
+SELECT c.relname, array_agg(t.tgname ORDER BY t.tgname) AS tgnames
 FROM pg_trigger t
 JOIN pg_class c ON c.oid = t.tgrelid
 JOIN pg_proc p ON p.oid = t.tgfoid
 WHERE c.relnamespace = to_regnamespace($1) AND NOT t.tgisinternal AND p.proname = ANY($2::text[])
-ORDER BY c.relname, t.tgname
+GROUP BY c.relname
+ORDER BY c.relname
 
 -- name: constraints_present
 SELECT k.conname, c.relname
@@ -74,3 +75,9 @@ FROM pg_class c
 WHERE c.relnamespace = to_regnamespace('bxbatch') AND c.relkind IN ('r', 'p') AND NOT c.relispartition
   AND NOT (c.relname = ANY($1::text[]))
 ORDER BY c.relname
+
+-- name: record_steps
+-- A group of steps done in one transaction ($1 keys, $2 the group's duration).
+INSERT INTO bxbatch.rollback_step (step, duration_ms)
+SELECT k, $2 FROM unnest($1::text[]) AS k
+ON CONFLICT (step) DO NOTHING
