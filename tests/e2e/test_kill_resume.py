@@ -204,19 +204,23 @@ async def test_two_processes_share_one_run(
             await asyncio.sleep(0.01)
         second = spawn("run", dsn, tmp_path / "second.log", *slow)
         seen: set[str] = set()
+        stop_watching = asyncio.Event()
 
         async def watch_run_status() -> None:  # the shared run is never marked interrupted (issue 11, item 8)
             watcher = await asyncpg.connect(dsn)
             try:
-                while True:
+                while not stop_watching.is_set():
                     seen.add(await watcher.fetchval("SELECT status FROM bxbatch.run ORDER BY id DESC LIMIT 1"))
                     await asyncio.sleep(0.02)
             finally:
                 await watcher.close()
 
         watching = asyncio.ensure_future(watch_run_status())
-        codes = [await wait_exit(first), await wait_exit(second)]
-        watching.cancel()
+        try:
+            codes = [await wait_exit(first), await wait_exit(second)]
+        finally:
+            stop_watching.set()  # never cancel it mid-query: the connection would be left mid-operation
+            await watching
         # Whoever loses the race for a DDL lock waits for the other and finishes with it: never exit 7.
         assert codes == [0, 0], (codes, (tmp_path / "second.log").read_text()[-2000:])
         assert seen <= {"running", "completed"}, seen
