@@ -294,6 +294,8 @@ async def measure_size(admin_dsn: str, n: int, opts: Options) -> dict[str, Any]:
                 results[cmd] = await command(cmd, argv[cmd], sampler, opts.quiet)
                 if cmd == "run":
                     out["phases"] = await _phases(dsn)
+                    if not opts.quiet:  # printed now: a long benchmark may be stopped before its summary
+                        print("  phases: " + ", ".join(f"{k} {v:.1f}s" for k, v in out["phases"].items()), flush=True)
         out["validation_passed"] = "validation: passed" in results["validate"]["stdout"]
         for r in results.values():
             r["stderr_tail"] = [line for line in r.pop("stderr").splitlines() if "error" in line.lower()][-3:]
