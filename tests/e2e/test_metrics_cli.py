@@ -146,3 +146,35 @@ async def test_metrics_scraped_during_a_run_match_the_ledger(pg_server: Any, db_
             assert final_rows[job] == sum(r["rows"] for r in ledger if r["job"] == job)
     finally:
         await conn.close()
+
+
+async def test_metrics_port_in_use_is_a_usage_error(pg_server: Any, db_factory: Any) -> None:
+    from tests.e2e.clirun import run_cli
+    from tests.safety_support import build_tiny
+
+    dsn = await db_factory(template=await pg_server.template("tiny_install", build_tiny))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = await asyncio.to_thread(
+            run_cli,
+            "run",
+            "--dsn",
+            dsn,
+            "--no-backup",
+            "--log-format",
+            "json",
+            "--no-progress",
+            "--metrics-addr",
+            "127.0.0.1",
+            "--metrics-port",
+            str(port),
+        )
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("bxbatch: error:")]
+    assert len(errors) == 1 and f"cannot serve metrics on 127.0.0.1:{port}" in errors[0], result.stderr[-2000:]
+    assert "--metrics-port" in result.stderr and "Traceback" not in result.stderr
+    # nothing lost: the same run goes on once the port is free
+    again = await asyncio.to_thread(run_cli, "resume", "--dsn", dsn, "--log-format", "json", "--no-progress")
+    assert again.returncode == 0, again.stderr[-2000:]

@@ -99,18 +99,19 @@ def throughput_series(chunks: list[tuple[str, float, float, int]]) -> tuple[floa
     for job, end, dur, rows in chunks:
         acc = sums.setdefault(job, [0.0] * n)
         start = end - dur
-        if dur <= 0:
-            acc[min(n - 1, int((end - origin) / bucket))] += rows
-            continue
-        k = int((start - origin) / bucket)
-        while k < n:
+        assigned = 0.0
+        k = max(0, int((start - origin) / bucket))
+        while start < end and k < n:
             lo = origin + k * bucket
             overlap = min(end, lo + bucket) - max(start, lo)
             if overlap > 0:
-                acc[k] += rows * overlap / dur
+                part = rows * overlap / (end - start)
+                acc[k] += part
+                assigned += part
             if lo + bucket >= end:
                 break
             k += 1
+        acc[min(n - 1, max(0, int((end - origin) / bucket)))] += rows - assigned  # float dust, or an instant chunk
     series = {
         job: [
             [datetime.fromtimestamp(origin + (k + 0.5) * bucket, tz=UTC).isoformat(), round(v / bucket, 1)]
