@@ -187,12 +187,22 @@ class Metrics:
         for cls in ("transient", "connection", "data"):
             self.retries.labels(cls)  # present at 0 from the start: rate() needs the first sample
         self.registry.register(_Gauges(self))
+        self._children: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
 
     def chunk(self, job: str, kind: str, status: str, rows: int, seconds: float) -> None:
-        self.chunks.labels(job, status).inc()
+        # the labelled children are looked up once: labels() costs more than the increment itself
+        children = self._children.get((job, kind, status))
+        if children is None:
+            children = self._children[(job, kind, status)] = (
+                self.chunks.labels(job, status),
+                self.rows.labels(job, kind),
+                self.duration.labels(job),
+            )
+        chunks, rows_written, duration = children
+        chunks.inc()
         if status == "done":
-            self.rows.labels(job, kind).inc(rows)
-            self.duration.labels(job).observe(seconds)
+            rows_written.inc(rows)
+            duration.observe(seconds)
 
     def retry(self, error_class: str) -> None:
         self.retries.labels(error_class).inc()
