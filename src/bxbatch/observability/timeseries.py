@@ -111,10 +111,16 @@ class Sampler:
                 counts.expected = job["rows_expected"]
 
     async def run(self) -> None:
+        """Ticks and writes in two tasks: a slow write (a busy server) never delays a sample."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._ticks, name="sampler-ticks")
+            while True:
+                await anyio.sleep(FLUSH_S)
+                await self.flush()
+
+    async def _ticks(self) -> None:
         while True:
             self.tick()
-            if time.monotonic() - self.last_flush >= FLUSH_S:
-                await self.flush()
             await anyio.sleep(TICK_S)
 
     async def close(self) -> None:
