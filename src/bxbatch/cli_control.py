@@ -1,4 +1,4 @@
-"""`bxbatch pause | continue | cancel | set concurrency=N`: control a running migration from any host."""
+"""`bxbatch pause | continue | cancel | set KEY=VALUE | hold-before PHASE | release`: control a run from any host."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import typer
 
 from .cli import DebugOpt, DsnOpt, LogFormatOpt, _execute, _settings, app
 from .errors import UsageError
-from .settings import MAX_CONCURRENCY
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
@@ -22,10 +21,12 @@ def _send(dsn: str | None, log_format: str, debug: bool, as_json: bool, action: 
     if as_json:
         print(json.dumps(result))
         return
-    ceiling = f", concurrency ceiling {result['concurrency']}" if result["concurrency"] else ""
+    knobs = ", ".join(f"{k}={v}" for k, v in (result.get("knobs") or {}).items())
+    hold = f", held before phase {result['hold_before']}" if result.get("hold_before") else ""
     print(
-        f"run #{result['run_id']} ({result['run_status']}): {result['state']}{ceiling}; "
-        "obeyed before the next chunk (backfill) or the next phase"
+        f"run #{result['run_id']} ({result['run_status']}): {result['state']}{hold}"
+        + (f"; live settings: {knobs}" if knobs else "")
+        + "; obeyed within a second (backfill workers before their next chunk, other phases before the next phase)"
     )
 
 
@@ -55,21 +56,69 @@ def cancel(
 
 @app.command("set")
 def set_(
-    assignment: Annotated[str, typer.Argument(help="concurrency=N: the most workers per process from now on.")],
+    assignments: Annotated[
+        list[str],
+        typer.Argument(
+            help="KEY=VALUE, one or more: concurrency (at most what the run started with), target_chunk_ms, "
+            "min_chunk_rows, max_chunk_rows, max_rows_per_second (0: no limit), throttle (on/off), "
+            "max_blocked_sessions, max_replication_lag_bytes, max_replication_lag_s, max_wal_bytes_per_second, "
+            "max_xmin_age_s, max_active_backends, critical_factor, probe_max_ratio.",
+            show_default=False,
+        ),
+    ],
     dsn: DsnOpt = None,
     as_json: JsonOpt = False,
     log_format: LogFormatOpt = "auto",
     debug: DebugOpt = False,
 ) -> None:
-    """Change a running migration's setting: `bxbatch set concurrency=N` (at most --concurrency it started with)."""
-    key, sep, value = assignment.partition("=")
-    value = value.strip()
-    if key.strip() != "concurrency" or not sep or not value.isdigit() or not 1 <= int(value) <= MAX_CONCURRENCY:
+    """Change a running migration's settings: `bxbatch set concurrency=2 max_rows_per_second=500`.
+
+    Every process of the run applies them within a second. A value the run cannot honour is refused
+    (exit 2), never clamped. A new attempt (`resume`) starts again from its own options.
+    """
+    from .engine.control import parse_assignments
+
+    try:
+        parse_assignments(assignments)  # each value within its knob's range, before connecting
+    except UsageError as exc:
         settings = _settings(dsn, log_format, True, debug)
-        hint = f"use concurrency=N with 1 <= N <= {MAX_CONCURRENCY} (the --concurrency range)"
-        _execute(settings, _raise(UsageError(f"cannot set {assignment[:60]!r}", hint=hint)))
+        _execute(settings, _raise(exc))
         return
-    _send(dsn, log_format, debug, as_json, "set", concurrency=int(value))
+    _send(dsn, log_format, debug, as_json, "set", assignments=assignments)
+
+
+@app.command("hold-before")
+def hold_before(
+    phase: Annotated[
+        str,
+        typer.Argument(
+            help="indexes, constraints, validate, cleanup (or any later phase).", metavar="PHASE", show_default=False
+        ),
+    ],
+    dsn: DsnOpt = None,
+    as_json: JsonOpt = False,
+    log_format: LogFormatOpt = "auto",
+    debug: DebugOpt = False,
+) -> None:
+    """Make the run wait before PHASE starts (like gh-ost's postponed cut-over) until `bxbatch release`."""
+    from .status import PHASE_ORDER
+
+    if phase not in PHASE_ORDER[1:]:
+        settings = _settings(dsn, log_format, True, debug)
+        _execute(
+            settings,
+            _raise(UsageError(f"no phase {phase!r} to hold before", hint="one of " + ", ".join(PHASE_ORDER[1:]))),
+        )
+        return
+    _send(dsn, log_format, debug, as_json, "hold", phase=phase)
+
+
+@app.command()
+def release(
+    dsn: DsnOpt = None, as_json: JsonOpt = False, log_format: LogFormatOpt = "auto", debug: DebugOpt = False
+) -> None:
+    """Lift `bxbatch hold-before`: the run goes on with the phase it waits before."""
+    _send(dsn, log_format, debug, as_json, "release")
 
 
 def _raise(exc: Exception) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Annotated, Any
 
 import typer
@@ -16,12 +17,14 @@ from .cli import (
     LogFormatOpt,
     NoProgressOpt,
     TargetChunkOpt,
+    _error,
     _execute,
     _settings,
     app,
     lock_options,
 )
 from .cli_safetynet import BACKUP_PATH, LONG_TRANSACTION_S, PG_DUMP, SKIP_DISK_CHECK
+from .errors import ExitCode
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 
@@ -74,6 +77,7 @@ def backup(
     pg_dump: Annotated[str | None, PG_DUMP] = None,
     as_json: JsonOpt = False,
     log_format: LogFormatOpt = "auto",
+    no_progress: NoProgressOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Take a verified backup now: `pg_dump -Fc` to --backup-path, checked with `pg_restore --list`.
@@ -82,7 +86,7 @@ def backup(
     Exit 11 when pg_dump is missing, older than the server, fails, or the archive does not verify.
     Restore it with: pg_restore --clean --if-exists --no-owner -d DBNAME FILE
     """
-    settings = _settings(dsn, log_format, True, debug, backup_path=backup_path, pg_dump=pg_dump)
+    settings = _settings(dsn, log_format, no_progress, debug, backup_path=backup_path, pg_dump=pg_dump)
     from .db import connect
     from .phases.backup import take_backup
 
@@ -173,6 +177,7 @@ def validate(
     as_json: JsonOpt = False,
     concurrency: ConcurrencyOpt = 4,
     log_format: LogFormatOpt = "auto",
+    no_progress: NoProgressOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Prove the migration: every expected table, column, index (valid) and constraint (validated).
@@ -183,7 +188,7 @@ def validate(
     once and read by --concurrency connections, a group of user tables per transaction. Exit 9
     when anything is wrong.
     """
-    settings = _settings(dsn, log_format, True, debug, concurrency=concurrency)
+    settings = _settings(dsn, log_format, no_progress, debug, concurrency=concurrency)
     from .phases.validate import raise_for, render, validate_database
 
     report = _execute(settings, lambda: validate_database(settings))
@@ -195,7 +200,14 @@ def validate(
 @app.command()
 def rollback(
     dsn: DsnOpt = None,
-    yes: Annotated[bool, typer.Option("--yes", envvar="BXBATCH_ROLLBACK_YES", help="Really roll back.")] = False,
+    yes: Annotated[
+        bool,
+        typer.Option(
+            "--yes",
+            help="Roll back without asking (for scripts). On a terminal, without it, bxbatch shows what it "
+            "would drop and asks for the database name. No environment variable can say yes.",
+        ),
+    ] = False,
     force: Annotated[
         bool,
         typer.Option(
@@ -204,7 +216,10 @@ def rollback(
             "migration (comments, dashboards, newer activity); that data is lost.",
         ),
     ] = False,
-    show_plan: Annotated[bool, typer.Option("--plan", help="List every step and stop (changes nothing).")] = False,
+    show_plan: Annotated[
+        bool, typer.Option("--plan", help="Show what it would drop, by kind, with row counts, and stop.")
+    ] = False,
+    show_sql: Annotated[bool, typer.Option("--sql", help="With --plan: every step and its statement.")] = False,
     drop_history: Annotated[
         bool,
         typer.Option(
@@ -228,20 +243,31 @@ def rollback(
     data unless --force. The alternative is restoring the backup taken by `run --backup-path`.
     """
     settings = _settings(dsn, log_format, no_progress, debug, lock_timeout_ms=lock_timeout_ms)
-    from .rollback import rollback_database, rollback_plan
+    from .rollback import render_summary, rollback_database, rollback_plan
 
-    if show_plan:
+    if show_plan or (not yes and sys.stdin.isatty() and not as_json):
         listing = _execute(settings, lambda: rollback_plan(settings))
         if as_json:
             print(json.dumps(listing, indent=2))
-        else:
-            for step in listing["steps"]:
-                print(f"{step['step']:<50} {step['sql']}")
-            for item in listing["application_data"]:
-                print(f"application data: {item}")
-            if not listing["steps"]:
-                print("nothing to roll back")
-        return
+            return
+        if not listing["steps"]:
+            print("nothing to roll back")
+            return
+        for line in render_summary(listing["summary"]):
+            print(line)
+        for item in listing["application_data"]:
+            print(f"application data: {item}")
+        if show_plan:
+            if show_sql:
+                for step in listing["steps"]:
+                    print(f"{step['step']:<50} {step['sql']}")
+            return
+        database = listing["summary"]["database"]
+        typed = typer.prompt(f"type the database name ({database}) to roll back, anything else to stop", default="")
+        if typed.strip() != database:
+            _error(f"rollback not confirmed ({typed.strip()!r} is not {database!r}); nothing was changed")
+            raise typer.Exit(int(ExitCode.ROLLBACK_REFUSED))
+        yes = True
     result = _execute(
         settings, lambda: rollback_database(settings, confirmed=yes, force=force, drop_history=drop_history)
     )

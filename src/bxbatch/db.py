@@ -15,7 +15,7 @@ import asyncpg.exceptions as pgexc
 from .dsn import for_asyncpg, scrub
 from .errors import ConnectionFailed, StoppedForFix
 from .profile import GUIDE
-from .settings import Settings, redact_dsn
+from .settings import Settings, describe_target, redact_dsn
 
 T = TypeVar("T")
 
@@ -176,7 +176,8 @@ def _server_settings(settings: Settings, role: str) -> dict[str, str]:
 
 
 def translate_connect_error(exc: BaseException, dsn: str | None) -> ConnectionFailed:
-    where = redact_dsn(dsn)
+    # with no DSN, name what was tried (libpq variables and defaults), never "(none)"
+    where = redact_dsn(dsn) if dsn else describe_target(dsn)
     if isinstance(exc, pgexc.InvalidPasswordError | pgexc.InvalidAuthorizationSpecificationError):
         return ConnectionFailed(
             f"authentication failed connecting to {where}",

@@ -9,10 +9,10 @@ from typing import Any
 import asyncpg
 
 from .app import run_migration
+from .console import summary_lines
 from .embedded import start_server
-from .engine.report import summary_lines
 from .log import get_logger
-from .settings import Settings
+from .settings import Settings, describe_target
 
 # What the demo's throttle probes: the views of one table, as the application's page load reads them.
 DEMO_PROBE = "SELECT id, type FROM database_view WHERE table_id = (SELECT min(id) FROM database_table)"
@@ -32,10 +32,9 @@ async def run_demo(settings: Settings, *, scale: float, flavor: str = "embedded"
         finally:
             await admin.close()
         dsn = server.dsn("baserow")
-        log.info(
+        log.info(  # the demo's first line names its target, like every command
             "demo_server_started",
-            flavor=flavor,
-            server_version=version,
+            message=f"bxbatch demo: {describe_target(dsn)} (PostgreSQL {version}, {flavor}, throwaway)",
             seconds=round(time.monotonic() - t0, 2),
         )
         conn = await asyncpg.connect(dsn)
@@ -43,9 +42,11 @@ async def run_demo(settings: Settings, *, scale: float, flavor: str = "embedded"
             report = await build_install(conn, SynthSpec(scale=scale))
         finally:
             await conn.close()
-        log.info(
+        log.debug(  # the summary header says it
             "demo_install_generated",
-            **{k: v for k, v in vars(report).items() if isinstance(v, int | float)},
+            message=f"{report.user_rows:,} user rows in {report.user_tables} user tables, {report.tables:,} tables, "
+            f"{report.views:,} views",
+            seconds=report.seconds,
         )
         backup_dir = Path(server.owns_dir or server.datadir.parent) / "backup"  # removed with the server
         backup_dir.mkdir(exist_ok=True)
@@ -56,15 +57,11 @@ async def run_demo(settings: Settings, *, scale: float, flavor: str = "embedded"
         )
         print(
             f"bxbatch demo: PostgreSQL {version} ({flavor}), synthetic install at scale {scale}: "
-            f"{report.user_rows} user rows in {report.user_tables} user tables, "
-            f"{report.tables} tables, {report.views} views, built in {report.seconds:.1f}s"
+            f"{report.user_rows:,} user rows in {report.user_tables} user tables, "
+            f"{report.tables:,} tables, {report.views:,} views, built in {report.seconds:.1f}s"
         )
-        print(f"run #{summary.run_id} {summary.status} in {summary.seconds:.1f}s")
-        for name, detail in summary.phases.items():
-            figures = ", ".join(f"{k}={v}" for k, v in detail.items() if k not in ("seconds", "jobs"))
-            print(f"  {name:<12} {detail.get('seconds', 0):>8.2f}s  {figures}")
-            for line in summary_lines(detail):  # per backfill job: rows, time, rows/s, longest transaction
-                print(line)
+        for line in summary_lines(summary):  # one line per phase, one per backfill job
+            print(line)
         print(await _validation_report(dsn))
         if keep:
             print(f"server left running: {dsn}")
@@ -76,10 +73,10 @@ async def run_demo(settings: Settings, *, scale: float, flavor: str = "embedded"
 
 async def _validation_report(dsn: str) -> str:
     """The validation report of the migrated install (what `bxbatch validate` prints)."""
-    from .phases.validate import render, validate
+    from .phases.validate import render_short, validate
 
     conn = await asyncpg.connect(dsn)
     try:
-        return render(await validate(conn, Settings(dsn=dsn)))
+        return render_short(await validate(conn, Settings(dsn=dsn)))
     finally:
         await conn.close()

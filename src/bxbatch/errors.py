@@ -23,6 +23,12 @@ class ExitCode(IntEnum):
     ROLLBACK_REFUSED = 12  # rollback refused: no --yes, or new tables hold application data (see --force)
     NEEDS_FIX = 13  # stopped: a table, column or function the run needs is gone, or a privilege; fix, then resume
     LOCKS_EXHAUSTED = 14  # the server's lock table is full: lower --table-group-size (resumable)
+    # `bxbatch status --check` only (0 = completed): the run is going on, healthy (RUNNING, THROTTLED);
+    # it needs an operator (PAUSED, HELD, STALLED, FAILED, INTERRUPTED, COMPLETED_WITH_FAILURES);
+    # no run yet.
+    STATUS_IN_PROGRESS = 20
+    STATUS_ATTENTION = 21
+    STATUS_NO_RUN = 22
     RESUMABLE = 75  # interrupted (signal, cancel, lost server): `bxbatch resume` continues (EX_TEMPFAIL)
 
 

@@ -6,7 +6,7 @@ plan lists it. Implicit names follow PostgreSQL's own rules (``<table>_pkey``, `
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any
 
@@ -28,6 +28,7 @@ class Constraint:
     ref_table: str | None = None
     ref_columns: tuple[str, ...] = ()
     file: str = ""
+    sql: str = ""  # the ALTER TABLE ... ADD CONSTRAINT statement that adds it ("" for CREATE TABLE ones)
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ def _add_file(schema: ExpectedSchema, f: SqlFile) -> None:
                 if sub == _AT_ADD_CONSTRAINT and cmd.def_ is not None:
                     c = _table_constraint(table, cmd.def_, (), f.name)
                     if c is not None:
-                        schema.constraints[c.name] = c
+                        schema.constraints[c.name] = replace(c, sql=stmt.sql)
                 elif sub == _AT_VALIDATE_CONSTRAINT and cmd.name:
                     schema.validated_later.add(str(cmd.name))
         elif kind == "CreateFunctionStmt":

@@ -5,6 +5,7 @@ All state a resume needs lives here, never on the local disk, so any host can re
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -21,6 +22,7 @@ import asyncpg
 
 from . import __version__
 from .errors import LockBusy, NothingToResume
+from .log import iso
 from .settings import Settings
 from .sqlfiles import SqlFile, queries
 
@@ -28,6 +30,28 @@ from .sqlfiles import SqlFile, queries
 LOCK_CLASS = 0x62786200  # "bxb\0"
 LOCK_LEDGER_SETUP = 1
 LOCK_DDL = 2
+# The owner of a run holds (OWNER_LOCK_CLASS, run id) for its whole life, on its main connection: a
+# second `run` is refused while it lives, and `status` tells a live run from a stalled one. A class of
+# its own, so preflight's "another bxbatch holds the run lock" check does not refuse a joiner.
+OWNER_LOCK_CLASS = LOCK_CLASS + 2
+# Settings a joining process keeps its own (where it runs and how it prints); every other one it
+# takes from the ledger, so a fleet of processes behaves as one run.
+LOCAL_SETTINGS = frozenset(
+    {
+        "dsn",
+        "log_format",
+        "progress",
+        "debug",
+        "host",
+        "backup_path",
+        "no_backup",
+        "pg_dump",
+        "status_interval_s",
+        "metrics_port",
+        "metrics_addr",
+        "report_path",
+    }
+)
 
 Q = queries("ledger")
 
@@ -107,6 +131,8 @@ class RunRecord:
     status: str
     command: str
     resumed: bool
+    joined: bool = False
+    settings: dict[str, Any] | None = None  # what the run was started with (the ledger's copy)
 
 
 def _settings_json(settings: Settings) -> str:
@@ -115,12 +141,28 @@ def _settings_json(settings: Settings) -> str:
 
 
 async def start_or_continue_run(
-    conn: asyncpg.Connection, settings: Settings, command: str, *, resume_only: bool = False
+    conn: asyncpg.Connection, settings: Settings, command: str, *, resume_only: bool = False, join: bool = False
 ) -> RunRecord:
-    """Continue the newest unfinished run, or start a new one (``resume_only`` refuses to start one)."""
+    """Continue the newest unfinished run, or start a new one (``resume_only`` refuses to start one).
+
+    The process that starts or continues a run owns it (an advisory lock on this connection):
+    while the owner lives, another `run` or `resume` is refused (LockBusy, exit 7) naming it,
+    and only ``join`` adds a process to the run, with the run's own settings.
+    """
     row = await conn.fetchrow(Q["unfinished_run"])
+    if join:
+        if row is None or row["status"] != "running" or not await owner_alive(conn, int(row["id"])):
+            raise NothingToResume(
+                "nothing to join: no bxbatch run is going on in this database",
+                hint="`bxbatch run` (without --join) starts or continues one",
+            )
+        stored = await conn.fetchval("SELECT settings FROM bxbatch.run WHERE id = $1", row["id"])
+        return RunRecord(
+            id=row["id"], status="running", command=row["command"], resumed=True, joined=True,
+            settings=json.loads(stored) if isinstance(stored, str) else dict(stored or {}),
+        )  # fmt: skip
     if row is not None:
-        await conn.execute(Q["touch_run"], row["id"], settings.host, os.getpid())
+        await _take_ownership(conn, int(row["id"]), settings)
         return RunRecord(id=row["id"], status="running", command=row["command"], resumed=True)
     if resume_only:
         last = await conn.fetchrow(Q["last_run"])
@@ -129,7 +171,31 @@ async def start_or_continue_run(
     run_id = await conn.fetchval(
         Q["insert_run"], command, __version__, settings.host, os.getpid(), _settings_json(settings)
     )
+    await _take_ownership(conn, int(run_id), settings)
     return RunRecord(id=run_id, status="running", command=command, resumed=False)
+
+
+async def owner_alive(conn: asyncpg.Connection, run_id: int) -> bool:
+    return bool(await conn.fetchval(Q["owner_lock_held"], OWNER_LOCK_CLASS, run_id))
+
+
+async def _take_ownership(conn: asyncpg.Connection, run_id: int, settings: Settings) -> None:
+    if not await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", OWNER_LOCK_CLASS, run_id):
+        run = await conn.fetchrow(Q["run_by_id"], run_id)
+        assert run is not None
+        since = run["owned_since"] or run["started_at"]
+        raise LockBusy(
+            f"run #{run_id} is owned by {run['host']} pid {run['pid']} (since {iso(since)})",
+            hint="`bxbatch status` shows it; `bxbatch run --join` adds this process's workers to it",
+        )
+    await conn.execute(Q["take_ownership"], run_id, settings.host, os.getpid())
+
+
+def joined_settings(stored: dict[str, Any], local: Settings) -> Settings:
+    """A joiner's settings: the run's (from the ledger), except where it runs and how it prints."""
+    fields = {f.name for f in dataclasses.fields(Settings)}
+    taken = {k: v for k, v in stored.items() if k in fields and k not in LOCAL_SETTINGS}
+    return local.with_(**taken).validate()
 
 
 async def set_run_status(conn: asyncpg.Connection, run_id: int, status: str, error: str | None = None) -> None:

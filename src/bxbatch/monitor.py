@@ -225,7 +225,6 @@ class IndexMonitor:
         self.result = WatchResult()
         self._bar: Any = None
         self._phase_first: ProgressSample | None = None
-        self._last_log = 0.0
         self._last_mono = 0.0
         self._last_blocker_log = 0.0
         self._last_blocker_pids: frozenset[int] = frozenset()
@@ -303,10 +302,8 @@ class IndexMonitor:
                 )
                 self._last_blocker_pids = pids
                 self._last_blocker_log = now
-        level = "info" if phase_changed or now - self._last_log >= self.log_every_s else "debug"
-        if level == "info":
-            self._last_log = now
-        getattr(self.log, level)(
+        # a debug event: the phase's heartbeat line (console.py) and the bar say how far a build is
+        self.log.debug(
             "index_progress",
             phase=s.phase,
             blocks_done=s.blocks_done,

@@ -306,14 +306,65 @@ async def rollback_database(
             steps = await plan_steps(conn, drop_history=drop_history)
             if not steps:
                 return RollbackResult([], 0, 0, 0.0, [])
-            listing = ", ".join(s.key for s in steps[:5]) + (f" and {len(steps) - 5} more" if len(steps) > 5 else "")
+            summary = await summarize(conn, steps)
+            kinds = ", ".join(f"{n} {k}" for k, n in summary["kinds"].items() if k != "schema")
             raise RollbackRefused(
-                f"rollback would run {len(steps)} step(s): {listing}",
-                hint="pass --yes to roll back (`bxbatch rollback --plan` lists every step)",
+                f"rollback would run {len(steps)} step(s) ({kinds}, {summary['rows']:,} rows in dropped tables)",
+                hint="on a terminal, confirm by typing the database name; in scripts pass --yes "
+                "(`bxbatch rollback --plan` shows what it drops)",
             )
         return await rollback(conn, settings, force=force, drop_history=drop_history)
     finally:
         await conn.close()
+
+
+ROW_COUNT_CAP = 1_000_000  # tables are counted exactly up to this many rows
+
+
+async def summarize(conn: asyncpg.Connection, steps: list[Step], profile: Profile = GUIDE) -> dict[str, Any]:
+    """What the steps remove, by kind, with the rows of every table they drop (exact up to ROW_COUNT_CAP)."""
+    kinds: dict[str, int] = {}
+    tables: list[dict[str, Any]] = []
+    for step in steps:
+        kind, _, name = step.key.partition(":")
+        kinds[kind] = kinds.get(kind, 0) + 1
+        if kind == "table":
+            sql = f"SELECT count(*) FROM (SELECT 1 FROM {qualified(profile.schema, name)} LIMIT {ROW_COUNT_CAP + 1}) s"
+            rows = int(await conn.fetchval(sql))
+            tables.append({"table": name, "rows": min(rows, ROW_COUNT_CAP), "more": rows > ROW_COUNT_CAP})
+    tables.sort(key=lambda t: -t["rows"])
+    return {
+        "database": await conn.fetchval("SELECT current_database()"),
+        "kinds": kinds,
+        "tables": tables,
+        "rows": sum(t["rows"] for t in tables),
+    }
+
+
+def render_summary(summary: dict[str, Any], limit: int = 8) -> list[str]:
+    """A few lines: counts by kind, then the tables with the most rows."""
+    labels = {
+        "trigger": "activity triggers",
+        "constraint": "foreign keys",
+        "index": "indexes",
+        "table": "tables",
+        "function": "functions",
+        "schema": "the bxbatch schema (ledger and run history)",
+    }
+    kinds = summary["kinds"]
+    lines = [
+        f"rollback of database {summary['database']} would drop: "
+        + ", ".join(f"{n} {labels.get(k, k)}" if k != "schema" else labels[k] for k, n in kinds.items())
+    ]
+    shown = [t for t in summary["tables"] if t["rows"]][:limit]
+    if shown:
+        lines.append(f"  rows lost with the dropped tables: {summary['rows']:,}")
+        for tbl in shown:
+            lines.append(f"    {tbl['table']:<32} {tbl['rows']:>12,}{'+' if tbl['more'] else ''} rows")
+        rest = [t for t in summary["tables"] if t["rows"]][limit:]
+        if rest:
+            lines.append(f"    ... and {len(rest)} more tables with {sum(t['rows'] for t in rest):,} rows")
+    return lines
 
 
 async def rollback_plan(settings: Settings) -> dict[str, Any]:
@@ -321,6 +372,10 @@ async def rollback_plan(settings: Settings) -> dict[str, Any]:
     try:
         steps = await plan_steps(conn)
         app_data = await application_data(conn) if steps else []
-        return {"steps": [{"step": s.key, "sql": s.sql} for s in steps], "application_data": app_data}
+        return {
+            "steps": [{"step": s.key, "sql": s.sql} for s in steps],
+            "application_data": app_data,
+            "summary": await summarize(conn, steps),
+        }
     finally:
         await conn.close()

@@ -82,6 +82,7 @@ class Settings:
     metrics_port: int | None = None  # serve /metrics on this port (0: any free port); None: no endpoint
     metrics_addr: str = "0.0.0.0"  # the address /metrics listens on
     report_path: str | None = None  # `run --report FILE`: write the run's HTML report here at the end
+    status_interval_s: float = 15.0  # one heartbeat line per phase this often (0: none)
     # identity, for pg_stat_activity and the ledger
     host: str = field(default_factory=socket.gethostname)
 
@@ -153,3 +154,56 @@ def redact_dsn(dsn: str | None) -> str:
     if not dsn:
         return "(libpq environment)" if libpq_env_present() else "(none)"
     return redact(dsn)
+
+
+def target_parts(dsn: str | None) -> dict[str, str]:
+    """host, port, database and user a connection with ``dsn`` would use (libpq variables and
+    defaults included, as asyncpg resolves them); never the password."""
+    try:
+        from asyncpg import connect_utils
+
+        from .dsn import for_asyncpg
+
+        none: dict[str, None] = dict.fromkeys(
+            [
+                "host",
+                "port",
+                "user",
+                "password",
+                "passfile",
+                "database",
+                "ssl",
+                "service",
+                "servicefile",
+                "direct_tls",
+                "server_settings",
+                "target_session_attrs",
+                "krbsrvname",
+                "gsslib",
+            ]
+        )
+        parse = connect_utils._parse_connect_dsn_and_args  # type: ignore[attr-defined]  # what asyncpg tries
+        addrs, params = parse(dsn=for_asyncpg(dsn) if dsn else None, **none)
+    except Exception:
+        return {"host": "?", "port": "?", "database": "?", "user": "?"}
+    hosts, ports = [], []
+    for addr in addrs:
+        if isinstance(addr, tuple):
+            hosts.append(str(addr[0]))
+            ports.append(str(addr[1]))
+        else:  # a unix socket path: /run/postgresql/.s.PGSQL.5432
+            folder, _, name = str(addr).rpartition("/")
+            hosts.append(folder or "/")
+            ports.append(name.rpartition(".")[2])
+    return {
+        "host": hosts[0] if len(hosts) == 1 else "{" + ",".join(dict.fromkeys(hosts)) + "}",
+        "port": ",".join(dict.fromkeys(ports)),
+        "database": str(params.database),
+        "user": str(params.user),
+    }
+
+
+def describe_target(dsn: str | None) -> str:
+    """``database baserow on db.example:5432 as bob``: what every command names first."""
+    t = target_parts(dsn)
+    return f"database {t['database']} on {t['host']}:{t['port']} as {t['user']}"

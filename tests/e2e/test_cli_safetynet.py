@@ -28,7 +28,7 @@ def test_every_safety_command_documents_its_options_and_env_vars() -> None:
         "backup": ("--backup-path", "BXBATCH_BACKUP_PATH", "BXBATCH_PG_DUMP"),
         "plan": ("--sample", "BXBATCH_PLAN_SAMPLE", "--sql", "--json", "BXBATCH_CONCURRENCY"),
         "validate": ("--json", "BXBATCH_DSN"),
-        "rollback": ("--yes", "--force", "--plan", "BXBATCH_ROLLBACK_YES"),
+        "rollback": ("--yes", "--force", "--plan", "database name"),
         "run": ("--backup-path", "--no-backup", "BXBATCH_NO_BACKUP", "--pg-dump", "--skip-disk-check"),
     }
     for command, words in expected.items():

@@ -202,7 +202,7 @@ async def test_two_processes_share_one_run(
         ):
             assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
             await asyncio.sleep(0.01)
-        second = spawn("run", dsn, tmp_path / "second.log", *slow)
+        second = spawn("run", dsn, tmp_path / "second.log", "--join", *slow)  # one owner; joiners say so
         seen: set[str] = set()
         stop_watching = asyncio.Event()
 

@@ -144,11 +144,14 @@ def test_ceiling_from_the_operator_is_capped_by_the_workers_started() -> None:
 
 
 def test_every_decision_is_recorded_and_logged() -> None:
-    events: list[tuple[str, dict[str, object]]] = []
+    events: list[tuple[str, str, dict[str, object]]] = []
 
     class Log:
         def info(self, event: str, **kw: object) -> None:
-            events.append((event, kw))
+            events.append(("info", event, kw))
+
+        def debug(self, event: str, **kw: object) -> None:
+            events.append(("debug", event, kw))
 
     throttle, _ = make(4)
     throttle.log = Log()
@@ -157,8 +160,10 @@ def test_every_decision_is_recorded_and_logged() -> None:
     throttle.request_stop("again")  # the first reason stands
     assert [d.action for d in throttle.unsaved] == ["cut", "stop"]
     assert throttle.stop_reason == "SIGINT received"
-    assert [e for e, _ in events] == ["throttle_decision", "throttle_decision"]
-    assert events[0][1]["reason"] == "throttled: replication lag 12 MB > 8 MB"
+    assert [e for _, e, _ in events] == ["throttle_decision", "throttle_decision"]
+    assert events[0][2]["reason"] == "throttled: replication lag 12 MB > 8 MB"
+    # a cut is in the heartbeat line (debug); a stop is news the operator must see (info)
+    assert [level for level, _, _ in events] == ["debug", "info"]
 
 
 def test_retries_cut_like_a_bad_signal() -> None:

@@ -44,6 +44,16 @@ class ChunkSizer:
             size=int(settings.initial_chunk_rows),  # type: ignore[attr-defined]
         )
 
+    def retarget(self, settings: object) -> None:
+        """Adopt changed chunk settings at once (live knobs): the next chunk is sized for the new target."""
+        target = float(settings.target_chunk_ms)  # type: ignore[attr-defined]
+        floor, ceiling = int(settings.min_chunk_rows), int(settings.max_chunk_rows)  # type: ignore[attr-defined]
+        if (target, floor, ceiling) == (self.target_ms, self.floor, self.ceiling):
+            return
+        self.target_ms, self.floor, self.ceiling = target, floor, ceiling
+        median = self.per_key_ms
+        self.size = self._clamp(self.target_ms / max(median, 1e-9) if median is not None else self.size)
+
     def _clamp(self, value: float) -> int:
         return int(max(self.floor, min(self.ceiling, round(value))))
 

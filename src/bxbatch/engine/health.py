@@ -193,7 +193,7 @@ class HealthMonitor:
         finally:
             await conn.close()
         self.baseline_ms = statistics.median(timings)
-        self.log.info(
+        self.log.debug(
             "probe_baseline",
             baseline_ms=round(self.baseline_ms, 3),
             limit_ms=round(probe_limit_ms(self.baseline_ms, self.settings), 3),

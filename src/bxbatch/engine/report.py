@@ -44,9 +44,13 @@ async def backfill_status(conn: asyncpg.Connection, run_id: int | None) -> dict[
         rate = _rate(rows, int(r["recent_rows"]), r["first_done"], now, held) if running else 0.0
         left = max(0, expected - rows) if expected is not None else None
         eta = left / rate if running and rate > 0 and left is not None else None
-        if not running and r["first_done"] is not None and r["last_done"] is not None:
-            span = (r["last_done"] - r["first_done"]).total_seconds()
-            rate = rows / span if span > 0 else 0.0
+        # over the job's whole life (first attempt's start to its end, or now), without held time: a
+        # finished job's chunk timestamps alone would divide its rows by a few milliseconds
+        end = r["finished_at"] or (r["last_done"] if not running else now)
+        span = (end - r["started_at"]).total_seconds() if end is not None and r["started_at"] is not None else 0.0
+        attempt_rate = rows / span if span >= 1.0 else 0.0
+        if not running:
+            rate = attempt_rate
         jobs.append(
             {
                 "job": r["name"],
@@ -54,7 +58,9 @@ async def backfill_status(conn: asyncpg.Connection, run_id: int | None) -> dict[
                 "rows_done": rows,
                 "rows_expected": expected,
                 "percent": round(100.0 * rows / expected, 1) if expected else None,
-                "rows_per_s": round(rate, 1),
+                "rows_per_s": round(rate, 1),  # running: the last 30 s; finished: over the job
+                "rows_per_s_recent": round(rate, 1) if running else 0.0,
+                "rows_per_s_overall": round(attempt_rate, 1),
                 "eta_s": None if eta is None else round(eta, 1),
                 "reconciled_rows": int(r["rows_done"]) - rows,
                 "chunks_done": int(r["chunks_done"]),
@@ -121,16 +127,4 @@ def render_backfill_lines(report: dict[str, Any]) -> list[str]:
                 f"    {w['host']} pid {w['pid']} #{w['worker']}: {w['state']} {w['job'] or ''}{chunk} "
                 f"({w['chunks_done']} chunks, {w['rows_done']:,} rows; heartbeat {w['heartbeat_age_s']}s ago)"
             )
-    return lines
-
-
-def summary_lines(detail: dict[str, Any]) -> list[str]:
-    """Per-job lines of a finished backfill phase (for `run` and `demo` summaries)."""
-    lines = []
-    for name, j in (detail.get("jobs") or {}).items():
-        lines.append(
-            f"    {name:<15} {j['rows']:>10,} rows in {j['seconds']:>7.2f}s = {j['rows_per_s']:>10,.0f} rows/s; "
-            f"{j['chunks']} chunks, longest transaction {j['longest_ms']:.0f} ms (p50 {j['p50_ms']:.0f}, "
-            f"p99 {j['p99_ms']:.0f})" + (f"; reconciled {j['reconciled']:,}" if j.get("reconciled") else "")
-        )
     return lines

@@ -119,10 +119,12 @@ class JobReport:
     p50_ms: float = 0.0
     p99_ms: float = 0.0
     passes: int = 0
+    attempt_rows: int = 0  # rows of ``rows`` written during this attempt (a resumed run did the rest before)
 
     @property
     def rows_per_s(self) -> float:
-        return self.rows / self.seconds if self.seconds > 0 else 0.0
+        """This attempt's rows over this attempt's time (never earlier attempts' rows over it)."""
+        return self.attempt_rows / self.seconds if self.seconds > 0 else 0.0
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -482,6 +484,7 @@ class Engine:
 
     async def _plan_step(self, ref: PassRef, source: TableKeySource, sizer: ChunkSizer) -> bool:
         """Write chunks until ``lookahead`` are pending. True when the whole pass is planned."""
+        sizer.retarget(self.throttle.settings)  # `bxbatch set target_chunk_ms=... / *_chunk_rows=...`
         conn, run_id, job, seq = self.conn, self.run_id, ref.job.name, ref.seq
         async with conn.transaction():
             await conn.execute("SELECT set_config('lock_timeout', $1, true)", f"{int(self.settings.lock_timeout_ms)}ms")
@@ -566,6 +569,7 @@ class Engine:
             state.consumed.fire()  # one fewer pending: the planner tops the lookahead up while we work
 
         while True:
+            me.state = self.throttle.wait_reason(idx) or "claiming"  # what status shows while it waits
             if not await self.throttle.gate(idx, retire=lambda: state.complete):  # held above the limit
                 me.state = "stopping"
                 return
@@ -581,7 +585,7 @@ class Engine:
                 app_name=f"bxbatch:worker-{idx}",
             )
             me.chunk_id = None
-            me.state = "idle"
+            me.state = "waiting for chunks"
             if result is None:
                 if complete_before:
                     return
@@ -637,10 +641,16 @@ class Engine:
                 [s.idx for s in states],
                 [s.job for s in states],
                 [s.chunk_id for s in states],
-                ["stopped" if final else s.state for s in states],
+                ["stopped" if final else self._shown_state(s) for s in states],
                 [s.chunks_done for s in states],
                 [s.rows_done for s in states],
             )
+
+    def _shown_state(self, s: WorkerState) -> str:
+        """What a worker is doing now: in a chunk, or what the throttle holds it for (held, paused...)."""
+        if s.state == "working":
+            return s.state
+        return self.throttle.wait_reason(s.idx) or s.state
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -705,7 +715,7 @@ class Engine:
                     result = await self.run_pass(job, next_seq[job.name], "reconcile", round_)
                     next_seq[job.name] += 1
                     changed += result.rows
-            self.log.info("settle_round", round=round_, rows_changed=changed)
+            self.log.debug("settle_round", round=round_, rows_changed=changed)
             if changed == 0:
                 return round_, True
         self.log.warning("settle_not_converged", rounds=MAX_SETTLE_ROUNDS, hint="the application kept writing")
@@ -718,12 +728,13 @@ class Engine:
             budget = await lock_budget(self.conn, self.settings, self.profile.schema)
             self.max_segments = min(MAX_SEGMENTS, budget.group_size)
             self.count_batch = min(COUNT_BATCH, budget.group_size)
-            self.log.info("lock_budget", **budget.as_dict())
+            self.log.debug("lock_budget", **budget.as_dict())
             await self.conn.execute(Q["reset_failed_chunks"], self.run_id)
             await clear_failed_keys(self.conn, self.run_id)  # retried now; failing again records them again
         reports: dict[str, JobReport] = {}
         next_seq: dict[str, int] = {}
         bound: dict[str, int] = {}
+        start_rows: dict[str, int] = {}
         async with anyio.create_task_group() as helpers:
             helpers.start_soon(self._heartbeat_loop, name="heartbeat")
             try:
@@ -735,14 +746,15 @@ class Engine:
                     if main_exists is None:  # activity_seed counts its tables there: the bar's total
                         await self._create_pass(job, 0, "main", 0, 0)
                     done, expected = await self._seed_rows_done(job)
-                    self.log.info("job_started", job=job.name, expected_rows=expected, rows_done=done)
+                    self.log.debug("job_started", job=job.name, expected_rows=expected, rows_done=done)
                     self.bars[job.name] = bar(self.settings, expected, job.name, initial=done)
                     try:
                         next_seq[job.name], bound[job.name] = await self._main_and_catchup(job)
                     finally:
                         self.bars.pop(job.name).close()
-                    reports[job.name] = await self._job_report(job, time.monotonic() - t0)
-                    self.log.info("job_finished", **reports[job.name].as_dict())
+                    start_rows[job.name] = done
+                    reports[job.name] = await self._job_report(job, time.monotonic() - t0, done)
+                    self.log.debug("job_finished", **reports[job.name].as_dict())
                     if self.after_main is not None:
                         await self.after_main(job)
                     async with self.conn_lock:
@@ -751,7 +763,7 @@ class Engine:
                     await self._run_before_settle(self.before_settle)
                 rounds, converged = await self._settle(jobs, next_seq, bound)
                 for job in jobs:
-                    report = await self._job_report(job, reports[job.name].seconds)
+                    report = await self._job_report(job, reports[job.name].seconds, start_rows[job.name])
                     reports[job.name] = report
                     failed = report.failed > 0
                     async with self.conn_lock:
@@ -809,7 +821,7 @@ class Engine:
                 self.log.info("before_settle_retried", error=type(exc).__name__, attempt=attempt)
                 await anyio.sleep(backoff_delay(attempt, self.settings.retry_base_ms, self.settings.retry_max_ms))
 
-    async def _job_report(self, job: Job, seconds: float) -> JobReport:
+    async def _job_report(self, job: Job, seconds: float, start_rows: int = 0) -> JobReport:
         """Figures of a job from the ledger (every process's chunks), durations from this process."""
         async with self.conn_lock:
             rows = await self.conn.fetch(Q["job_totals"], self.run_id, 60.0)
@@ -826,6 +838,7 @@ class Engine:
             report.retries = int(r["retries"])
             report.longest_ms = float(r["longest_ms"])
             report.passes = int(r["passes"])
+            report.attempt_rows = max(0, report.rows - start_rows)
         durations = sorted(d * 1000 for d in stats.durations)
         report.p50_ms = _percentile(durations, 0.50)
         report.p99_ms = _percentile(durations, 0.99)

@@ -103,11 +103,16 @@ class Throttle:
         self.throttled_seconds = 0.0  # sum over time of the fraction of the ceiling held back
         self._accounted_at = clock()
         # plain rate limit
-        self._rate = settings.max_rows_per_second
+        # --max-rows-per-second is the run's limit: with N live processes each takes 1/N of it
+        self._rate_total = settings.max_rows_per_second
+        self._processes = 1
+        self._rate = self._rate_total
         self._rate_free_at = clock()
         self.rows = 0
         self.chunks = 0
         self.borrowed = 0  # worker slots lent to other work (an index build during the backfills)
+        self.enabled = settings.throttle  # `bxbatch set throttle=off`: health signals are not acted on
+        self.knobs: dict[str, Any] = {}  # the live knobs applied so far (`bxbatch set`)
         if settings.ramp_up and settings.throttle:
             # slow start: one worker resting most of the time, then (while every signal stays clear)
             # the duty doubles each recover_interval up to 1, then one more worker per interval
@@ -149,6 +154,8 @@ class Throttle:
             "paused_seconds": round(self.paused_seconds, 3),
             "throttled_seconds": round(self.throttled_seconds, 3),
             "signals": [s.describe() for s in self.bad_signals()],
+            "rate_limit": self._rate_total,
+            "throttle_on": self.enabled,
             "rows": self.rows,
             "chunks": self.chunks,
         }
@@ -179,15 +186,75 @@ class Throttle:
         self.decisions.append(decision)
         self.unsaved.append(decision)
         if self.log is not None:
-            self.log.info("throttle_decision", **decision.as_dict())
+            # what the operator must hear of at once; cuts and recoveries are in the heartbeat line
+            level = "info" if action in ("pause", "unpause", "stop", "set_ceiling", "set", "knobs") else "debug"
+            getattr(self.log, level)("throttle_decision", **decision.as_dict())
         self._notify()
         return decision
 
     # --- decisions from health signals ------------------------------------------------------
     def observe(self, source: str, signals: list[Signal]) -> Decision | None:
         """New readings from one source (replacing its previous ones); decide at once."""
+        if not self.enabled:  # `set throttle=off`: measured, not acted on
+            self._signals.clear()
+            return None
         self._signals[source] = list(signals)
         return self.decide()
+
+    # --- live knobs: `bxbatch set KEY=VALUE` -----------------------------------------------------
+    def apply_knobs(self, knobs: dict[str, Any], reason: str) -> Decision | None:
+        """Make the throttle (and the settings it hands the engine and monitor) match the knobs."""
+        changed = {k: v for k, v in knobs.items() if self.knobs.get(k) != v}
+        if not changed:
+            return None
+        self._account()
+        self.knobs.update(changed)
+        fields = {k: v for k, v in changed.items() if k != "concurrency" and hasattr(self.settings, k)}
+        if fields:
+            self.settings = self.settings.with_(**fields)
+        if "max_rows_per_second" in changed:
+            self._rate_total = float(changed["max_rows_per_second"])
+            self._rate = self._rate_total / self._processes
+            self._rate_free_at = self.clock()
+        if "concurrency" in changed:
+            self.set_ceiling(int(changed["concurrency"]), reason)
+        if "throttle" in changed:
+            self.enabled = bool(changed["throttle"])
+            if not self.enabled:  # let go of everything the signals held back
+                self._signals.clear()
+                self._health_pause = None
+                self.concurrency, self.chunk_scale, self.duty = self.max_concurrency, 1.0, 1.0
+                self.reason = self._operator_pause or self._manual_pause
+        what = ", ".join(f"{k}={v}" for k, v in changed.items())
+        return self._record("knobs", f"{reason}: {what}")
+
+    @property
+    def rate_total(self) -> float:
+        """The run's rate limit (rows/s over every process; 0: none)."""
+        return self._rate_total
+
+    def set_processes(self, count: int) -> None:
+        """``count`` live processes share the run: this one's share of the rate limit is 1/count."""
+        count = max(1, count)
+        if count != self._processes:
+            self._processes = count
+            self._rate = self._rate_total / count
+
+    def wait_reason(self, worker_index: int) -> str | None:
+        """What would hold worker ``worker_index`` at the gate now (None: it may go), for `status`."""
+        if self.stopping:
+            return "stopping"
+        if self.paused:
+            return "paused"
+        limit = max(1, self.concurrency - self.borrowed)  # as gate: a slot lent to an index build
+        if worker_index >= limit:
+            lent = f", {self.borrowed} lent to an index build" if self.borrowed else ""
+            return f"held (concurrency {self.concurrency}{lent})"
+        if self._rate > 0 and self._rate_free_at > self.clock():
+            return "rate-limited"
+        if self.duty < 1.0 and self._pace_free_at > self.clock():
+            return "resting"
+        return None
 
     def decide(self) -> Decision | None:
         self._account()

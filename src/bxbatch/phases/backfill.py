@@ -70,7 +70,7 @@ async def run(ctx: RunContext) -> dict[str, Any]:
             after_main=early.start,
         )
     detail["early_index_builds"] = early.started
-    ctx.log.info(
+    ctx.log.debug(
         "backfill_summary",
         rows=detail["rows"],
         reconciled=detail["reconciled"],

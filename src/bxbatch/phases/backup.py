@@ -23,6 +23,7 @@ from typing import Any
 
 import asyncpg
 
+from .. import progress
 from ..context import RunContext
 from ..db import server_version_num
 from ..dsn import parse, scrub
@@ -227,7 +228,10 @@ async def take_backup(conn: asyncpg.Connection, settings: Settings, path: str) -
     env.setdefault("PGAPPNAME", "bxbatch:backup")
     started = time.monotonic()
     try:
-        code, _out, err = await _run([str(pg_dump), "--format=custom", "--no-password", f"--file={partial}"], env)
+        with progress.bar(settings, None, "pg_dump", unit="B") as shown:  # the archive's size as it grows
+            code, _out, err = await _watched(
+                _run([str(pg_dump), "--format=custom", "--no-password", f"--file={partial}"], env), partial, shown
+            )
         if code != 0:
             raise BackupFailed(f"pg_dump failed (exit {code}): {_last_line(err)}", hint="nothing was changed")
         code, toc, err = await _run([str(pg_restore), "--list", str(partial)], env)
@@ -274,6 +278,22 @@ async def _record(conn: asyncpg.Connection, run_id: int | None, status: str, **v
     )
 
 
+async def _watched(work: Any, path: Path, shown: Any) -> Any:
+    """Await ``work`` while a bar follows the size of the file it writes (every half second)."""
+    task = asyncio.ensure_future(work)
+    try:
+        while not task.done():
+            await asyncio.wait({task}, timeout=0.5)
+            with contextlib.suppress(OSError):
+                shown.update((await asyncio.to_thread(path.stat)).st_size - shown.n)
+        return task.result()
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+
 async def run(ctx: RunContext) -> dict[str, Any]:
     settings = ctx.settings
     if settings.no_backup or not settings.backup_path:
@@ -284,7 +304,7 @@ async def run(ctx: RunContext) -> dict[str, Any]:
             ctx.log.info("backup_skipped", reason=reason)
         await _record(ctx.conn, ctx.run_id, "skipped", reason=reason)
         return {"backup": "skipped", "reason": reason}
-    ctx.log.info("backup_started", path=settings.backup_path)
+    ctx.log.debug("backup_started", path=settings.backup_path)
     result = await take_backup(ctx.conn, settings, settings.backup_path)
     await _record(
         ctx.conn,
@@ -297,7 +317,7 @@ async def run(ctx: RunContext) -> dict[str, Any]:
         pg_dump=str(result.pg_dump),
         pg_dump_version=result.pg_dump_version,
     )
-    ctx.log.info(
+    ctx.log.debug(
         "backup_verified",
         path=str(result.path),
         bytes=result.bytes,

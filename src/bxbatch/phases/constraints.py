@@ -298,7 +298,7 @@ class ConstraintPhase:
             self.detail["orphans_cleaned"] += await self._clean(report)
         await self._in_transaction(task, task.stmt.sql, what=f"validate {fk.name}")
         self.detail["validated"] += 1
-        self.log.info(
+        self.log.debug(
             "constraint_validated",
             constraint=fk.name,
             table=fk.table,
@@ -325,7 +325,7 @@ class ConstraintPhase:
             if fk.validated:
                 continue
             report = await orphan_report(conn, fk, self.ctx.run_id)
-            self.log.info("orphan_check", constraint=fk.name, table=fk.table, orphans=report.orphans)
+            self.log.debug("orphan_check", constraint=fk.name, table=fk.table, orphans=report.orphans)
             if report.orphans:
                 reports[i] = report
         self.detail["orphans_found"] = sum(r.orphans for r in reports.values())

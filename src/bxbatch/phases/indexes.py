@@ -235,7 +235,7 @@ class IndexPhase:
                 await self._record_done(conn, task, started)
                 await conn.execute(Q["finish_build"], build_id, "skipped", 0, 0, None, None)
             self.tally.skipped_valid += 1
-            self.log.info("index_skipped", index=task.name, reason="already exists and is valid")
+            self.log.debug("index_skipped", index=task.name, reason="already exists and is valid")
             return conn
         action = "build"
         attempt = 0
@@ -285,7 +285,7 @@ class IndexPhase:
         size = await conn.fetchrow(Q["table_size"], task.table, task.schema)
         rows_estimate = int(size["rows_estimate"]) if size else None
         show_bar = self._show_bar(rows_estimate, int(size["bytes"]) if size else None)
-        self.log.info(
+        self.log.debug(
             "index_build_started",
             index=task.name,
             table=task.table,
@@ -339,7 +339,7 @@ class IndexPhase:
             await self._record_done(conn, task, t0)
             await conn.execute(Q["finish_build"], build_id, "done", int(seconds * 1000), waited_ms, index_bytes, None)
         self.tally.build_seconds[task.name] = seconds
-        self.log.info(
+        self.log.debug(
             "index_built",
             index=task.name,
             table=task.table,
@@ -466,7 +466,7 @@ async def run(ctx: RunContext) -> dict[str, Any]:
         queues: OrderedDict[tuple[str, str], list[IndexTask]] = OrderedDict()
         for t in tasks:
             queues.setdefault((t.schema, t.table), []).append(t)
-        phase.log.info("index_phase_plan", pending=len(tasks), tables=len(queues))
+        phase.log.debug("index_phase_plan", pending=len(tasks), tables=len(queues))
         limiter = anyio.CapacityLimiter(max(1, ctx.settings.index_concurrency))
 
         async def one_table(items: list[IndexTask]) -> None:

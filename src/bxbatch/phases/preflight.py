@@ -612,7 +612,8 @@ async def run(ctx: RunContext) -> dict[str, Any]:
             check.status = WARN
             check.reason = f"{check.reason}; this process shares the run and waits for it"
     for check in report.checks:
-        ctx.log.info("preflight_check", check=check.name, status=check.status, reason=check.reason)
+        level = {PASS: "debug", WARN: "warning"}.get(check.status, "error")  # a pass is not news
+        getattr(ctx.log, level)("preflight_check", check=check.name, status=check.status, reason=check.reason)
     raise_for(report)
     from ..rollback import record_preexisting  # rollback must never drop what the install already had
 

@@ -205,7 +205,7 @@ async def apply_phase(
             if f.name in applied:
                 results.append(FileResult(f.name, "skipped", 0, len(f.statements)))
                 continue
-            log.info(
+            log.debug(
                 "ddl_file_started",
                 file=f.name,
                 statements=len(f.statements),
@@ -215,7 +215,7 @@ async def apply_phase(
                 result = await _apply_transactional(conn, f, settings, run_id, log)
             else:
                 result = await _apply_statementwise(conn, f, settings, run_id, log)
-            log.info(
+            log.debug(
                 "ddl_file_applied",
                 file=f.name,
                 duration_ms=result.duration_ms,

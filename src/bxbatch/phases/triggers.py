@@ -233,7 +233,7 @@ async def run(ctx: RunContext) -> dict[str, Any]:
     done = await install_missing(ctx, show_progress=True)
     total = await ctx.conn.fetchval(Q["installed_count"])
     seconds = time.monotonic() - t0
-    ctx.log.info("triggers_installed", tables=len(done), total=total, seconds=round(seconds, 3))
+    ctx.log.debug("triggers_installed", tables=len(done), total=total, seconds=round(seconds, 3))
     return {
         "installed": len(done),
         "tables_with_trigger": total,

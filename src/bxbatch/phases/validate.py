@@ -19,6 +19,7 @@ from typing import Any
 import anyio
 import asyncpg
 
+from .. import progress
 from ..context import RunContext
 from ..db import connect, qualified, quote_ident
 from ..errors import ValidationFailed
@@ -95,6 +96,14 @@ def render(report: ValidationReport) -> str:
             lines.append(f"    {p['object']}: {p['reason']}{sample}")
     lines.append("validation: passed" if report.ok else f"validation: FAILED ({len(report.problems())} problem(s))")
     return "\n".join(lines)
+
+
+def render_short(report: ValidationReport) -> str:
+    """One line: the verdict and what was checked (the full table is `bxbatch validate`)."""
+    checked = ", ".join(f"{f.checked} {f.check}" for f in report.findings)
+    if report.ok:
+        return f"validation: passed ({checked})"
+    return f"validation: FAILED, {len(report.problems())} problem(s) (`bxbatch validate` lists them); checked {checked}"
 
 
 async def _structure(conn: asyncpg.Connection, exp: ExpectedSchema, schema: str) -> list[Finding]:
@@ -278,12 +287,23 @@ async def validate(conn: asyncpg.Connection, settings: Settings, profile: Profil
     connections of their own (``settings``: DSN, ``concurrency``, ``table_group_size``)."""
     exp = expected_schema()
     budget = await lock_budget(conn, settings, profile.schema)
+    shown = progress.bar(settings, 4, "validate", unit="part")  # catalog, backfills, triggers, orphans
+    try:
+        return await _validate(conn, settings, profile, exp, budget, shown)
+    finally:
+        shown.close()
+
+
+async def _validate(
+    conn: asyncpg.Connection, settings: Settings, profile: Profile, exp: ExpectedSchema, budget: LockBudget, shown: Any
+) -> ValidationReport:
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         # a giant user table's anti-join takes a while; the holder then waits idle for the groups, and
         # its snapshot dies with it (a server-wide idle timeout must not end it)
         await conn.execute("SET LOCAL statement_timeout = 0; SET LOCAL idle_in_transaction_session_timeout = 0")
         snapshot = str(await conn.fetchval("SELECT pg_export_snapshot()"))
         findings = await _structure(conn, exp, profile.schema)
+        shown.update(1)
         if any(not f.ok for f in findings[:2]):
             return ValidationReport(findings)  # tables or columns missing: the data checks cannot run
         tables = await user_tables(conn, profile)
@@ -295,8 +315,11 @@ async def validate(conn: asyncpg.Connection, settings: Settings, profile: Profil
         async with anyio.create_task_group() as tg:  # the holder's own checks run meanwhile
             tg.start_soon(per_table)
             findings += await _backfills(conn, profile)
+            shown.update(1)
             findings.append(await _triggers(conn, profile, tables))
+            shown.update(1)
             findings.append(await _orphans(conn, exp, profile.schema, tables))
+            shown.update(1)
     # the report's order: structure, backfills, triggers, orphans
     return ValidationReport([*findings[:-2], *activity, *findings[-2:]])
 
@@ -308,7 +331,7 @@ async def validate_database(settings: Settings, profile: Profile = GUIDE) -> Val
     finally:
         await conn.close()
     log = get_logger("bxbatch")
-    log.info("validation_finished", ok=report.ok, **report.figures())
+    (log.info if report.ok else log.error)("validation_finished", ok=report.ok, **report.figures())
     return report
 
 

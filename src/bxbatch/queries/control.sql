@@ -2,7 +2,7 @@
 
 -- name: target_run
 -- The run an operator command acts on: the newest one still running (or interrupted).
-SELECT id, status, host, pid FROM bxbatch.run
+SELECT id, status, host, pid, settings FROM bxbatch.run
 WHERE status IN ('running', 'interrupted')
 ORDER BY id DESC
 LIMIT 1
@@ -15,28 +15,50 @@ SET state = coalesce($2, bxbatch.control.state),
     concurrency = coalesce($3, bxbatch.control.concurrency),
     updated_at = now(),
     updated_by = $4
-RETURNING state, concurrency
+RETURNING state, concurrency, knobs, hold_before
 
 -- name: notify_control
 SELECT pg_notify('bxbatch_control', $1::text)
 
 -- name: get_control
-SELECT state, concurrency, updated_at, updated_by FROM bxbatch.control WHERE run_id = $1
+SELECT state, concurrency, updated_at, updated_by, knobs, hold_before FROM bxbatch.control WHERE run_id = $1
+
+-- name: set_knobs
+-- `bxbatch set KEY=VALUE ...`: merged into the run's knobs (concurrency kept in its own column too).
+INSERT INTO bxbatch.control (run_id, state, concurrency, knobs, updated_by)
+VALUES ($1, 'running', $2, $3::jsonb, $4)
+ON CONFLICT (run_id) DO UPDATE
+SET knobs = bxbatch.control.knobs || $3::jsonb,
+    concurrency = coalesce($2, bxbatch.control.concurrency),
+    updated_at = now(),
+    updated_by = $4
+RETURNING state, concurrency, knobs, hold_before
+
+-- name: set_hold
+-- `bxbatch hold-before PHASE` ($2 the phase) / `bxbatch release` ($2 NULL).
+INSERT INTO bxbatch.control (run_id, state, hold_before, updated_by)
+VALUES ($1, 'running', $2, $3)
+ON CONFLICT (run_id) DO UPDATE
+SET hold_before = $2, updated_at = now(), updated_by = $3
+RETURNING state, concurrency, knobs, hold_before
 
 -- name: reset_cancelled
 -- A new attempt: a cancel is spent, and its own --concurrency replaces an earlier `set`; a pause
 -- stays (the operator lifts it with `bxbatch continue`).
+-- Its knobs (`bxbatch set`) are spent too: the new attempt runs with its own options.
 UPDATE bxbatch.control
-SET state = CASE WHEN state = 'cancelled' THEN 'running' ELSE state END, concurrency = NULL,
+SET state = CASE WHEN state = 'cancelled' THEN 'running' ELSE state END, concurrency = NULL, knobs = '{}',
     updated_at = now(), updated_by = $2
-WHERE run_id = $1 AND (state = 'cancelled' OR concurrency IS NOT NULL)
+WHERE run_id = $1 AND (state = 'cancelled' OR concurrency IS NOT NULL OR knobs <> '{}')
 
 -- name: save_throttle_state
 INSERT INTO bxbatch.throttle_state (run_id, host, pid, concurrency, max_concurrency, chunk_scale, paused,
-                                    stopping, reason, signals, paused_seconds, throttled_seconds)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12)
+                                    stopping, reason, signals, paused_seconds, throttled_seconds, rate_limit, duty,
+                                    throttle_on)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, $15)
 ON CONFLICT (run_id, host, pid) DO UPDATE
-SET concurrency = EXCLUDED.concurrency, max_concurrency = EXCLUDED.max_concurrency,
+SET rate_limit = EXCLUDED.rate_limit, duty = EXCLUDED.duty, throttle_on = EXCLUDED.throttle_on,
+    concurrency = EXCLUDED.concurrency, max_concurrency = EXCLUDED.max_concurrency,
     chunk_scale = EXCLUDED.chunk_scale, paused = EXCLUDED.paused, stopping = EXCLUDED.stopping,
     reason = EXCLUDED.reason, signals = EXCLUDED.signals, paused_seconds = EXCLUDED.paused_seconds,
     throttled_seconds = EXCLUDED.throttled_seconds, updated_at = now()
@@ -51,7 +73,7 @@ FROM jsonb_to_recordset($4::jsonb) AS e(at float8, action text, concurrency int,
 
 -- name: throttle_states
 SELECT host, pid, concurrency, max_concurrency, chunk_scale, paused, stopping, reason, signals,
-       paused_seconds, throttled_seconds, updated_at,
+       paused_seconds, throttled_seconds, updated_at, rate_limit, duty, throttle_on,
        updated_at > now() - make_interval(secs => $2) AS live
 FROM bxbatch.throttle_state WHERE run_id = $1
 ORDER BY updated_at DESC
@@ -124,3 +146,8 @@ WITH ev AS (
 )
 SELECT coalesce(max(s), 0)::float8
 FROM (SELECT host, pid, sum(secs * held) AS s FROM clipped GROUP BY host, pid) AS per_process
+
+-- name: live_processes
+-- Processes of the run whose control loop wrote its throttle state in the last $2 seconds.
+SELECT count(*) FROM bxbatch.throttle_state
+WHERE run_id = $1 AND updated_at > now() - make_interval(secs => $2)

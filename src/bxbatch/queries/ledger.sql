@@ -12,7 +12,7 @@ ORDER BY id DESC
 LIMIT 1
 
 -- name: last_run
-SELECT id, status, command, started_at, updated_at, finished_at, host, pid, error
+SELECT id, status, command, started_at, updated_at, finished_at, host, pid, error, settings, owned_since
 FROM bxbatch.run
 ORDER BY id DESC
 LIMIT 1
@@ -70,3 +70,51 @@ LIMIT 1
 -- name: ledger_tables_present
 SELECT c.relname FROM pg_class AS c
 WHERE c.relnamespace = to_regnamespace('bxbatch') AND c.relkind IN ('r', 'p') AND c.relname = ANY($1::text[])
+
+-- name: owner_lock_held
+-- The run's owner holds a session advisory lock (class $1, the run id) for as long as it lives.
+SELECT EXISTS (
+    SELECT 1 FROM pg_locks
+    WHERE locktype = 'advisory' AND granted AND classid = $1 AND objid = $2::oid AND objsubid = 2
+      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+)
+
+-- name: owner_lock_pid
+SELECT pid FROM pg_locks
+WHERE locktype = 'advisory' AND granted AND classid = $1 AND objid = $2::oid AND objsubid = 2
+  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+LIMIT 1
+
+-- name: last_heartbeat
+-- Seconds since any process of the run last showed life: the run row, a throttle state, a worker.
+SELECT extract(epoch FROM now() - greatest(
+    (SELECT updated_at FROM bxbatch.run WHERE id = $1),
+    (SELECT max(updated_at) FROM bxbatch.throttle_state WHERE run_id = $1),
+    (SELECT max(heartbeat_at) FROM bxbatch.worker WHERE run_id = $1)))::float8 AS age_s
+
+-- name: take_ownership
+UPDATE bxbatch.run SET status = 'running', updated_at = now(), host = $2, pid = $3, owned_since = now(),
+    finished_at = NULL, error = NULL
+WHERE id = $1
+
+-- name: run_by_id
+SELECT id, status, command, started_at, updated_at, finished_at, host, pid, error, settings, owned_since
+FROM bxbatch.run WHERE id = $1
+
+-- name: forget_statement
+-- Repair: a statement whose object is gone is no longer done; its file is no longer complete.
+WITH s AS (DELETE FROM bxbatch.ddl_statement WHERE file = $1 AND idx = $2)
+DELETE FROM bxbatch.ddl_file WHERE file = $1
+
+-- name: index_states
+SELECT c.relname, i.indisvalid AS valid
+FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = $1 AND c.relname = ANY($2::text[])
+
+-- name: constraint_states
+SELECT conname, convalidated FROM pg_constraint
+WHERE connamespace = $1::regnamespace AND conname = ANY($2::text[])
+
+-- name: statement_done
+SELECT EXISTS (SELECT 1 FROM bxbatch.ddl_file WHERE file = $1)
+    OR EXISTS (SELECT 1 FROM bxbatch.ddl_statement WHERE file = $1 AND idx = $2)
