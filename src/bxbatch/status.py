@@ -267,37 +267,39 @@ def to_json(report: dict[str, Any]) -> str:
 def headline_line(report: dict[str, Any]) -> str:
     run = report.get("run")
     who = f"run #{run['id']}" if run else "no run"
-    line = f"{report['state']}: {who}" + (f" — {report['reason']}" if report.get("reason") else "")
+    state = report.get("state") or ("NO_RUN" if run is None else str(run.get("status", "?")).upper())
+    line = f"{state}: {who}" + (f" — {report['reason']}" if report.get("reason") else "")
     return line + (f"; next: {report['next_step']}" if report.get("next_step") else "")
 
 
 def render_status(report: dict[str, Any]) -> str:
+    """The headline, then what is done and left; tolerates reports of older ledgers (missing sections)."""
     lines = [headline_line(report)]
     run = report.get("run")
-    if run is None:
-        return "\n".join(lines)
-    owner = run["owner"]
-    life = ("alive" if owner["alive"] else "no sign of life") if run["status"] == "running" else "exited"
-    lines.append(
-        f"  started {iso(run['started_at'])} by `{run['command']}`; owner {owner['host']} pid {owner['pid']} "
-        f"since {iso(owner['since'])} ({life})"
-    )
-    eta = report["backfill"].get("eta_s")
+    owner = (run or {}).get("owner")
+    if run and owner:
+        life = ("alive" if owner["alive"] else "no sign of life") if run["status"] == "running" else "exited"
+        lines.append(
+            f"  started {iso(run['started_at'])} by `{run['command']}`; owner {owner['host']} pid {owner['pid']} "
+            f"since {iso(owner['since'])} ({life})"
+        )
+    eta = (report.get("backfill") or {}).get("eta_s")
     if eta is not None:
         lines.append(f"  backfill ETA {human_duration(eta)} (held time left out)")
-    for p in report["phases"]:
-        took = f" {human_duration(p['seconds'])}" if p["seconds"] is not None else ""
+    for p in report.get("phases") or []:
+        took = f" {human_duration(p['seconds'])}" if p.get("seconds") is not None else ""
         lines.append(f"  {p['name']:<12} {p['status']}{took}")
-    ddl = report["ddl"]
+    ddl = report.get("ddl") or {"applied": 0, "pending": []}
+    pending = ddl["pending"] if isinstance(ddl["pending"], list) else []
     lines.append(
-        f"ddl: {ddl['applied']} files applied, {ddl['pending_count']} pending"
-        + (f": {', '.join(ddl['pending'])}" if ddl["pending"] else "")
+        f"ddl: {ddl['applied']} files applied, {ddl.get('pending_count', len(pending))} pending"
+        + (f": {', '.join(pending)}" if pending else "")
     )
     lines.extend(render_backfill_lines(report))
-    t = report["throttle"]
-    if t["state"] != "none":
+    t = report.get("throttle")
+    if isinstance(t, dict) and t.get("state", "none") != "none":
         lines.append(f"throttle: {t['state']} ({t['reason']})")
-    lines.extend(control.render_status_lines({**report, "throttle": report["throttle_state"]}))
+    lines.extend(control.render_status_lines({**report, "throttle": report.get("throttle_state") or []}))
     lines.extend(monitor.render_builds(report.get("index_builds") or []))
     lines.extend(safety_status.render_status_lines(report))
     return "\n".join(lines)
