@@ -280,8 +280,8 @@ def render_status(report: dict[str, Any]) -> str:
     if run and owner:
         life = ("alive" if owner["alive"] else "no sign of life") if run["status"] == "running" else "exited"
         lines.append(
-            f"  started {iso(run['started_at'])} by `{run['command']}`; owner {owner['host']} pid {owner['pid']} "
-            f"since {iso(owner['since'])} ({life})"
+            f"  {run['status']}; started {iso(run['started_at'])} by `{run['command']}`; owner {owner['host']} "
+            f"pid {owner['pid']} since {iso(owner['since'])} ({life})"
         )
     eta = (report.get("backfill") or {}).get("eta_s")
     if eta is not None:
