@@ -379,7 +379,19 @@ class ScaleRun:
     repeats: list[Repeat] = field(default_factory=list)
 
 
-async def one_scale(server: Any, scale: float, opts: argparse.Namespace) -> ScaleRun:
+def write_out(runs: list[ScaleRun], opts: argparse.Namespace) -> str:
+    """The tables so far (written after every repeat, so a long run that is stopped still leaves its figures)."""
+    text = markdown(runs, opts)
+    if opts.markdown:
+        opts.markdown.write_text(text)
+    if opts.json:
+        opts.json.write_text(
+            json.dumps([{**run.__dict__, "repeats": [r.__dict__ for r in run.repeats]} for run in runs], default=str)
+        )
+    return text
+
+
+async def one_scale(server: Any, scale: float, opts: argparse.Namespace, done: list[ScaleRun]) -> ScaleRun:
     from bxbatch.synth import SynthSpec, build_install  # the generator only: the install, not the migration
 
     admin = await asyncpg.connect(server.dsn("postgres"))
@@ -430,6 +442,8 @@ async def one_scale(server: Any, scale: float, opts: argparse.Namespace) -> Scal
             run.repeats.append(Repeat(order[0], results["hand"], results["bx"], check))
             if check != "identical":
                 say(check)
+            run.load_after = os.getloadavg()
+            write_out([*done, run], opts)
         run.load_after = os.getloadavg()
         if not opts.keep:
             for side in ("hand", "bx", "src"):
@@ -540,20 +554,17 @@ def main(argv: list[str] | None = None) -> int:
     async def go() -> list[ScaleRun]:
         server = start_server(opts.pg)
         try:
-            return [await one_scale(server, float(s), opts) for s in opts.scale.split(",") if s.strip()]
+            done: list[ScaleRun] = []
+            for s in opts.scale.split(","):
+                if s.strip():
+                    done.append(await one_scale(server, float(s), opts, done))
+            return done
         finally:
             if not opts.keep:
                 server.close()
 
     runs = asyncio.run(go())
-    text = markdown(runs, opts)
-    print(text)
-    if opts.markdown:
-        opts.markdown.write_text(text)
-    if opts.json:
-        opts.json.write_text(
-            json.dumps([{**run.__dict__, "repeats": [r.__dict__ for r in run.repeats]} for run in runs], default=str)
-        )
+    print(write_out(runs, opts))
     return 0
 
 
