@@ -40,7 +40,11 @@ async def test_sampled_plan_predicts_the_backfills(pg_server, db_factory, conn_t
     for name, job in jobs.items():
         actual_rows = real["jobs"][name]["rows"]
         assert actual_rows / 2 <= job["est_rows"] <= actual_rows * 2, (name, job["est_rows"], actual_rows)
-    estimated = next(p["est_seconds"] for p in plan["phases"] if p["phase"] == "backfill")
-    ratio = estimated / real["seconds"]
+    # The backfill phase starts the activity log's index builds as soon as its seeding is done, so work
+    # moves between the two phases: compare the estimate of both with what both took.
+    both = ("backfill", "indexes")
+    estimated = sum(p["est_seconds"] for p in plan["phases"] if p["phase"] in both)
+    took = sum(summary.phases[name]["seconds"] for name in both)
+    ratio = estimated / took
     # loosely: other tests share the 2 cores; benchmarks/plan_accuracy.py measures it properly
-    assert 1 / 3 <= ratio <= 3, f"estimated {estimated}s, real {real['seconds']}s"
+    assert 1 / 3 <= ratio <= 3, f"estimated {estimated}s, real {took}s"

@@ -13,7 +13,7 @@ import structlog
 from tests.guide_catalog import FOREIGN_KEYS, INDEXES, NAMED_FKS, PRIMARY_KEYS, TABLES, UNIQUE
 
 from bxbatch import ledger
-from bxbatch.errors import ChangedFileError, LockBusy, SqlFileError
+from bxbatch.errors import ChangedFileError, LockBusy, SqlFileError, StoppedForFix
 from bxbatch.phases import schema, triggers
 from bxbatch.profile import GUIDE
 from bxbatch.settings import Settings
@@ -160,7 +160,8 @@ async def test_failing_statement_rolls_back_its_file(db_factory, conn_to, sql_co
     (sql_copy / "ddl" / "008_fails.sql").write_text(
         "CREATE TABLE half_done (id int);\n\nALTER TABLE no_such_table ADD COLUMN x int;\n"
     )
-    with pytest.raises(SqlFileError, match=r"008_fails\.sql, line 3: relation \"no_such_table\" does not exist"):
+    # a relation that does not exist is not the statement's fault to fix: the run stops for the fix (exit 13)
+    with pytest.raises(StoppedForFix, match=r"008_fails\.sql, line 3: relation \"no_such_table\" does not exist"):
         await schema.apply_phase(conn, Settings(dsn=dsn), None, LOG, phase="schema")
     files = [r["file"] for r in await conn.fetch("SELECT file FROM bxbatch.ddl_file ORDER BY file")]
     assert files == [

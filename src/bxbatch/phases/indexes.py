@@ -416,7 +416,7 @@ class EarlyBuilds:
             borrowed = await self.throttle.borrow_slot()
             if not borrowed:
                 return
-            self.phase.log.info("early_index_builds", table=tasks[0].table, indexes=[t.name for t in tasks])
+            self.phase.log.debug("early_index_builds", table=tasks[0].table, indexes=[t.name for t in tasks])
             for task in tasks:
                 if self.throttle.stopping:
                     return

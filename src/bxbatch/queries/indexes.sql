@@ -50,10 +50,11 @@ ORDER BY id
 SELECT coalesce(sum(duration_ms), 0)::int FROM bxbatch.ddl_statement WHERE file = $1
 
 -- name: old_transactions
--- Other client sessions of this database (not bxbatch's) in a transaction open longer than $1 seconds:
--- a CONCURRENTLY build started now would wait for them before it completes (not for autovacuum).
+-- Other client sessions of this database (not bxbatch's) in a transaction open longer than $1 seconds, or
+-- idle in one (of any age: it waits on its client, for as long as the client likes): a CONCURRENTLY build
+-- started now would wait for them before it completes (not for autovacuum).
 SELECT count(*) FROM pg_stat_activity
 WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
-  AND xact_start < now() - make_interval(secs => $1)
+  AND (xact_start < now() - make_interval(secs => $1) OR state LIKE 'idle in transaction%')
   AND (backend_xmin IS NOT NULL OR backend_xid IS NOT NULL)
   AND coalesce(application_name, '') NOT LIKE 'bxbatch%'
