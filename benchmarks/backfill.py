@@ -1,7 +1,7 @@
 """Backfill benchmark: each of the guide's three backfills run every way, on the same data, in one run.
 
 For each scale: a throwaway server (or ``--dsn``, a server where the benchmark may create a
-database), a generated install (``bxbatch.synth``; its build time is reported), the schema and
+database), a generated install (``migrations.baserow_expansion.synth``; its build time is reported), the schema and
 trigger phases, then for each backfill, resetting its target table between methods:
 
 1. ``single``: the guide's single statement, fixed (``set_based`` of the job file; for the activity
@@ -140,7 +140,7 @@ class ScaleResult:
 
 def target_keys() -> list[tuple[str, str, str, str]]:
     """(file, table, constraint, statement) of each foreign key the backfill phase adds."""
-    from bxbatch.sqlfiles import ddl_files
+    from bxbatch.db.sqlfiles import ddl_files
 
     keys = []
     for f in ddl_files(phase="backfill"):
@@ -332,8 +332,8 @@ async def run_engine_child(
 
 
 async def engine_child(dsn: str, job: str, concurrency: int, settings_json: str) -> None:
-    from bxbatch.engine.runner import run_job_once
-    from bxbatch.log import configure
+    from bxbatch.backfill.runner import run_job_once
+    from bxbatch.observe.log import configure
     from bxbatch.settings import Settings
 
     settings = Settings(progress=False, **json.loads(settings_json))
@@ -388,7 +388,7 @@ def say(opts: Options, *parts: Any) -> None:
 @contextlib.contextmanager
 def only_phases(names: Sequence[str]) -> Iterator[None]:
     """Run the real phases up to the backfill only (the benchmark measures the backfills)."""
-    from bxbatch import app
+    from bxbatch.ops import run as app
 
     saved = list(app.PHASES)
     app.PHASES[:] = [(n, fn) for n, fn in saved if n in names]
@@ -402,7 +402,7 @@ class Bench:
     """The benchmark of one scale on one database."""
 
     def __init__(self, opts: Options, dsn: str, scale: float, log_dir: Path) -> None:
-        from bxbatch.profile import GUIDE
+        from bxbatch.migrations.profile import GUIDE
 
         self.opts, self.dsn, self.scale, self.log_dir = opts, dsn, scale, log_dir
         self.profile = GUIDE
@@ -416,9 +416,9 @@ class Bench:
         return self.conn
 
     async def setup(self) -> ScaleResult:
-        from bxbatch.app import run_migration
+        from bxbatch.migrations.baserow_expansion.synth import SynthSpec, build_install
+        from bxbatch.ops.run import run_migration
         from bxbatch.settings import Settings
-        from bxbatch.synth import SynthSpec, build_install
 
         conn = await asyncpg.connect(self.dsn)
         try:
@@ -478,7 +478,7 @@ class Bench:
         and not recorded, as a run's backfill phase finds them: the engine adds them after the main
         passes (sql/ddl/050_backfill_target_keys.sql), and ``bxbatch()`` adds their VALIDATE time.
         """
-        from bxbatch.engine.jobs import job_by_name
+        from bxbatch.migrations.jobs import job_by_name
 
         await self.c.execute(f"TRUNCATE {job_by_name(job).target}")
         existing = {str(r["conname"]) for r in await self.c.fetch("SELECT conname FROM pg_constraint")}
@@ -494,7 +494,7 @@ class Bench:
 
     async def validate_target_keys(self, job: str) -> float:
         """VALIDATE the job target's keys the engine added NOT VALID; returns the seconds it took."""
-        from bxbatch.engine.jobs import job_by_name
+        from bxbatch.migrations.jobs import job_by_name
 
         target = job_by_name(job).target
         t0 = time.monotonic()
@@ -504,7 +504,7 @@ class Bench:
         return time.monotonic() - t0
 
     async def keep_reference(self, job: str) -> int:
-        from bxbatch.engine.jobs import job_by_name
+        from bxbatch.migrations.jobs import job_by_name
 
         target = job_by_name(job).target
         await self.c.execute(f"DROP TABLE IF EXISTS bench.ref_{job}")
@@ -512,7 +512,7 @@ class Bench:
         return int(await self.c.fetchval(f"SELECT count(*) FROM bench.ref_{job}"))
 
     async def check(self, job: str, complete: bool) -> str:
-        from bxbatch.engine.jobs import job_by_name
+        from bxbatch.migrations.jobs import job_by_name
 
         target = job_by_name(job).target
         ours = f"SELECT {COMPARE_COLUMNS[job]} FROM {target}"
@@ -524,7 +524,7 @@ class Bench:
         return "subset" if extra == 0 else f"MISMATCH: {extra} rows not in the reference (or doubled)"
 
     def units(self, job: str, ref_counts: dict[int, int], total: int) -> list[Unit]:
-        from bxbatch.engine.jobs import job_by_name, render_segments
+        from bxbatch.migrations.jobs import job_by_name, render_segments
 
         j = job_by_name(job)
         if not j.per_user_table:
@@ -541,7 +541,7 @@ class Bench:
 
     # --- the methods ------------------------------------------------------------------------
     async def single(self, job: str) -> MethodResult:
-        from bxbatch.engine.jobs import job_by_name, render_segments
+        from bxbatch.migrations.jobs import job_by_name, render_segments
 
         j = job_by_name(job)
         if j.per_user_table:
@@ -560,8 +560,8 @@ class Bench:
         return MethodResult(job, "single", rows, rows, seconds, seconds, False, seconds * 1000)
 
     async def keyset(self, job: str, total: int, ref_counts: dict[int, int]) -> MethodResult:
-        from bxbatch.engine.jobs import job_by_name, render_segments
-        from bxbatch.engine.planner import PartCursor, TableKeySource, plan_chunks
+        from bxbatch.backfill.planner import PartCursor, TableKeySource, plan_chunks
+        from bxbatch.migrations.jobs import job_by_name, render_segments
 
         j = job_by_name(job)
         conn = self.c
@@ -907,7 +907,7 @@ def machine() -> dict[str, Any]:
 
 async def run_benchmark(opts: Options) -> dict[str, Any]:
     """Every scale of ``opts``; returns the figures (also what ``--json`` writes)."""
-    from bxbatch.embedded import start_server
+    from bxbatch.devtools.embedded import start_server
 
     info = machine()
     log_dir = opts.log_dir or Path(tempfile.mkdtemp(prefix="bxbench-"))
@@ -1162,7 +1162,7 @@ def _quiet_logs() -> None:
 
     import structlog
 
-    from bxbatch.log import configure
+    from bxbatch.observe.log import configure
 
     configure("console", stream=sys.stderr)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))

@@ -21,13 +21,14 @@ from typing import Any
 import asyncpg
 import structlog
 
-from bxbatch import app, ledger
-from bxbatch.context import RunContext
-from bxbatch.embedded import start_server
-from bxbatch.log import configure
+from bxbatch.devtools.embedded import start_server
+from bxbatch.ledger import runs as ledger
+from bxbatch.migrations.baserow_expansion.synth import SynthSpec, build_install
+from bxbatch.observe.log import configure
+from bxbatch.ops import run as app
 from bxbatch.phases import indexes
+from bxbatch.phases.context import RunContext
 from bxbatch.settings import Settings
-from bxbatch.synth import SynthSpec, build_install
 
 UP_TO_BACKFILL = ("preflight", "schema", "triggers", "backfill")
 

@@ -38,10 +38,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from bxbatch.embedded import start_server
-from bxbatch.locks import lock_budget
+from bxbatch.db.locks import lock_budget
+from bxbatch.devtools.embedded import start_server
+from bxbatch.migrations.baserow_expansion.synth import SynthSpec, build_install
 from bxbatch.settings import Settings
-from bxbatch.synth import SynthSpec, build_install
 
 BXBATCH = str(Path(sys.executable).with_name("bxbatch"))
 COMMANDS = ("preflight", "plan", "run", "status", "validate", "rollback")

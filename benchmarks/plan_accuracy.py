@@ -16,13 +16,13 @@ import time
 import asyncpg
 import structlog
 
-from bxbatch.app import run_migration
-from bxbatch.embedded import start_server
-from bxbatch.log import configure
-from bxbatch.plan import build_plan
-from bxbatch.rollback import rollback
+from bxbatch.devtools.embedded import start_server
+from bxbatch.migrations.baserow_expansion.synth import SynthSpec, build_install
+from bxbatch.observe.log import configure
+from bxbatch.ops.plan import build_plan
+from bxbatch.ops.rollback import rollback
+from bxbatch.ops.run import run_migration
 from bxbatch.settings import Settings
-from bxbatch.synth import SynthSpec, build_install
 
 
 async def one_scale(server_dsn: str, dsn_of: object, scale: float, concurrency: int) -> None:

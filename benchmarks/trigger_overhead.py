@@ -25,11 +25,11 @@ import asyncpg
 import structlog
 from tests.phase_support import apply_schema_phase, many_user_tables_sql, run_context
 
-from bxbatch import ledger
-from bxbatch.context import RunContext
-from bxbatch.embedded import start_server
-from bxbatch.log import configure
+from bxbatch.devtools.embedded import start_server
+from bxbatch.ledger import runs as ledger
+from bxbatch.observe.log import configure
 from bxbatch.phases import indexes, schema, triggers
+from bxbatch.phases.context import RunContext
 from bxbatch.settings import Settings
 
 BASE_SCHEMA = (Path(__file__).resolve().parents[1] / "tests" / "base_schema.sql").read_text()

@@ -1,7 +1,8 @@
 """Whole-migration benchmark: the guide's order done by hand against ``bxbatch run``, on clones of one install.
 
 One server (embedded PostgreSQL 18, or ``--pg system``), one process. Per scale: a generated install
-(``bxbatch.synth``) in a template database; per repeat, two fresh clones of it, ``hand`` and ``bx``,
+(``migrations.baserow_expansion.synth``) in a template database; per repeat, two fresh clones of it,
+``hand`` and ``bx``,
 and both sides run one after the other (the side that runs first alternates across repeats, so
 neither always gets the warmer cache or the emptier machine).
 
@@ -392,7 +393,10 @@ def write_out(runs: list[ScaleRun], opts: argparse.Namespace) -> str:
 
 
 async def one_scale(server: Any, scale: float, opts: argparse.Namespace, done: list[ScaleRun]) -> ScaleRun:
-    from bxbatch.synth import SynthSpec, build_install  # the generator only: the install, not the migration
+    from bxbatch.migrations.baserow_expansion.synth import (  # the generator only: the install, not the migration
+        SynthSpec,
+        build_install,
+    )
 
     admin = await asyncpg.connect(server.dsn("postgres"))
     try:
@@ -549,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="write every figure here")
     p.add_argument("--markdown", type=Path, help="write the tables here")
     opts = p.parse_args(argv)
-    from bxbatch.embedded import start_server
+    from bxbatch.devtools.embedded import start_server
 
     async def go() -> list[ScaleRun]:
         server = start_server(opts.pg)

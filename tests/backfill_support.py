@@ -9,11 +9,11 @@ from typing import Any
 import asyncpg
 import pytest
 
-from bxbatch import app
-from bxbatch.db import qualified
-from bxbatch.engine.jobs import job_by_name
-from bxbatch.profile import GUIDE
-from bxbatch.synth import SynthSpec, build_install
+from bxbatch.db.session import qualified
+from bxbatch.migrations.baserow_expansion.synth import SynthSpec, build_install
+from bxbatch.migrations.jobs import job_by_name
+from bxbatch.migrations.profile import GUIDE
+from bxbatch.ops import run as app
 
 UP_TO_BACKFILL = ("preflight", "schema", "triggers", "backfill")
 ALL_PHASES = list(app.PHASES)  # as imported, before any test narrows them

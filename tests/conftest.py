@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from bxbatch.embedded import LocalServer, start_server
+from bxbatch.devtools.embedded import LocalServer, start_server
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -9,9 +9,9 @@ from typing import Any
 import asyncpg
 import structlog
 
-from bxbatch import ledger
-from bxbatch.context import RunContext
+from bxbatch.ledger import runs as ledger
 from bxbatch.phases import schema
+from bxbatch.phases.context import RunContext
 from bxbatch.settings import Settings
 
 BASE_SCHEMA = (Path(__file__).resolve().parent / "base_schema.sql").read_text()

@@ -106,7 +106,7 @@ SMALL_SCALE = 0.01
 
 async def build_small_install(dsn: str) -> None:
     """A synthetic install (every data trap of synth), before the migration."""
-    from bxbatch.synth import SynthSpec, build_install
+    from bxbatch.migrations.baserow_expansion.synth import SynthSpec, build_install
 
     conn = await asyncpg.connect(dsn)
     try:
@@ -117,7 +117,7 @@ async def build_small_install(dsn: str) -> None:
 
 async def build_migrated_install(dsn: str) -> None:
     """The same install after a complete `bxbatch run` (no backup)."""
-    from bxbatch.app import run_migration
+    from bxbatch.ops.run import run_migration
     from bxbatch.settings import Settings
 
     await build_small_install(dsn)

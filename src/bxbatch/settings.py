@@ -8,8 +8,8 @@ import socket
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from .dsn import parse, redact, remember_secret
-from .errors import UsageError
+from bxbatch.db.dsn import parse, redact, remember_secret
+from bxbatch.errors import UsageError
 
 LogFormat = Literal["auto", "console", "json"]
 
@@ -162,7 +162,7 @@ def target_parts(dsn: str | None) -> dict[str, str]:
     try:
         from asyncpg import connect_utils
 
-        from .dsn import for_asyncpg
+        from bxbatch.db.dsn import for_asyncpg
 
         none: dict[str, None] = dict.fromkeys(
             [

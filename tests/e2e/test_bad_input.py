@@ -22,10 +22,11 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from bxbatch import app, ledger
-from bxbatch.app import run_migration
-from bxbatch.context import RunContext
 from bxbatch.errors import ExitCode, Interrupted
+from bxbatch.ledger import runs as ledger
+from bxbatch.ops import run as app
+from bxbatch.ops.run import run_migration
+from bxbatch.phases.context import RunContext
 from bxbatch.settings import Settings
 from tests.backfill_support import ALL_PHASES, expected_derived, present_rows_logged_once, snapshot
 from tests.e2e.clirun import BXBATCH, cli_env

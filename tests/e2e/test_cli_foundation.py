@@ -96,7 +96,7 @@ async def test_resume_without_a_run_says_so(db_factory) -> None:  # type: ignore
 async def test_syntax_error_in_a_ddl_file_names_file_and_line(db_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     import shutil
 
-    from bxbatch.sqlfiles import sql_root
+    from bxbatch.db.sqlfiles import sql_root
 
     root = tmp_path / "sql"
     shutil.copytree(sql_root(), root)

@@ -13,8 +13,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from bxbatch.app import run_migration
 from bxbatch.errors import ExitCode
+from bxbatch.ops.run import run_migration
 from bxbatch.settings import Settings
 from tests.backfill_support import (
     apply_set_based,

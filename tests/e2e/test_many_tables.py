@@ -19,7 +19,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from bxbatch.embedded import start_server
+from bxbatch.devtools.embedded import start_server
 from bxbatch.errors import ExitCode
 from tests.backfill_support import (
     assert_ledger_exact,

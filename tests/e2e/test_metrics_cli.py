@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 from prometheus_client.parser import text_string_to_metric_families
 
-from bxbatch.observability.metrics import exported_names
+from bxbatch.observe.metrics import exported_names
 from tests.backfill_support import synth_template
 from tests.e2e.clirun import run_cli, spawn_cli
 

@@ -326,7 +326,7 @@ async def test_stalled_interrupted_and_failed_are_told_apart(pg_server: Any, db_
     # a statement that fails: FAILED, with the reason and what to run
     import shutil
 
-    from bxbatch.sqlfiles import sql_root
+    from bxbatch.db.sqlfiles import sql_root
 
     root = tmp_path / "sql"
     shutil.copytree(sql_root(), root)

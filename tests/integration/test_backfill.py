@@ -22,13 +22,13 @@ from tests.backfill_support import (
     synth_template,
 )
 
-from bxbatch.app import run_migration
-from bxbatch.engine.report import backfill_status
-from bxbatch.engine.runner import ENGINE_LOCK_CLASS, LOCK_PASS_CREATE, run_job_once
+from bxbatch.backfill.report import backfill_status
+from bxbatch.backfill.runner import ENGINE_LOCK_CLASS, LOCK_PASS_CREATE, run_job_once
 from bxbatch.errors import ChangedFileError
+from bxbatch.migrations.baserow_expansion.synth import mutate_once
+from bxbatch.ops.run import run_migration
+from bxbatch.ops.status import collect_status, render_status
 from bxbatch.settings import Settings
-from bxbatch.status import collect_status, render_status
-from bxbatch.synth import mutate_once
 
 SMALL_CHUNKS: dict[str, Any] = {
     "target_chunk_ms": 20,

@@ -10,7 +10,7 @@ import asyncpg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bxbatch.engine.planner import PartCursor, TableKeySource, plan_chunks
+from bxbatch.backfill.planner import PartCursor, TableKeySource, plan_chunks
 
 
 async def _plan(dsn: str, keys: list[int], size: int, per_call: int, inserts: list[int]) -> None:

@@ -80,8 +80,8 @@ async def test_missing_and_old_pg_dump_are_clear_errors(pg_server, db_factory, c
 
 
 async def test_run_records_the_backup_and_status_shows_it(pg_server, db_factory, tmp_path):
-    from bxbatch.app import run_migration
-    from bxbatch.status import collect_status, render_status
+    from bxbatch.ops.run import run_migration
+    from bxbatch.ops.status import collect_status, render_status
 
     dsn = await db_factory(template=await pg_server.template("tiny_install", build_tiny))
     settings = Settings(dsn=dsn, progress=False, backup_path=str(tmp_path))

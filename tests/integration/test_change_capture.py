@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from tests.backfill_support import assert_no_duplicates, expected_derived, only_phases, snapshot, synth_template
 
-from bxbatch.app import run_migration
-from bxbatch.engine import changes
-from bxbatch.engine.jobs import job_by_name
+from bxbatch.backfill import changes
+from bxbatch.migrations.jobs import job_by_name
+from bxbatch.ops.run import run_migration
 from bxbatch.settings import Settings
 
 SMALL_CHUNKS: dict[str, Any] = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import structlog
 from tests.safety_support import build_migrated_install
 
-from bxbatch.expected import expected_schema
+from bxbatch.migrations.expected import expected_schema
 from bxbatch.phases import cleanup
 from bxbatch.settings import Settings
 

@@ -8,12 +8,12 @@ import json
 import pytest
 from tests.phase_support import LOG, ORPHAN_SEED, schema_applied_db
 
-from bxbatch import ledger
-from bxbatch.context import RunContext
+from bxbatch.db.sqlfiles import ddl_files
 from bxbatch.errors import ExitCode, OrphansFound
+from bxbatch.ledger import runs as ledger
 from bxbatch.phases import constraints
+from bxbatch.phases.context import RunContext
 from bxbatch.settings import Settings
-from bxbatch.sqlfiles import ddl_files
 
 VALIDATE_FILE = next(f for f in ddl_files(phase="constraints"))
 

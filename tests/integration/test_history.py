@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from tests.safety_support import build_small_install, catalog_snapshot
 
-from bxbatch.app import run_migration
-from bxbatch.observability.history import collect_history, render_history
-from bxbatch.observability.html import render
-from bxbatch.observability.report import collect
-from bxbatch.rollback import rollback
+from bxbatch.observe.history import collect_history, render_history
+from bxbatch.observe.html import render
+from bxbatch.observe.report import collect
+from bxbatch.ops.rollback import rollback
+from bxbatch.ops.run import run_migration
 from bxbatch.settings import Settings
 
 

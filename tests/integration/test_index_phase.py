@@ -11,11 +11,11 @@ import asyncpg
 import pytest
 from tests.phase_support import LOG, run_context, schema_applied_db
 
-from bxbatch import monitor
-from bxbatch.context import RunContext
+from bxbatch.db.sqlfiles import ddl_files
+from bxbatch.observe import monitor
 from bxbatch.phases import indexes, schema
+from bxbatch.phases.context import RunContext
 from bxbatch.settings import Settings
-from bxbatch.sqlfiles import ddl_files
 
 INDEX_NAMES = [t.name for t in indexes.index_tasks(ddl_files(phase="indexes"))]
 

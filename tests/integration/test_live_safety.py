@@ -21,14 +21,14 @@ from tests.backfill_support import (
 )
 from tests.e2e.clirun import run_cli
 
-from bxbatch import app
-from bxbatch.app import run_migration
-from bxbatch.engine.health import HealthMonitor
-from bxbatch.engine.throttle import Throttle
 from bxbatch.errors import CompletedWithFailures, Interrupted
-from bxbatch.log import get_logger
+from bxbatch.live.health import HealthMonitor
+from bxbatch.live.throttle import Throttle
+from bxbatch.observe.log import get_logger
+from bxbatch.ops import run as app
+from bxbatch.ops.run import run_migration
+from bxbatch.ops.status import collect_status, render_status
 from bxbatch.settings import Settings
-from bxbatch.status import collect_status, render_status
 
 FULL_PHASES = list(app.PHASES)
 SMALL: dict[str, Any] = {
@@ -441,8 +441,8 @@ def test_status_of_a_run_without_a_ledger_needs_no_control_tables() -> None:
 
 
 async def test_eta_rate_leaves_out_paused_and_throttled_time(fresh_db: str, conn_to: Any) -> None:
-    from bxbatch import ledger
-    from bxbatch.engine.control import held_seconds
+    from bxbatch.ledger import runs as ledger
+    from bxbatch.live.control import held_seconds
 
     conn = await conn_to(fresh_db)
     await ledger.ensure_schema(conn)
@@ -478,7 +478,7 @@ async def test_eta_rate_leaves_out_paused_and_throttled_time(fresh_db: str, conn
 async def test_pause_and_cancel_are_obeyed_between_phases(
     pg_server: Any, db_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bxbatch.engine import control
+    from bxbatch.live import control
 
     dsn = await install(pg_server, db_factory)
     settings = Settings(dsn=dsn, progress=False)

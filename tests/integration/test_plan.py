@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncpg
 from tests.safety_support import bxbatch_traces, catalog_snapshot
 
-from bxbatch.app import PHASES, run_migration
-from bxbatch.plan import build_plan
+from bxbatch.migrations.baserow_expansion.synth import SynthSpec, build_install
+from bxbatch.ops.plan import build_plan
+from bxbatch.ops.run import PHASES, run_migration
 from bxbatch.settings import Settings
-from bxbatch.synth import SynthSpec, build_install
 
 
 async def _build_scale_01(dsn: str) -> None:

@@ -9,11 +9,11 @@ import asyncpg
 import pytest
 from tests.safety_support import build_tiny, bxbatch_traces
 
-from bxbatch import ledger
-from bxbatch.app import run_migration
 from bxbatch.errors import LockBusy, PreflightFailed
+from bxbatch.ledger import runs as ledger
+from bxbatch.migrations.profile import GUIDE
+from bxbatch.ops.run import run_migration
 from bxbatch.phases import preflight
-from bxbatch.profile import GUIDE
 from bxbatch.settings import Settings
 
 

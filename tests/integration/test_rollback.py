@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from tests.safety_support import build_small_install, build_tiny, catalog_snapshot
 
-from bxbatch import ledger
-from bxbatch.app import run_migration
 from bxbatch.errors import LockBusy, RollbackRefused
-from bxbatch.rollback import plan_steps, rollback, rollback_database
+from bxbatch.ledger import runs as ledger
+from bxbatch.ops.rollback import plan_steps, rollback, rollback_database
+from bxbatch.ops.run import run_migration
 from bxbatch.settings import Settings
 
 

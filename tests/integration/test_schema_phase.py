@@ -12,12 +12,12 @@ import pytest
 import structlog
 from tests.guide_catalog import FOREIGN_KEYS, INDEXES, NAMED_FKS, PRIMARY_KEYS, TABLES, UNIQUE
 
-from bxbatch import ledger
+from bxbatch.db.sqlfiles import sql_root
 from bxbatch.errors import ChangedFileError, LockBusy, SqlFileError, StoppedForFix
+from bxbatch.ledger import runs as ledger
+from bxbatch.migrations.profile import GUIDE
 from bxbatch.phases import schema, triggers
-from bxbatch.profile import GUIDE
 from bxbatch.settings import Settings
-from bxbatch.sqlfiles import sql_root
 
 BASE_SCHEMA = (Path(__file__).parent.parent / "base_schema.sql").read_text()
 LOG = structlog.get_logger("test")

@@ -14,13 +14,13 @@ import asyncpg
 import pytest
 from tests.backfill_support import ALL_PHASES, expected_derived, present_rows_logged_once, snapshot, synth_template
 
-from bxbatch import app
-from bxbatch.app import run_migration
-from bxbatch.context import RunContext
-from bxbatch.db import connect
+from bxbatch.db.session import connect
 from bxbatch.errors import Interrupted, PreflightFailed
+from bxbatch.migrations.profile import GUIDE
+from bxbatch.ops import run as app
+from bxbatch.ops.run import run_migration
 from bxbatch.phases import preflight, triggers
-from bxbatch.profile import GUIDE
+from bxbatch.phases.context import RunContext
 from bxbatch.settings import Settings
 
 BASE_TABLES = sorted(GUIDE.required_columns)

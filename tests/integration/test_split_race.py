@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncpg.exceptions as pgexc
 
-from bxbatch import ledger
-from bxbatch.engine.split import split_or_fail
+from bxbatch.backfill.split import split_or_fail
+from bxbatch.ledger import runs as ledger
 
 
 async def test_a_stale_failure_does_not_split_or_record_the_new_range(fresh_db, conn_to) -> None:  # type: ignore[no-untyped-def]

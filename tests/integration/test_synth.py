@@ -12,10 +12,16 @@ from typing import Any
 import asyncpg
 import pytest
 
-from bxbatch.db import quote_ident
+from bxbatch.db.session import quote_ident
 from bxbatch.errors import UsageError
-from bxbatch.profile import GUIDE, USER_TABLE_REGEX_SQL
-from bxbatch.synth import FIELD_COLUMN_TYPES, SynthReport, SynthSpec, build_install, mutate_once
+from bxbatch.migrations.baserow_expansion.synth import (
+    FIELD_COLUMN_TYPES,
+    SynthReport,
+    SynthSpec,
+    build_install,
+    mutate_once,
+)
+from bxbatch.migrations.profile import GUIDE, USER_TABLE_REGEX_SQL
 
 SMALL = SynthSpec(scale=0.02, seed=42)
 BASE_TABLES = (

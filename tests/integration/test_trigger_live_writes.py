@@ -11,8 +11,8 @@ import asyncpg
 import pytest
 from tests.backfill_support import only_phases, present_rows_logged_once, synth_template
 
-from bxbatch.app import run_migration
-from bxbatch.db import qualified
+from bxbatch.db.session import qualified
+from bxbatch.ops.run import run_migration
 from bxbatch.settings import Settings
 
 EVENT_TRIGGER = {"insert": "bxbatch_activity_ins", "update": "bxbatch_activity_upd", "delete": "bxbatch_activity_del"}

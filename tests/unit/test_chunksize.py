@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bxbatch.engine.chunksize import ChunkSizer
+from bxbatch.backfill.chunksize import ChunkSizer
 from bxbatch.settings import Settings
 
 

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import structlog
 
-from bxbatch.engine.control import parse_knobs
-from bxbatch.engine.throttle import Throttle
 from bxbatch.errors import UsageError
-from bxbatch.log import configure, human_bytes, human_count, human_duration, iso
+from bxbatch.live.control import parse_knobs
+from bxbatch.live.throttle import Throttle
+from bxbatch.observe.log import configure, human_bytes, human_count, human_duration, iso
 from bxbatch.settings import Settings
 
 

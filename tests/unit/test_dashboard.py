@@ -11,10 +11,10 @@ from typing import Any
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bxbatch.engine.health import Signal
-from bxbatch.engine.throttle import Throttle
-from bxbatch.observability.metrics import Metrics, exported_names
-from bxbatch.observability.observer import RunObserver
+from bxbatch.live.health import Signal
+from bxbatch.live.throttle import Throttle
+from bxbatch.observe.metrics import Metrics, exported_names
+from bxbatch.observe.observer import RunObserver
 from bxbatch.settings import Settings
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "dashboards" / "grafana-bxbatch.json"

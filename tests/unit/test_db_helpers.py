@@ -8,10 +8,10 @@ import asyncpg
 import asyncpg.exceptions as pgexc
 import pytest
 
-from bxbatch.db import backoff_delay, is_connection_lost, is_retryable, quote_ident, translate_connect_error
+from bxbatch.db.session import backoff_delay, is_connection_lost, is_retryable, quote_ident, translate_connect_error
 from bxbatch.errors import ConnectionFailed, ExitCode, UsageError
-from bxbatch.log import scrub
-from bxbatch.profile import GUIDE
+from bxbatch.migrations.profile import GUIDE
+from bxbatch.observe.log import scrub
 from bxbatch.settings import Settings, redact_dsn
 
 

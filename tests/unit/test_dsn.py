@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bxbatch import dsn
+from bxbatch.db import dsn
 from bxbatch.errors import UsageError
 from bxbatch.phases.backup import libpq_env
 

@@ -7,10 +7,10 @@ import errno
 import asyncpg.exceptions as pgexc
 import pytest
 
-from bxbatch.db import is_connection_lost, is_hopeless, is_retryable, needs_fix
+from bxbatch.db.session import is_connection_lost, is_hopeless, is_retryable, needs_fix
+from bxbatch.db.sqlfiles import ddl_files
 from bxbatch.errors import ExitCode, SqlFileError, StoppedForFix
 from bxbatch.phases import schema
-from bxbatch.sqlfiles import ddl_files
 
 
 @pytest.mark.parametrize(

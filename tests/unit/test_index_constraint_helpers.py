@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from bxbatch.db.sqlfiles import ddl_files, load_file
 from bxbatch.errors import SqlFileError
-from bxbatch.monitor import Blocker, ProgressSample, eta_seconds, render_builds, restarted_count
+from bxbatch.observe.monitor import Blocker, ProgressSample, eta_seconds, render_builds, restarted_count
 from bxbatch.phases.constraints import ForeignKey, constraint_tasks
 from bxbatch.phases.indexes import index_tasks
 from bxbatch.phases.triggers import TRIGGERS, _create_sql
-from bxbatch.sqlfiles import ddl_files, load_file
 
 
 def test_index_tasks_come_from_the_ddl_files() -> None:

@@ -6,8 +6,8 @@ import asyncpg
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bxbatch.db.locks import FIXED_LOCKS, MAX_GROUP, budget_from, exhausted, is_out_of_locks
 from bxbatch.errors import ExitCode
-from bxbatch.locks import FIXED_LOCKS, MAX_GROUP, budget_from, exhausted, is_out_of_locks
 
 
 def test_default_server_gives_groups_of_a_hundred_tables_or_more() -> None:

@@ -10,7 +10,7 @@ from collections import Counter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bxbatch.engine.planner import ChunkPlan, PartCursor, plan_chunks
+from bxbatch.backfill.planner import ChunkPlan, PartCursor, plan_chunks
 
 
 class ListSource:

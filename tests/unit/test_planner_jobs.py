@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pglast import parse_sql
 
-from bxbatch.engine.jobs import load_job, load_jobs, render_segments
 from bxbatch.errors import SqlFileError
+from bxbatch.migrations.jobs import load_job, load_jobs, render_segments
 
 
 def test_shipped_jobs() -> None:

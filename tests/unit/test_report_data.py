@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bxbatch.observability.report import _clip, _holds, throughput_series
-from bxbatch.observability.timeseries import sample_interval
+from bxbatch.observe.report import _clip, _holds, throughput_series
+from bxbatch.observe.timeseries import sample_interval
 
 
 def test_time_series_is_bounded_for_a_long_run() -> None:

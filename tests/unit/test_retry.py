@@ -9,7 +9,7 @@ import asyncpg
 import asyncpg.exceptions as pgexc
 import pytest
 
-from bxbatch.engine.retry import RetryPolicy, bisect, classify, describe, split_range, with_retries
+from bxbatch.db.retry import RetryPolicy, bisect, classify, describe, split_range, with_retries
 
 
 @pytest.mark.parametrize(

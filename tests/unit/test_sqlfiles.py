@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bxbatch.errors import SqlFileError
-from bxbatch.sqlfiles import (
+from bxbatch.db.sqlfiles import (
     checksum,
     ddl_files,
     load_file,
@@ -16,6 +15,7 @@ from bxbatch.sqlfiles import (
     split_statements,
     sql_root,
 )
+from bxbatch.errors import SqlFileError
 
 FUNCTION_WITH_SEMICOLONS = """
 -- a comment; with a semicolon

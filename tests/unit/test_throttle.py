@@ -5,8 +5,8 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from bxbatch.engine.health import Signal, probe_limit_ms, signals_from_snapshot
-from bxbatch.engine.throttle import DUTY_STEP, MIN_CHUNK_SCALE, MIN_DUTY, RAMP_UP_DUTY, Throttle, eta_seconds
+from bxbatch.live.health import Signal, probe_limit_ms, signals_from_snapshot
+from bxbatch.live.throttle import DUTY_STEP, MIN_CHUNK_SCALE, MIN_DUTY, RAMP_UP_DUTY, Throttle, eta_seconds
 from bxbatch.settings import Settings
 
 
@@ -279,7 +279,7 @@ async def test_a_worker_held_above_the_limit_retires_when_told_but_a_paused_one_
 def test_backfill_rate_for_the_eta_leaves_out_held_time() -> None:
     from datetime import UTC, datetime, timedelta
 
-    from bxbatch.engine.report import _rate
+    from bxbatch.backfill.report import _rate
 
     now = datetime(2026, 1, 1, tzinfo=UTC)
     started = now - timedelta(seconds=60)
@@ -291,7 +291,7 @@ def test_backfill_rate_for_the_eta_leaves_out_held_time() -> None:
 def test_status_lines_name_the_reason_and_the_failed_keys() -> None:
     from datetime import datetime
 
-    from bxbatch.engine.control import render_status_lines
+    from bxbatch.live.control import render_status_lines
 
     at = datetime(2026, 11, 24, 7, 0, 0)
     report = {

@@ -1,1 +1,1 @@
-"""The phases of a run, each a coroutine over a RunContext; ``app`` runs them in order."""
+"""The phases of a run, each a coroutine over a RunContext; ``ops.run`` runs them in order."""

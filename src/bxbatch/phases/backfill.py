@@ -8,13 +8,13 @@ from typing import Any
 
 import anyio
 
-from ..context import RunContext
-from ..engine.jobs import load_jobs
-from ..engine.runner import run_backfill_jobs
-from ..engine.throttle import Throttle
-from ..errors import CompletedWithFailures, Interrupted, LockBusy
-from ..settings import Settings
-from . import indexes, schema, triggers
+from bxbatch.backfill.runner import run_backfill_jobs
+from bxbatch.errors import CompletedWithFailures, Interrupted, LockBusy
+from bxbatch.live.throttle import Throttle
+from bxbatch.migrations.jobs import load_jobs
+from bxbatch.phases import indexes, schema, triggers
+from bxbatch.phases.context import RunContext
+from bxbatch.settings import Settings
 
 
 async def add_target_keys(

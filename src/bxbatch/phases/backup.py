@@ -23,13 +23,13 @@ from typing import Any
 
 import asyncpg
 
-from .. import progress
-from ..context import RunContext
-from ..db import server_version_num
-from ..dsn import parse, scrub
-from ..embedded import _embedded_bindir
-from ..errors import BackupFailed
-from ..settings import Settings
+from bxbatch.db.dsn import parse, scrub
+from bxbatch.db.session import server_version_num
+from bxbatch.devtools.embedded import _embedded_bindir
+from bxbatch.errors import BackupFailed
+from bxbatch.observe import progress
+from bxbatch.phases.context import RunContext
+from bxbatch.settings import Settings
 
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 

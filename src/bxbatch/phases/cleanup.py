@@ -12,11 +12,11 @@ from typing import Any
 
 import asyncpg
 
-from .. import progress
-from ..context import RunContext
-from ..db import qualified, retrying
-from ..expected import expected_schema
-from ..settings import Settings
+from bxbatch.db.session import qualified, retrying
+from bxbatch.migrations.expected import expected_schema
+from bxbatch.observe import progress
+from bxbatch.phases.context import RunContext
+from bxbatch.settings import Settings
 
 EXISTING_SQL = "SELECT relname FROM pg_class WHERE relnamespace = to_regnamespace($1) AND relname = ANY($2::text[])"
 
@@ -52,8 +52,8 @@ async def vacuum_tables(conn: asyncpg.Connection, settings: Settings, schema: st
 
 
 async def run(ctx: RunContext) -> dict[str, Any]:
-    from ..engine import changes
-    from ..engine.jobs import load_jobs
+    from bxbatch.backfill import changes
+    from bxbatch.migrations.jobs import load_jobs
 
     for job in load_jobs():  # change-capture triggers the backfill phase could not drop (a busy table)
         if job.changes:

@@ -30,12 +30,13 @@ from typing import Any
 import asyncpg
 from pglast.enums import AlterTableType
 
-from .. import ledger, progress
-from ..context import RunContext
-from ..db import is_retryable, qualified, quote_ident
-from ..errors import ChangedFileError, OrphansFound, SqlFileError
-from ..sqlfiles import SqlFile, Statement, ddl_files, queries
-from . import schema
+from bxbatch.db.session import is_retryable, qualified, quote_ident
+from bxbatch.db.sqlfiles import SqlFile, Statement, ddl_files, queries
+from bxbatch.errors import ChangedFileError, OrphansFound, SqlFileError
+from bxbatch.ledger import runs as ledger
+from bxbatch.observe import progress
+from bxbatch.phases import schema
+from bxbatch.phases.context import RunContext
 
 Q = queries("constraints")
 LQ = ledger.Q

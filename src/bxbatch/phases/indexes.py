@@ -34,15 +34,15 @@ from typing import Any
 import anyio
 import asyncpg
 
-from .. import ledger
-from ..context import RunContext
-from ..db import backoff_delay, connect, is_connection_lost, is_retryable, qualified, server_version_num
-from ..errors import ChangedFileError, SqlFileError, UsageError
-from ..monitor import IndexMonitor
-from ..monitor import Q as MQ
-from ..settings import Settings
-from ..sqlfiles import SqlFile, Statement, ddl_files, queries
-from . import schema
+from bxbatch.db.session import backoff_delay, connect, is_connection_lost, is_retryable, qualified, server_version_num
+from bxbatch.db.sqlfiles import SqlFile, Statement, ddl_files, queries
+from bxbatch.errors import ChangedFileError, SqlFileError, UsageError
+from bxbatch.ledger import runs as ledger
+from bxbatch.observe.monitor import IndexMonitor
+from bxbatch.observe.monitor import Q as MQ
+from bxbatch.phases import schema
+from bxbatch.phases.context import RunContext
+from bxbatch.settings import Settings
 
 Q = queries("indexes")
 LQ = ledger.Q

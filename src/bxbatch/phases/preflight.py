@@ -18,14 +18,14 @@ from typing import Any
 import asyncpg
 import asyncpg.exceptions as pgexc
 
-from .. import ledger
-from ..context import RunContext
-from ..db import server_version_num
-from ..errors import LockBusy, PreflightFailed
-from ..expected import expected_schema
-from ..profile import USER_TABLE_REGEX_SQL, Profile
-from ..settings import Settings
-from ..sqlfiles import queries
+from bxbatch.db.session import server_version_num
+from bxbatch.db.sqlfiles import queries
+from bxbatch.errors import LockBusy, PreflightFailed
+from bxbatch.ledger import runs as ledger
+from bxbatch.migrations.expected import expected_schema
+from bxbatch.migrations.profile import USER_TABLE_REGEX_SQL, Profile
+from bxbatch.phases.context import RunContext
+from bxbatch.settings import Settings
 
 MIN_SERVER_VERSION = 120000
 MIN_LOCKS_PER_TRANSACTION = 64
@@ -127,7 +127,7 @@ async def check_base_schema(conn: asyncpg.Connection, profile: Profile) -> Check
 
 
 async def check_privileges(conn: asyncpg.Connection, profile: Profile) -> Check:
-    from .triggers import user_tables  # phases import each other lazily
+    from bxbatch.phases.triggers import user_tables  # phases import each other lazily
 
     who = await conn.fetchrow(Q["role"])
     assert who is not None
@@ -286,7 +286,7 @@ async def check_catalog(conn: asyncpg.Connection, profile: Profile, settings: Se
     One table id per user table name, an integer ``id`` in every user table, base-table columns of
     the types the SQL reads them as, and connection slots for ``--concurrency`` workers.
     """
-    from .triggers import user_tables  # phases import each other lazily
+    from bxbatch.phases.triggers import user_tables  # phases import each other lazily
 
     problems: list[str] = []
     for row in await conn.fetch(Q["duplicate_user_table_ids"], profile.schema, USER_TABLE_REGEX_SQL):
@@ -434,7 +434,7 @@ async def check_backup_space(conn: asyncpg.Connection, backup_path: str) -> Chec
 
 async def check_lock_budget(conn: asyncpg.Connection, settings: Settings, profile: Profile) -> Check:
     """What the lock budget (locks.py) gives this server: locks per transaction and user tables per group."""
-    from ..locks import FIXED_LOCKS, lock_budget
+    from bxbatch.db.locks import FIXED_LOCKS, lock_budget
 
     budget = await lock_budget(conn, settings, profile.schema)
     reason = (
@@ -615,7 +615,7 @@ async def run(ctx: RunContext) -> dict[str, Any]:
         level = {PASS: "debug", WARN: "warning"}.get(check.status, "error")  # a pass is not news
         getattr(ctx.log, level)("preflight_check", check=check.name, status=check.status, reason=check.reason)
     raise_for(report)
-    from ..rollback import record_preexisting  # rollback must never drop what the install already had
+    from bxbatch.ops.rollback import record_preexisting  # rollback must never drop what the install already had
 
     await record_preexisting(ctx.conn, ctx.run_id, ctx.profile.schema)
     return {"server_version_num": report.checks[0].detail["num"], **report.figures()}

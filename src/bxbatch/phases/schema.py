@@ -17,11 +17,11 @@ from typing import Any
 
 import asyncpg
 
-from .. import ledger
-from ..db import is_hopeless, is_retryable, needs_fix, quote_ident, retrying
-from ..errors import BxbatchError, ChangedFileError, SqlFileError
-from ..settings import Settings
-from ..sqlfiles import SqlFile, Statement, ddl_files
+from bxbatch.db.session import is_hopeless, is_retryable, needs_fix, quote_ident, retrying
+from bxbatch.db.sqlfiles import SqlFile, Statement, ddl_files
+from bxbatch.errors import BxbatchError, ChangedFileError, SqlFileError
+from bxbatch.ledger import runs as ledger
+from bxbatch.settings import Settings
 
 Q = ledger.Q
 

@@ -24,13 +24,13 @@ from typing import Any
 import anyio
 import asyncpg
 
-from .. import progress
-from ..context import RunContext
-from ..db import backoff_delay, is_retryable, qualified, quote_ident
-from ..locks import lock_budget
-from ..profile import USER_TABLE_REGEX_SQL, Profile
-from ..settings import Settings
-from ..sqlfiles import queries
+from bxbatch.db.locks import lock_budget
+from bxbatch.db.session import backoff_delay, is_retryable, qualified, quote_ident
+from bxbatch.db.sqlfiles import queries
+from bxbatch.migrations.profile import USER_TABLE_REGEX_SQL, Profile
+from bxbatch.observe import progress
+from bxbatch.phases.context import RunContext
+from bxbatch.settings import Settings
 
 Q = queries("triggers")
 

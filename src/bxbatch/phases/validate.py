@@ -19,18 +19,18 @@ from typing import Any
 import anyio
 import asyncpg
 
-from .. import progress
-from ..context import RunContext
-from ..db import connect, qualified, quote_ident
-from ..errors import ValidationFailed
-from ..expected import ExpectedSchema, expected_schema
-from ..locks import LockBudget, lock_budget
-from ..log import get_logger
-from ..observability.report import save_validation
-from ..profile import GUIDE, Profile
-from ..settings import Settings
-from ..sqlfiles import queries
-from .triggers import user_tables
+from bxbatch.db.locks import LockBudget, lock_budget
+from bxbatch.db.session import connect, qualified, quote_ident
+from bxbatch.db.sqlfiles import queries
+from bxbatch.errors import ValidationFailed
+from bxbatch.migrations.expected import ExpectedSchema, expected_schema
+from bxbatch.migrations.profile import GUIDE, Profile
+from bxbatch.observe import progress
+from bxbatch.observe.log import get_logger
+from bxbatch.observe.report import save_validation
+from bxbatch.phases.context import RunContext
+from bxbatch.phases.triggers import user_tables
+from bxbatch.settings import Settings
 
 Q = queries("validate")
 SAMPLE = 5

@@ -1,0 +1,1 @@
+"""The backfill engine: keyset planner, chunk workers on a pool, passes until the target converges."""

@@ -1,0 +1,162 @@
+"""The planner: cuts each part's key domain (lo, hi] into consecutive half-open ranges by walking the key index.
+
+Ranges are contiguous by construction: a part's next range always starts at the end of the
+previous one (``planned_upto``) and the last one ends at ``hi``. So the ranges of a part cover
+every key in (lo, hi] exactly once whatever the keys are (gaps, none, one, or keys inserted or
+deleted while the planner walks): a key can only change *which* range has how many rows, never
+whether it is covered. Where a range ends is found with one index-only probe,
+``WHERE key > $lo ORDER BY key OFFSET n-1 LIMIT 1``; data is never OFFSET over.
+
+Small parts (user tables whose exact count is known and below the chunk size) are grouped into
+one chunk of several segments, so thousands of tiny tables do not cost a round trip each.
+
+The core (``plan_chunks``) is pure over a ``KeySource`` so that property tests can drive it
+with in-memory key sets; ``TableKeySource`` is the PostgreSQL one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import asyncpg
+
+from bxbatch.db.session import qualified, quote_ident
+from bxbatch.db.sqlfiles import queries
+
+Q = queries("engine")
+_GONE = object()  # a probed user table no longer exists
+
+
+@dataclass
+class PartCursor:
+    """One part of a pass as the planner sees it; ``upto`` advances as ranges are cut."""
+
+    part: int
+    relname: str | None
+    lo: int
+    hi: int
+    upto: int
+    est_rows: int | None = None
+    est_exact: bool = False
+
+    @property
+    def open(self) -> bool:
+        return self.upto < self.hi
+
+
+@dataclass(frozen=True)
+class Segment:
+    part: int
+    lo: int
+    hi: int
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    segments: tuple[Segment, ...]
+    planned_rows: int
+
+
+class KeySource(Protocol):
+    async def key_at(self, part: PartCursor, after: int, upto: int, offset: int) -> int | None:
+        """The key ``offset`` keys after the first key > ``after`` (and <= ``upto``), or None."""
+
+    async def count(self, part: PartCursor, after: int, upto: int, cap: int) -> int:
+        """Keys in (after, upto], counted no further than ``cap``."""
+
+
+async def plan_chunks(
+    parts: list[PartCursor],
+    source: KeySource,
+    size: int,
+    max_chunks: int,
+    max_segments: int = 64,
+    size_for: Callable[[PartCursor], int] | None = None,
+) -> list[ChunkPlan]:
+    """Cut up to ``max_chunks`` chunks of about ``size`` keys from the open parts, in part order.
+
+    ``size_for``, when given, sizes each chunk from the part it starts in (else ``size``).
+
+    Advances each part's ``upto``; the caller persists the chunks and the cursors together.
+    """
+    if size < 1 or max_chunks < 1 or max_segments < 1:
+        raise ValueError("size, max_chunks and max_segments must be positive")
+    chunks: list[ChunkPlan] = []
+    index = 0
+    while len(chunks) < max_chunks:
+        segments: list[Segment] = []
+        total = 0
+        while index < len(parts) and not parts[index].open:
+            index += 1
+        if index < len(parts) and size_for is not None:
+            size = max(1, size_for(parts[index]))
+        while total < size and len(segments) < max_segments:
+            while index < len(parts) and not parts[index].open:
+                index += 1
+            if index >= len(parts):
+                break
+            part = parts[index]
+            need = size - total
+            start = part.upto
+            if part.est_exact and part.upto == part.lo and part.est_rows is not None and part.est_rows < need:
+                got, end = part.est_rows, part.hi  # a small part counted when the pass began: no probe
+            else:
+                key = await source.key_at(part, start, part.hi, need - 1)
+                if key is None:
+                    got, end = await source.count(part, start, part.hi, need), part.hi
+                else:
+                    got, end = need, key
+            if end <= start:  # defensive: a source must never return a key at or before `after`
+                raise RuntimeError(f"key source returned {end} after {start} for part {part.part}")
+            part.upto = end
+            segments.append(Segment(part.part, start, end))
+            total += got
+        if not segments:
+            break
+        chunks.append(ChunkPlan(tuple(segments), total))
+    return chunks
+
+
+class TableKeySource:
+    """Keys of real tables: part 0 (or any part without a relname) is the job's key table."""
+
+    def __init__(
+        self,
+        conn: asyncpg.Connection,
+        schema: str,
+        key_table: str | None = None,
+        key_column: str = "id",
+    ) -> None:
+        self.conn = conn
+        self.schema = schema
+        self.key_table = key_table
+        self.key_column = key_column
+
+    def _sql(self, name: str, part: PartCursor) -> str:
+        table = part.relname or self.key_table
+        if table is None:
+            raise ValueError(f"part {part.part} has no table")
+        key = quote_ident(self.key_column if part.relname is None else "id")
+        return Q[name].replace("{table}", qualified(self.schema, table)).replace("{key}", key)
+
+    async def _probe(self, name: str, part: PartCursor, *args: int) -> Any:
+        if part.relname is None:
+            return await self.conn.fetchval(self._sql(name, part), *args)
+        # A user table can be dropped by the application at any moment: probe it in a savepoint, so
+        # that its disappearance does not abort the planner's transaction.
+        try:
+            async with self.conn.transaction():
+                return await self.conn.fetchval(self._sql(name, part), *args)
+        except (asyncpg.UndefinedTableError, asyncpg.InvalidCachedStatementError):
+            return _GONE
+
+    async def key_at(self, part: PartCursor, after: int, upto: int, offset: int) -> int | None:
+        value = await self._probe("walk_key", part, after, upto, offset)
+        # None: no key that far; _GONE: dropped meanwhile, the rest of the part is one (empty) range
+        return None if value is None or value is _GONE else int(value)
+
+    async def count(self, part: PartCursor, after: int, upto: int, cap: int) -> int:
+        value = await self._probe("count_keys", part, after, upto, cap)
+        return 0 if value is _GONE else int(value)

@@ -1,0 +1,335 @@
+"""Chunk workers: claim a pending range, apply it and mark it done, all in ONE transaction.
+
+``apply_chunk_transaction`` is the single place where a chunk transaction runs: timeouts are set
+there (``SET LOCAL``), errors are classified there (retry with backoff, or fail the chunk), so
+throttling and health work can hook in without touching the rest of the engine.
+
+Why this is exactly-once: the ledger row is locked ``FOR UPDATE SKIP LOCKED`` by the transaction
+that does the chunk's work and flips it to ``done`` in the same commit. A crash at any instant
+either commits both or neither; a concurrent worker (in this process or another one on another
+host) skips the locked row and can never take it while it is in flight.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import asyncpg
+import asyncpg.exceptions as pgexc
+
+from bxbatch.backfill.split import SplitOutcome, split_or_fail
+from bxbatch.db.retry import classify
+from bxbatch.db.session import backoff_delay, is_connection_lost, is_hopeless, is_retryable, needs_fix
+from bxbatch.db.sqlfiles import queries
+from bxbatch.migrations.jobs import Job, render_segments
+from bxbatch.migrations.profile import Profile
+from bxbatch.observe.log import scrub
+from bxbatch.observe.observer import current as observer
+from bxbatch.settings import Settings
+
+if TYPE_CHECKING:
+    from bxbatch.live.throttle import Throttle
+
+Q = queries("engine")
+Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+# A chunk meeting one of these raced with the live application (a user table dropped, a view or
+# member deleted between our snapshot and the foreign key check, a table altered under a cached
+# plan): the next attempt sees the new state and does the right thing, so retry it.
+RACE_ERRORS: tuple[type[BaseException], ...] = (
+    pgexc.ForeignKeyViolationError,
+    pgexc.UndefinedTableError,
+    pgexc.InvalidCachedStatementError,
+    pgexc.UniqueViolationError,
+)
+
+
+# A race error seen this many times on one chunk is a fact about its data, not a race: bisect.
+RACE_ATTEMPTS = 3
+
+
+def should_retry(exc: BaseException) -> bool:
+    return is_retryable(exc) or isinstance(exc, RACE_ERRORS)
+
+
+def _affected(status: str) -> int:
+    tail = status.rsplit(" ", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+@dataclass(frozen=True)
+class PassRef:
+    """What a worker needs to know about the pass it works on."""
+
+    run_id: int
+    job: Job
+    seq: int
+    kind: str  # main | catchup | reconcile
+    profile: Profile
+
+    @property
+    def statement(self) -> str:
+        return "reconcile" if self.kind == "reconcile" else "chunk"
+
+
+@dataclass
+class ChunkResult:
+    chunk_id: int
+    status: str  # done | failed | split (bisected: both halves pending again) | gone (taken elsewhere meanwhile)
+    rows: int = 0
+    planned_rows: int = 0
+    seconds: float = 0.0
+    retries: int = 0
+    segments: int = 1
+    first_part: int = 0
+    error: str | None = None
+    failed_key: int | None = None  # the single key a bisected chunk failed on
+
+
+@dataclass
+class WorkerState:
+    """In-memory state of one worker task, written to bxbatch.worker by the heartbeat."""
+
+    idx: int
+    job: str | None = None
+    chunk_id: int | None = None
+    state: str = "idle"
+    chunks_done: int = 0
+    rows_done: int = 0
+
+
+async def _apply(conn: Conn, ref: PassRef, row: asyncpg.Record) -> int:
+    """Run the job's statement for the claimed chunk; returns rows written (or changed)."""
+    job = ref.job
+    lo, hi = int(row["los"][0]), int(row["his"][0])
+    if not job.per_user_table:
+        args = (lo, hi, *job.extra_args(ref.profile))
+        if ref.kind == "reconcile":
+            return int(await conn.fetchval(job.sql("reconcile"), *args))
+        return _affected(await conn.execute(job.sql("chunk"), *args))
+    parts = [int(p) for p in row["parts"]]
+    relnames: list[str] = row["relnames"]
+    live = await conn.fetch(Q["live_user_tables"], parts, relnames, ref.profile.schema)
+    keep = [int(r["i"]) - 1 for r in live]
+    if not keep:
+        return 0  # every table of the chunk was dropped: nothing to seed, the range is done
+    sql = render_segments(job, [relnames[i] for i in keep], ref.profile.schema)
+    status = await conn.execute(
+        sql,
+        [parts[i] for i in keep],
+        [int(row["los"][i]) for i in keep],
+        [int(row["his"][i]) for i in keep],
+    )
+    return _affected(status)
+
+
+SET_LOCALS = (
+    "SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true), "
+    "set_config('idle_in_transaction_session_timeout', $3, true), "
+    "set_config('application_name', $4, true)"
+)
+
+
+def _set_local_args(settings: Settings, app_name: str) -> tuple[str, str, str, str]:
+    return (
+        f"{int(settings.lock_timeout_ms)}ms",
+        f"{int(settings.statement_timeout_ms)}ms",
+        f"{int(settings.idle_in_transaction_timeout_ms)}ms",
+        app_name[:63],
+    )
+
+
+async def warm_connection(
+    conn: Conn, settings: Settings, jobs: Sequence[Job] = (), profile: Profile | None = None
+) -> None:
+    """Prepare a pool connection's statements before the first chunk needs them (best effort).
+
+    A fresh backend spends ~10 ms loading catalog entries and planning its first claim; done
+    here, on every connection at once while the planner cuts the first ranges, it is off the
+    critical path. Everything runs in a transaction that is rolled back, on ranges that match
+    nothing, within lock_timeout: a table the application has locked only leaves it cold.
+    """
+    tx = conn.transaction()
+    try:
+        await tx.start()
+        try:
+            await conn.execute(SET_LOCALS, *_set_local_args(settings, "bxbatch:warm-up"))
+            await conn.fetchrow(Q["claim_chunk"], -1, "", -1)
+            await conn.fetchrow(Q["claim_chunk_by_id"], -1)
+            await conn.execute(Q["finish_chunk"], -1, 0, 0.0, "")
+            for job in jobs:
+                if job.per_user_table or profile is None:
+                    continue  # its statements are rendered per group of tables
+                await conn.execute(job.sql("chunk"), 0, 0, *job.extra_args(profile))
+                if job.reconcile:
+                    await conn.fetchval(job.sql("reconcile"), 0, 0, *job.extra_args(profile))
+        finally:
+            await tx.rollback()  # nothing the warm-up did may stay
+    except (asyncpg.PostgresError, OSError) as exc:
+        if is_connection_lost(exc):
+            return  # the first chunk meets it and retries like any other connection trouble
+        if not is_retryable(exc) and not isinstance(exc, RACE_ERRORS):
+            raise
+
+
+async def _claim(conn: Conn, ref: PassRef, chunk_id: int | None) -> asyncpg.Record | None:
+    if chunk_id is None:
+        return await conn.fetchrow(Q["claim_chunk"], ref.run_id, ref.job.name, ref.seq)
+    return await conn.fetchrow(Q["claim_chunk_by_id"], chunk_id)
+
+
+async def apply_chunk_transaction(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    ref: PassRef,
+    worker_label: str,
+    on_claim: Callable[[int], Any] | None = None,
+    *,
+    throttle: Throttle | None = None,
+    app_name: str = "bxbatch:worker",
+) -> ChunkResult | None:
+    """Claim one pending chunk of the pass and apply it in one transaction, retrying what is retryable.
+
+    Returns None when no chunk is pending (or all pending ones are in flight elsewhere). A chunk
+    failing for a reason in its data (engine/retry.py classifies by SQLSTATE) is split in the
+    ledger (engine/split.py) and returned as ``split``; at a single key it is ``failed``.
+    """
+    attempt = 0
+    chunk_id: int | None = None
+    claimed_range: tuple[list[int], list[int], list[int]] | None = None  # what the failing attempt ran
+    claimed_relnames: list[str] = []
+    retries = 0
+    while True:
+        attempt += 1
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute(SET_LOCALS, *_set_local_args(settings, app_name))
+                claimed = await _claim(conn, ref, chunk_id)
+                if claimed is None:
+                    if chunk_id is None:
+                        return None
+                    return ChunkResult(chunk_id, "gone", retries=retries)
+                chunk_id = int(claimed["id"])
+                claimed_relnames = list(claimed["relnames"] or [])
+                claimed_range = (
+                    [int(v) for v in claimed["parts"]],
+                    [int(v) for v in claimed["los"]],
+                    [int(v) for v in claimed["his"]],
+                )
+                if on_claim is not None:
+                    on_claim(chunk_id)
+                t0 = time.monotonic()
+                rows = await _apply(conn, ref, claimed)
+                seconds = time.monotonic() - t0
+                await conn.execute(Q["finish_chunk"], chunk_id, rows, seconds * 1000.0, worker_label)
+            return ChunkResult(
+                chunk_id,
+                "done",
+                rows=rows,
+                planned_rows=int(claimed["planned_rows"]),
+                seconds=seconds,
+                retries=retries,
+                segments=len(claimed["parts"]),
+                first_part=int(claimed["parts"][0]),
+            )
+        except Exception as exc:
+            if is_hopeless(exc) and not (isinstance(exc, RACE_ERRORS) and attempt < RACE_ATTEMPTS):
+                if chunk_id is not None and claimed_range is not None and len(claimed_range[0]) > 1:
+                    # one table of a multi-table chunk lacks something (a column, a privilege): split by
+                    # table until the culprit stands alone, so the other tables' rows go in meanwhile
+                    outcome = await _split(pool, chunk_id, exc, worker_label, claimed_range)
+                    message = scrub(f"{type(exc).__name__}: {exc}")[:500]
+                    return ChunkResult(chunk_id, "split" if outcome.action == "split" else "gone", error=message)
+                # a table, column or function gone, a privilege revoked: no retry and no bisection can
+                # cure it; stop the run now (the chunk rolled back and stays pending for the resume)
+                raise needs_fix(exc, f"applying {_chunk_name(ref, claimed_relnames, claimed_range)}") from exc
+            if chunk_id is None:
+                # Failed before a chunk was claimed (connection trouble): retry or give up loudly.
+                if is_retryable(exc) and attempt < settings.max_attempts:
+                    await anyio.sleep(backoff_delay(attempt, settings.retry_base_ms, settings.retry_max_ms))
+                    continue
+                raise
+            message = scrub(f"{type(exc).__name__}: {exc}")[:500]
+            kind = classify(exc)
+            if kind == "data" and not (isinstance(exc, RACE_ERRORS) and attempt < RACE_ATTEMPTS):
+                # retrying cannot help: bisect the chunk through the ledger down to the failing key
+                outcome = await _split(pool, chunk_id, exc, worker_label, claimed_range)
+                status = {"split": "split", "failed_key": "failed"}.get(outcome.action, "gone")
+                return ChunkResult(chunk_id, status, retries=retries + 1, error=message, failed_key=outcome.key)
+            if kind == "transient" and throttle is not None:
+                throttle.note_retry(f"chunk retried after {type(exc).__name__}")
+            if should_retry(exc) and throttle is not None and throttle.stopping:
+                return ChunkResult(chunk_id, "gone", retries=retries)  # stopping: it stays pending for resume
+            if should_retry(exc) and attempt < settings.max_attempts:
+                retries += 1
+                observer().retry(kind)
+                await _note(pool, Q["note_retry"], chunk_id, message)
+                await anyio.sleep(backoff_delay(attempt, settings.retry_base_ms, settings.retry_max_ms))
+                continue
+            if is_connection_lost(exc) and should_retry(exc):
+                raise  # the server is gone for longer than our retries: the run stops, resumable
+            await _note(pool, Q["fail_chunk"], chunk_id, message, worker_label)
+            return ChunkResult(chunk_id, "failed", retries=retries + 1, error=message)
+
+
+def _chunk_name(ref: PassRef, relnames: list[str], claimed: tuple[list[int], list[int], list[int]] | None) -> str:
+    """ "a chunk of activity_seed (table database_table_7, keys (0, 120])": what the operator must look at."""
+    details = []
+    if relnames:
+        details.append("table " + ", ".join(relnames[:3]) + (", ..." if len(relnames) > 3 else ""))
+    if claimed is not None and len(claimed[0]) == 1:
+        details.append(f"keys ({claimed[1][0]}, {claimed[2][0]}]")
+    return f"a chunk of {ref.job.name}" + (f" ({', '.join(details)})" if details else "")
+
+
+async def _split(
+    pool: asyncpg.Pool,
+    chunk_id: int,
+    exc: BaseException,
+    worker_label: str,
+    failed_range: tuple[list[int], list[int], list[int]] | None,
+) -> SplitOutcome:
+    """Split (or at one key, fail and record) the chunk, retrying the ledger write through connection trouble."""
+    for attempt in range(1, 6):
+        try:
+            async with pool.acquire() as conn:
+                return await split_or_fail(conn, chunk_id, exc, worker_label, failed_range)
+        except Exception as err:
+            if not is_retryable(err) or attempt == 5:
+                raise
+            await anyio.sleep(backoff_delay(attempt, 100, 2_000))
+    raise AssertionError("unreachable")
+
+
+async def _note(pool: asyncpg.Pool, sql: str, *args: Any) -> None:
+    """Record a retry or a failure outside the rolled-back chunk transaction (best effort)."""
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute(sql, *args)
+    except Exception as exc:
+        if not should_retry(exc):
+            raise
+
+
+@dataclass
+class WorkerStats:
+    chunks: int = 0
+    rows: int = 0
+    failed: int = 0
+    retries: int = 0
+    longest_s: float = 0.0
+    durations: list[float] = field(default_factory=list)
+
+    def add(self, result: ChunkResult) -> None:
+        self.retries += result.retries
+        if result.status == "done":
+            self.chunks += 1
+            self.rows += result.rows
+            self.longest_s = max(self.longest_s, result.seconds)
+            self.durations.append(result.seconds)
+        elif result.status == "failed":
+            self.failed += 1

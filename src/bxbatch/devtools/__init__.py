@@ -1,0 +1,1 @@
+"""Tools for the demo, tests and benchmarks: throwaway PostgreSQL servers and the demo run."""

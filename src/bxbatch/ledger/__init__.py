@@ -1,0 +1,1 @@
+"""The `bxbatch` schema in the target database: its tables and every read and write of them."""

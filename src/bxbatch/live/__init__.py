@@ -1,0 +1,1 @@
+"""Live safety: the throttle, the database's health signals, control from another process, stopping."""

@@ -1,0 +1,1 @@
+"""Migrations: the file format the engine loads (DDL files, backfill jobs, expectations) and the shipped ones."""

@@ -1,0 +1,1 @@
+"""Operations the CLI calls: run/resume a migration, plan, status, rollback."""

@@ -1,0 +1,381 @@
+"""``bxbatch rollback``: remove what bxbatch added, in reverse order, each step recorded and resumable.
+
+Order: activity triggers on user tables, foreign keys, indexes, the new tables of sql/ddl, the
+trigger function, and the ``bxbatch`` schema (the ledger) last. What to remove is derived from
+the DDL parse trees and the catalog, minus what the install already had before bxbatch first
+changed anything (``bxbatch.preexisting``): base tables are never touched. Each step is one
+short transaction under lock_timeout (retried), recorded in ``bxbatch.rollback_step`` in the
+same transaction, so an interrupted rollback continues where it stopped; every statement is
+also ``IF EXISTS``, so a second rollback is a no-op.
+
+The alternative is restoring the verified backup (README, "Rolling back").
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from bxbatch.db.locks import lock_budget
+from bxbatch.db.session import connect, is_retryable, qualified, quote_ident, retrying
+from bxbatch.db.sqlfiles import queries
+from bxbatch.errors import LockBusy, RollbackRefused
+from bxbatch.ledger import runs as ledger
+from bxbatch.migrations.expected import expected_schema
+from bxbatch.migrations.profile import GUIDE, Profile
+from bxbatch.observe.history import archive_runs, record_rollback
+from bxbatch.observe.log import get_logger
+from bxbatch.phases.preflight import check_other_run
+from bxbatch.settings import Settings
+
+Q = queries("rollback")
+SCHEMA_STEP = "schema:bxbatch"
+TRIGGER_DROP_GROUP = 50  # user tables whose triggers one rollback transaction drops, at most (and the lock budget)
+# read by rollback itself (ledger present, steps done, objects kept, the run's end, live workers)
+LEDGER_KEPT_TO_THE_END = ("run", "rollback_step", "preexisting", "worker", "control")
+HISTORY_STEP = "schema:bxbatch_history"
+# before the first ledger table goes: every run's history and report data into bxbatch_history
+ARCHIVE_STEP = "ledger:(archive the run history)"
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    key: str  # kind:name, unique; the ledger records it
+    sql: str
+    table: str | None = None  # a trigger step: the qualified user table (steps of several tables share a transaction)
+
+
+@dataclass
+class RollbackResult:
+    steps: list[Step]
+    done: int
+    skipped: int
+    seconds: float
+    app_data: list[str]
+
+
+async def record_preexisting(conn: asyncpg.Connection, run_id: int | None, schema: str = "public") -> bool:
+    """Before bxbatch's first DDL: remember which of its objects the install already had. Once per database."""
+    if await conn.fetchval(Q["preexisting_taken"]):
+        return False
+    if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM bxbatch.ddl_file)"):
+        return False  # DDL applied by a bxbatch without this record: nothing trustworthy to take
+    exp = expected_schema()
+    async with conn.transaction():
+        await conn.execute(
+            Q["record_preexisting"],
+            schema,
+            list(exp.tables),
+            list(exp.indexes),
+            [c.name for c in exp.foreign_keys],
+            list(exp.functions),
+        )
+        await conn.execute(Q["mark_preexisting_taken"], run_id)
+    return True
+
+
+async def _preexisting(conn: asyncpg.Connection) -> set[tuple[str, str]]:
+    if not await conn.fetchval(Q["safety_ledger_present"]):
+        return set()
+    return {(r["kind"], r["name"]) for r in await conn.fetch(Q["preexisting"])}
+
+
+async def plan_steps(conn: asyncpg.Connection, profile: Profile = GUIDE, *, drop_history: bool = False) -> list[Step]:
+    """The steps still to do, in order, from the catalog as it is now.
+
+    The run history (``bxbatch_history``: every run's summary and report data, archived in the
+    last step's transaction) stays, unless ``drop_history``: then the catalog is exactly as before."""
+    schema = profile.schema
+    exp = expected_schema()
+    ledger_present = await ledger.ledger_exists(conn)
+    history = [Step(HISTORY_STEP, "DROP SCHEMA IF EXISTS bxbatch_history CASCADE")] if drop_history else []
+    if not ledger_present:
+        # no ledger: bxbatch never ran here, or its rollback finished (its archive may remain)
+        return (
+            history
+            if drop_history and await conn.fetchval("SELECT to_regnamespace('bxbatch_history') IS NOT NULL")
+            else []
+        )
+    kept = await _preexisting(conn)
+    steps: list[Step] = []
+    for r in await conn.fetch(Q["activity_triggers"], schema, list(exp.functions)):
+        table = qualified(schema, r["relname"])  # one step a table: its triggers go together (memory: O(tables))
+        drops = "; ".join(f"DROP TRIGGER IF EXISTS {quote_ident(name)} ON {table}" for name in r["tgnames"])
+        steps.append(Step(f"trigger:{r['relname']}", drops, table))
+    present_fks = {
+        r["conname"]: r["relname"]
+        for r in await conn.fetch(Q["constraints_present"], schema, [c.name for c in exp.foreign_keys])
+    }
+    for con in reversed(exp.foreign_keys):
+        if con.name in present_fks and ("constraint", con.name) not in kept:
+            table = present_fks[con.name]
+            steps.append(
+                Step(
+                    f"constraint:{con.name}",
+                    f"ALTER TABLE {qualified(schema, table)} DROP CONSTRAINT IF EXISTS {quote_ident(con.name)}",
+                )
+            )
+    present = {r["relname"] for r in await conn.fetch(Q["relations_present"], schema, [*exp.indexes, *exp.tables])}
+    for name in reversed(list(exp.indexes)):
+        if name in present and ("index", name) not in kept:
+            steps.append(Step(f"index:{name}", f"DROP INDEX IF EXISTS {qualified(schema, name)}"))
+    for table in reversed(list(exp.tables)):
+        if table in present and ("table", table) not in kept:
+            steps.append(Step(f"table:{table}", f"DROP TABLE IF EXISTS {qualified(schema, table)}"))
+    for fn, fn_schema in exp.functions.items():
+        if ("function", fn) not in kept and await conn.fetchval(Q["function_present"], fn_schema, fn):
+            steps.append(Step(f"function:{fn}", f"DROP FUNCTION IF EXISTS {qualified(fn_schema, fn)}()"))
+    # The ledger table by table, then the schema: one DROP SCHEMA ... CASCADE over every ledger table,
+    # index, sequence and row type takes a lock on each in one transaction (hundreds: more than a small
+    # lock table holds). The tables a rollback reads until its last step go with the schema.
+    if not drop_history:
+        steps.append(Step(ARCHIVE_STEP, "SELECT 'every run''s summary and report data into bxbatch_history'"))
+    for r in await conn.fetch(Q["ledger_tables"], list(LEDGER_KEPT_TO_THE_END)):
+        steps.append(
+            Step(f"ledger:{r['relname']}", f"DROP TABLE IF EXISTS {qualified('bxbatch', r['relname'])} CASCADE")
+        )
+    steps.append(Step(SCHEMA_STEP, "DROP SCHEMA IF EXISTS bxbatch CASCADE"))
+    return steps + history
+
+
+async def application_data(conn: asyncpg.Connection, profile: Profile = GUIDE) -> list[str]:
+    """Data in the new tables that no bxbatch backfill wrote: what a rollback would destroy."""
+    from bxbatch.migrations.jobs import load_jobs
+
+    exp = expected_schema()
+    targets = {job.target for job in load_jobs()}
+    kept = {name for kind, name in await _preexisting(conn) if kind == "table"}
+    present = {r["relname"] for r in await conn.fetch(Q["relations_present"], profile.schema, list(exp.tables))}
+    found: list[str] = []
+    for table in exp.tables:
+        if table in present and table not in kept and table not in targets:
+            sql = f"SELECT EXISTS (SELECT 1 FROM {qualified(profile.schema, table)})"
+            if await conn.fetchval(sql):
+                found.append(f"{table} has rows (no backfill writes it: the application did)")
+    run_end = await conn.fetchval(Q["last_run_end"])
+    if run_end is not None:
+        if "database_activitylog" in present and "database_activitylog" not in kept:
+            n = await conn.fetchval(Q["activity_after"], run_end)
+            if n:
+                found.append(
+                    f"database_activitylog has {n} entries newer than the run's end ({run_end:%Y-%m-%d %H:%M})"
+                )
+        if "database_permission" in present and "database_permission" not in kept:
+            n = await conn.fetchval(Q["permissions_after"], run_end)
+            if n:
+                found.append(f"database_permission has {n} permissions granted after the run's end")
+    return found
+
+
+async def rollback(
+    conn: asyncpg.Connection,
+    settings: Settings,
+    *,
+    profile: Profile = GUIDE,
+    force: bool = False,
+    drop_history: bool = False,
+    log: Any = None,
+) -> RollbackResult:
+    """Run the remaining steps. Refuses (RollbackRefused) when new tables hold application data, unless ``force``.
+
+    Before the ledger is dropped, in the same transaction, every run's history and report data
+    is archived in ``bxbatch_history`` (observability/history.py), unless ``drop_history``."""
+    log = log or get_logger("bxbatch")
+    started = time.monotonic()
+    started_at = datetime.now(UTC)
+    async with ledger.advisory_lock(conn, ledger.LOCK_DDL, "changing the schema"):
+        other = await check_other_run(conn, settings)
+        if other.status != "pass":  # a run in progress (lock or live workers): never pull the schema from under it
+            raise LockBusy(other.reason, hint="wait for the run to finish, or `bxbatch cancel` it first")
+        steps = await plan_steps(conn, profile, drop_history=drop_history)
+        if not steps:
+            log.info("rollback_nothing_to_do")
+            return RollbackResult([], 0, 0, 0.0, [])
+        app_data = await application_data(conn, profile)
+        if app_data and not force:
+            raise RollbackRefused(
+                f"rollback would destroy data written by the application: {'; '.join(app_data[:3])}",
+                hint="export what you need first, then pass --force; or restore the verified backup instead",
+            )
+        done_keys = (
+            {r["step"] for r in await conn.fetch(Q["steps_done"])}
+            if await conn.fetchval(Q["safety_ledger_present"])
+            else set()
+        )
+        pending = [s for s in steps if s.key not in done_keys]
+        skipped = len(steps) - len(pending)
+        done = 0
+        group_tables = min(TRIGGER_DROP_GROUP, (await lock_budget(conn, settings, profile.schema)).group_size)
+        index = 0
+        busy: list[Step] = []  # trigger steps whose table was in use: alone, waiting, after the others
+        while index < len(pending) or busy:
+            if busy and (index >= len(pending) or pending[index].table is None):
+                step = busy.pop(0)
+            elif group := _trigger_group(pending, index, group_tables):
+                index += len(group)
+                if await _drop_trigger_group(conn, settings, group):
+                    done += len(group)
+                    log.info("rollback_steps_done", steps=len(group), first=group[0].key, last=group[-1].key)
+                    continue
+                for one in group if len(group) > 1 else []:  # a table of the group is in use: find it
+                    if await _drop_trigger_group(conn, settings, [one]):
+                        done += 1
+                        log.info("rollback_step_done", step=one.key)
+                    else:
+                        busy.append(one)
+                if len(group) == 1:
+                    busy.append(group[0])
+                continue
+            else:
+                step = pending[index]
+                index += 1
+            t0 = time.monotonic()
+
+            async def apply(step: Step = step, t0: float = t0) -> None:
+                async with conn.transaction():
+                    await conn.execute(f"SET LOCAL lock_timeout = {int(settings.lock_timeout_ms)}")
+                    await conn.execute(f"SET LOCAL statement_timeout = {int(settings.statement_timeout_ms)}")
+                    if step.key == ARCHIVE_STEP:
+                        archived = await archive_runs(conn)
+                        log.info("rollback_history_archived", runs=archived, schema="bxbatch_history")
+                    if step.key == SCHEMA_STEP and not drop_history:
+                        await record_rollback(conn, settings.host, started_at, steps_total=len(steps))
+                    await conn.execute(step.sql)
+                    if step.key != SCHEMA_STEP and await conn.fetchval(Q["safety_ledger_present"]):
+                        await conn.execute(Q["record_step"], step.key, int((time.monotonic() - t0) * 1000))
+
+            def note(attempt: int, exc: BaseException, delay: float, step: Step = step) -> None:
+                log.warning("rollback_retry", step=step.key, attempt=attempt, error=type(exc).__name__, delay_s=delay)
+
+            await retrying(apply, settings, on_retry=note)
+            done += 1
+            log.info("rollback_step_done", step=step.key, ms=int((time.monotonic() - t0) * 1000))
+    seconds = round(time.monotonic() - started, 3)
+    log.info("rollback_finished", steps=done, skipped=skipped, seconds=seconds)
+    return RollbackResult(steps, done, skipped, seconds, app_data)
+
+
+def _trigger_group(steps: list[Step], start: int, tables: int) -> list[Step]:
+    """The trigger steps from ``start`` on that cover at most ``tables`` user tables ([] if none)."""
+    group: list[Step] = []
+    seen: set[str] = set()
+    for step in steps[start:]:
+        if step.table is None or (step.table not in seen and len(seen) >= tables):
+            break
+        seen.add(step.table)
+        group.append(step)
+    return group
+
+
+async def _drop_trigger_group(conn: asyncpg.Connection, settings: Settings, group: list[Step]) -> bool:
+    """The triggers of a group of user tables in one transaction, recorded with it. The tables are locked
+    NOWAIT (DROP TRIGGER takes ACCESS EXCLUSIVE): a busy table, or any retryable failure, leaves the
+    group to the one-step-per-transaction path (False), so a group never queues the application."""
+    t0 = time.monotonic()
+    names = ", ".join(dict.fromkeys(str(s.table) for s in group))
+    try:
+        async with conn.transaction():
+            await conn.execute(
+                f"SET LOCAL lock_timeout = {int(settings.lock_timeout_ms)}; "
+                f"SET LOCAL statement_timeout = {int(settings.statement_timeout_ms)}"
+            )
+            await conn.execute(f"LOCK TABLE {names} IN ACCESS EXCLUSIVE MODE NOWAIT")
+            await conn.execute(";\n".join(s.sql for s in group))
+            if await conn.fetchval(Q["safety_ledger_present"]):
+                await conn.execute(Q["record_steps"], [s.key for s in group], int((time.monotonic() - t0) * 1000))
+    except (asyncpg.LockNotAvailableError, asyncpg.UndefinedTableError):
+        return False
+    except Exception as exc:
+        if not is_retryable(exc):
+            raise
+        return False
+    return True
+
+
+async def rollback_database(
+    settings: Settings, *, confirmed: bool, force: bool = False, drop_history: bool = False
+) -> RollbackResult:
+    """The library call behind ``bxbatch rollback``: without ``confirmed`` it lists the steps and refuses."""
+    conn = await connect(settings, role="rollback")
+    try:
+        if not confirmed:
+            steps = await plan_steps(conn, drop_history=drop_history)
+            if not steps:
+                return RollbackResult([], 0, 0, 0.0, [])
+            summary = await summarize(conn, steps)
+            kinds = ", ".join(f"{n} {k}" for k, n in summary["kinds"].items() if k != "schema")
+            raise RollbackRefused(
+                f"rollback would run {len(steps)} step(s) ({kinds}, {summary['rows']:,} rows in dropped tables)",
+                hint="on a terminal, confirm by typing the database name; in scripts pass --yes "
+                "(`bxbatch rollback --plan` shows what it drops)",
+            )
+        return await rollback(conn, settings, force=force, drop_history=drop_history)
+    finally:
+        await conn.close()
+
+
+ROW_COUNT_CAP = 1_000_000  # tables are counted exactly up to this many rows
+
+
+async def summarize(conn: asyncpg.Connection, steps: list[Step], profile: Profile = GUIDE) -> dict[str, Any]:
+    """What the steps remove, by kind, with the rows of every table they drop (exact up to ROW_COUNT_CAP)."""
+    kinds: dict[str, int] = {}
+    tables: list[dict[str, Any]] = []
+    for step in steps:
+        kind, _, name = step.key.partition(":")
+        kinds[kind] = kinds.get(kind, 0) + 1
+        if kind == "table":
+            sql = f"SELECT count(*) FROM (SELECT 1 FROM {qualified(profile.schema, name)} LIMIT {ROW_COUNT_CAP + 1}) s"
+            rows = int(await conn.fetchval(sql))
+            tables.append({"table": name, "rows": min(rows, ROW_COUNT_CAP), "more": rows > ROW_COUNT_CAP})
+    tables.sort(key=lambda t: -t["rows"])
+    return {
+        "database": await conn.fetchval("SELECT current_database()"),
+        "kinds": kinds,
+        "tables": tables,
+        "rows": sum(t["rows"] for t in tables),
+    }
+
+
+def render_summary(summary: dict[str, Any], limit: int = 8) -> list[str]:
+    """A few lines: counts by kind, then the tables with the most rows."""
+    labels = {
+        "trigger": "activity triggers",
+        "constraint": "foreign keys",
+        "index": "indexes",
+        "table": "tables",
+        "function": "functions",
+        "schema": "the bxbatch schema (ledger and run history)",
+    }
+    kinds = summary["kinds"]
+    lines = [
+        f"rollback of database {summary['database']} would drop: "
+        + ", ".join(f"{n} {labels.get(k, k)}" if k != "schema" else labels[k] for k, n in kinds.items())
+    ]
+    shown = [t for t in summary["tables"] if t["rows"]][:limit]
+    if shown:
+        lines.append(f"  rows lost with the dropped tables: {summary['rows']:,}")
+        for tbl in shown:
+            lines.append(f"    {tbl['table']:<32} {tbl['rows']:>12,}{'+' if tbl['more'] else ''} rows")
+        rest = [t for t in summary["tables"] if t["rows"]][limit:]
+        if rest:
+            lines.append(f"    ... and {len(rest)} more tables with {sum(t['rows'] for t in rest):,} rows")
+    return lines
+
+
+async def rollback_plan(settings: Settings) -> dict[str, Any]:
+    conn = await connect(settings, role="rollback")
+    try:
+        steps = await plan_steps(conn)
+        app_data = await application_data(conn) if steps else []
+        return {
+            "steps": [{"step": s.key, "sql": s.sql} for s in steps],
+            "application_data": app_data,
+            "summary": await summarize(conn, steps),
+        }
+    finally:
+        await conn.close()
