@@ -332,7 +332,7 @@ async def run_engine_child(
 
 
 async def engine_child(dsn: str, job: str, concurrency: int, settings_json: str) -> None:
-    from bxbatch.backfill.runner import run_job_once
+    from benchmarks.engine import run_job_once
     from bxbatch.observe.log import configure
     from bxbatch.settings import Settings
 

@@ -10,6 +10,7 @@ import anyio
 import anyio.lowlevel
 import asyncpg
 import pytest
+from benchmarks.engine import run_job_once
 from tests.backfill_support import (
     apply_set_based,
     assert_ledger_exact,
@@ -23,8 +24,8 @@ from tests.backfill_support import (
 )
 
 from bxbatch.backfill.report import backfill_status
-from bxbatch.backfill.runner import ENGINE_LOCK_CLASS, LOCK_PASS_CREATE, run_job_once
 from bxbatch.errors import ChangedFileError
+from bxbatch.ledger.backfill import ENGINE_LOCK_CLASS, LOCK_PASS_CREATE
 from bxbatch.migrations.baserow_expansion.synth import mutate_once
 from bxbatch.ops.run import run_migration
 from bxbatch.ops.status import collect_status, render_status

@@ -10,10 +10,8 @@ from typing import Any
 
 import asyncpg
 
-from bxbatch.db.sqlfiles import queries
+from bxbatch.ledger.backfill import active_workers, job_totals
 from bxbatch.live.control import held_seconds
-
-Q = queries("engine")
 
 RATE_WINDOW_S = 30.0  # the rate (and so the ETA) is the throughput of the last 30 seconds
 ACTIVE_WORKER_S = 10.0  # a worker whose heartbeat is older than this is not shown as active
@@ -37,7 +35,7 @@ async def backfill_status(conn: asyncpg.Connection, run_id: int | None) -> dict[
     now: datetime = await conn.fetchval("SELECT now()")
     held = await held_seconds(conn, run_id, RATE_WINDOW_S)  # the ETA leaves out paused / throttled time
     jobs = []
-    for r in await conn.fetch(Q["job_totals"], run_id, RATE_WINDOW_S):
+    for r in await job_totals(conn, run_id, RATE_WINDOW_S):
         rows = int(r["seed_rows"])
         expected = None if r["expected_rows"] is None else int(r["expected_rows"])
         running = r["status"] in ("running", "settling")
@@ -86,7 +84,7 @@ async def backfill_status(conn: asyncpg.Connection, run_id: int | None) -> dict[
             "rows_done": int(w["rows_done"]),
             "heartbeat_age_s": round(float(w["age_s"]), 1),
         }
-        for w in await conn.fetch(Q["active_workers"], run_id, ACTIVE_WORKER_S)
+        for w in await active_workers(conn, run_id, ACTIVE_WORKER_S)
     ]
     return {"backfill": {"jobs": jobs, "workers": workers}}
 

@@ -13,7 +13,7 @@ host) skips the locked row and can never take it while it is in flight.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ from bxbatch.backfill.split import SplitOutcome, split_or_fail
 from bxbatch.db.retry import classify
 from bxbatch.db.session import backoff_delay, is_connection_lost, is_hopeless, is_retryable, needs_fix
 from bxbatch.db.sqlfiles import queries
+from bxbatch.ledger import backfill as chunk_ledger
 from bxbatch.migrations.jobs import Job, render_segments
 from bxbatch.migrations.profile import Profile
 from bxbatch.observe.log import scrub
@@ -158,9 +159,7 @@ async def warm_connection(
         await tx.start()
         try:
             await conn.execute(SET_LOCALS, *_set_local_args(settings, "bxbatch:warm-up"))
-            await conn.fetchrow(Q["claim_chunk"], -1, "", -1)
-            await conn.fetchrow(Q["claim_chunk_by_id"], -1)
-            await conn.execute(Q["finish_chunk"], -1, 0, 0.0, "")
+            await chunk_ledger.prepare_chunk_statements(conn)
             for job in jobs:
                 if job.per_user_table or profile is None:
                     continue  # its statements are rendered per group of tables
@@ -178,8 +177,8 @@ async def warm_connection(
 
 async def _claim(conn: Conn, ref: PassRef, chunk_id: int | None) -> asyncpg.Record | None:
     if chunk_id is None:
-        return await conn.fetchrow(Q["claim_chunk"], ref.run_id, ref.job.name, ref.seq)
-    return await conn.fetchrow(Q["claim_chunk_by_id"], chunk_id)
+        return await chunk_ledger.claim_chunk(conn, ref.run_id, ref.job.name, ref.seq)
+    return await chunk_ledger.claim_chunk_by_id(conn, chunk_id)
 
 
 async def apply_chunk_transaction(
@@ -225,7 +224,7 @@ async def apply_chunk_transaction(
                 t0 = time.monotonic()
                 rows = await _apply(conn, ref, claimed)
                 seconds = time.monotonic() - t0
-                await conn.execute(Q["finish_chunk"], chunk_id, rows, seconds * 1000.0, worker_label)
+                await chunk_ledger.finish_chunk(conn, chunk_id, rows, seconds * 1000.0, worker_label)
             return ChunkResult(
                 chunk_id,
                 "done",
@@ -267,12 +266,12 @@ async def apply_chunk_transaction(
             if should_retry(exc) and attempt < settings.max_attempts:
                 retries += 1
                 observer().retry(kind)
-                await _note(pool, Q["note_retry"], chunk_id, message)
+                await _note(pool, chunk_ledger.note_retry, chunk_id, message)
                 await anyio.sleep(backoff_delay(attempt, settings.retry_base_ms, settings.retry_max_ms))
                 continue
             if is_connection_lost(exc) and should_retry(exc):
                 raise  # the server is gone for longer than our retries: the run stops, resumable
-            await _note(pool, Q["fail_chunk"], chunk_id, message, worker_label)
+            await _note(pool, chunk_ledger.fail_chunk, chunk_id, message, worker_label)
             return ChunkResult(chunk_id, "failed", retries=retries + 1, error=message)
 
 
@@ -305,11 +304,11 @@ async def _split(
     raise AssertionError("unreachable")
 
 
-async def _note(pool: asyncpg.Pool, sql: str, *args: Any) -> None:
+async def _note(pool: asyncpg.Pool, record: Callable[..., Awaitable[None]], *args: Any) -> None:
     """Record a retry or a failure outside the rolled-back chunk transaction (best effort)."""
     try:
         async with pool.acquire() as conn:
-            await conn.execute(sql, *args)
+            await record(conn, *args)
     except Exception as exc:
         if not should_retry(exc):
             raise

@@ -21,8 +21,8 @@ import asyncpg
 from pglast import parse_sql
 from pglast.stream import RawStream
 
+from bxbatch.backfill.engine import MAX_SEGMENTS
 from bxbatch.backfill.planner import PartCursor, TableKeySource, plan_chunks
-from bxbatch.backfill.runner import MAX_SEGMENTS
 from bxbatch.db.locks import LockBudget, lock_budget
 from bxbatch.db.session import connect, qualified
 from bxbatch.db.sqlfiles import queries

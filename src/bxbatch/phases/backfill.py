@@ -1,4 +1,4 @@
-"""Backfill phase: the jobs of ``sql/backfill`` run by the chunk engine (see engine/runner.py)."""
+"""Backfill phase: the jobs of ``sql/backfill`` run by the chunk engine (see backfill/runner.py)."""
 
 from __future__ import annotations
 
