@@ -24,7 +24,6 @@ from bxbatch.errors import NothingToResume
 Q = queries("observe")
 MAX_BUCKETS = 400  # throughput points per job
 MAX_DURATIONS = 2000  # chunk durations per job kept for the distribution
-ESTIMATE_TIMEOUT_S = 30.0
 
 
 def _j(value: Any) -> Any:
@@ -43,30 +42,13 @@ async def _exists(conn: asyncpg.Connection, relation: str) -> bool:
     return bool(await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", relation))
 
 
-async def record_estimate(conn: asyncpg.Connection, settings: Any, run_id: int, log: Any) -> None:
-    """At the start of a run: what `bxbatch plan` estimates, kept for the report (best effort, bounded)."""
-    import anyio
+async def has_estimate(conn: asyncpg.Connection, run_id: int) -> bool:
+    return bool(await conn.fetchval(Q["has_estimate"], run_id))
 
-    from bxbatch.ops.plan import build_plan
 
-    if await conn.fetchval(Q["has_estimate"], run_id):
-        return
-    try:
-        with anyio.fail_after(ESTIMATE_TIMEOUT_S):
-            plan = await build_plan(settings)
-    except Exception as exc:  # the report then shows no estimate; the run is not delayed or stopped
-        log.warning("plan_estimate_skipped", error=f"{type(exc).__name__}: {exc}"[:200])
-        return
-    keep = {
-        "phases": plan["phases"],
-        "backfills": [
-            {k: b[k] for k in ("job", "est_rows", "est_chunks", "est_seconds", "us_per_row")} for b in plan["backfills"]
-        ],
-        "indexes": [{k: i.get(k) for k in ("index", "table", "est_rows", "est_seconds")} for i in plan["indexes"]],
-        "est_seconds": plan["est_seconds"],
-        "concurrency": plan["concurrency"],
-    }
-    await conn.execute(Q["save_estimate"], run_id, json.dumps(keep, default=str))
+async def save_estimate(conn: asyncpg.Connection, run_id: int, estimate: dict[str, Any]) -> None:
+    """What `bxbatch plan` estimated at the start of the run, kept for the report."""
+    await conn.execute(Q["save_estimate"], run_id, json.dumps(estimate, default=str))
 
 
 async def save_validation(conn: asyncpg.Connection, run_id: int, result: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import asyncpg
 from pglast import parse_sql
 from pglast.stream import RawStream
@@ -30,12 +31,14 @@ from bxbatch.ledger import runs as ledger
 from bxbatch.migrations.expected import expected_schema
 from bxbatch.migrations.jobs import Job, load_jobs, render_segments
 from bxbatch.migrations.profile import GUIDE, Profile
-from bxbatch.phases import preflight
+from bxbatch.observe.report import has_estimate, save_estimate
+from bxbatch.phases import PHASE_ORDER, preflight
 from bxbatch.phases.schema import pending_files
 from bxbatch.phases.triggers import user_tables
 from bxbatch.settings import Settings
 
 Q = queries("plan")
+ESTIMATE_TIMEOUT_S = 30.0  # a run waits at most this long for its plan estimate (the report's)
 
 # Default costs, microseconds per row written by one worker, measured on the reference machine
 # (PG 18, 2 cores; DESIGN.md): used when --sample is not given.
@@ -335,8 +338,6 @@ async def build_plan(
     settings: Settings, *, sample: bool = False, sample_chunks: int = 3, profile: Profile = GUIDE
 ) -> dict[str, Any]:
     """The plan of a run against this database. Reads only (a sample's writes are rolled back)."""
-    from bxbatch.ops.run import PHASES
-
     conn = await connect(settings, role="plan")
     try:
         await preflight.check_essentials(conn, profile)
@@ -377,7 +378,7 @@ async def build_plan(
         if state == "done" and name in seconds:
             seconds[name] = 0.0
     phases = [
-        {"phase": name, "status": done.get(name, "pending"), "est_seconds": seconds.get(name)} for name, _fn in PHASES
+        {"phase": name, "status": done.get(name, "pending"), "est_seconds": seconds.get(name)} for name in PHASE_ORDER
     ]
     return {
         "phases": phases,
@@ -423,3 +424,25 @@ def render(plan: dict[str, Any], *, sql: bool = False) -> str:
     for c in pending_fk:
         lines.append(f"  {c['constraint']:<40} {c['table']} -> {c['references']}  ({c['status']})")
     return "\n".join(lines)
+
+
+async def record_estimate(conn: asyncpg.Connection, settings: Any, run_id: int, log: Any) -> None:
+    """At the start of a run: what `bxbatch plan` estimates, kept for the report (best effort, bounded)."""
+    if await has_estimate(conn, run_id):
+        return
+    try:
+        with anyio.fail_after(ESTIMATE_TIMEOUT_S):
+            plan = await build_plan(settings)
+    except Exception as exc:  # the report then shows no estimate; the run is not delayed or stopped
+        log.warning("plan_estimate_skipped", error=f"{type(exc).__name__}: {exc}"[:200])
+        return
+    keep = {
+        "phases": plan["phases"],
+        "backfills": [
+            {k: b[k] for k in ("job", "est_rows", "est_chunks", "est_seconds", "us_per_row")} for b in plan["backfills"]
+        ],
+        "indexes": [{k: i.get(k) for k in ("index", "table", "est_rows", "est_seconds")} for i in plan["indexes"]],
+        "est_seconds": plan["est_seconds"],
+        "concurrency": plan["concurrency"],
+    }
+    await save_estimate(conn, run_id, keep)

@@ -25,6 +25,7 @@ from bxbatch.db.session import connect, is_retryable, qualified, quote_ident, re
 from bxbatch.db.sqlfiles import queries
 from bxbatch.errors import LockBusy, RollbackRefused
 from bxbatch.ledger import runs as ledger
+from bxbatch.ledger.preexisting import preexisting
 from bxbatch.migrations.expected import expected_schema
 from bxbatch.migrations.profile import GUIDE, Profile
 from bxbatch.observe.history import archive_runs, record_rollback
@@ -58,32 +59,6 @@ class RollbackResult:
     app_data: list[str]
 
 
-async def record_preexisting(conn: asyncpg.Connection, run_id: int | None, schema: str = "public") -> bool:
-    """Before bxbatch's first DDL: remember which of its objects the install already had. Once per database."""
-    if await conn.fetchval(Q["preexisting_taken"]):
-        return False
-    if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM bxbatch.ddl_file)"):
-        return False  # DDL applied by a bxbatch without this record: nothing trustworthy to take
-    exp = expected_schema()
-    async with conn.transaction():
-        await conn.execute(
-            Q["record_preexisting"],
-            schema,
-            list(exp.tables),
-            list(exp.indexes),
-            [c.name for c in exp.foreign_keys],
-            list(exp.functions),
-        )
-        await conn.execute(Q["mark_preexisting_taken"], run_id)
-    return True
-
-
-async def _preexisting(conn: asyncpg.Connection) -> set[tuple[str, str]]:
-    if not await conn.fetchval(Q["safety_ledger_present"]):
-        return set()
-    return {(r["kind"], r["name"]) for r in await conn.fetch(Q["preexisting"])}
-
-
 async def plan_steps(conn: asyncpg.Connection, profile: Profile = GUIDE, *, drop_history: bool = False) -> list[Step]:
     """The steps still to do, in order, from the catalog as it is now.
 
@@ -100,7 +75,7 @@ async def plan_steps(conn: asyncpg.Connection, profile: Profile = GUIDE, *, drop
             if drop_history and await conn.fetchval("SELECT to_regnamespace('bxbatch_history') IS NOT NULL")
             else []
         )
-    kept = await _preexisting(conn)
+    kept = await preexisting(conn)
     steps: list[Step] = []
     for r in await conn.fetch(Q["activity_triggers"], schema, list(exp.functions)):
         table = qualified(schema, r["relname"])  # one step a table: its triggers go together (memory: O(tables))
@@ -148,7 +123,7 @@ async def application_data(conn: asyncpg.Connection, profile: Profile = GUIDE) -
 
     exp = expected_schema()
     targets = {job.target for job in load_jobs()}
-    kept = {name for kind, name in await _preexisting(conn) if kind == "table"}
+    kept = {name for kind, name in await preexisting(conn) if kind == "table"}
     present = {r["relname"] for r in await conn.fetch(Q["relations_present"], profile.schema, list(exp.tables))}
     found: list[str] = []
     for table in exp.tables:

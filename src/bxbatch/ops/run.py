@@ -30,8 +30,19 @@ from bxbatch.live import control, health
 from bxbatch.observe.console import heartbeat, phase_summary
 from bxbatch.observe.log import get_logger
 from bxbatch.observe.observatory import observatory
-from bxbatch.observe.report import record_estimate
-from bxbatch.phases import backfill, backup, cleanup, constraints, indexes, preflight, schema, triggers, validate
+from bxbatch.ops.plan import record_estimate
+from bxbatch.phases import (
+    PHASE_ORDER,
+    backfill,
+    backup,
+    cleanup,
+    constraints,
+    indexes,
+    preflight,
+    schema,
+    triggers,
+    validate,
+)
 from bxbatch.phases.context import RunContext
 from bxbatch.settings import Settings
 
@@ -54,17 +65,23 @@ def _ddl_phase(phase: str) -> PhaseFn:
 
 
 # The phases of a run, in order. Later work replaces or adds entries here.
-PHASES: list[tuple[str, PhaseFn]] = [
-    ("preflight", preflight.run),
-    ("backup", backup.run),
-    ("schema", _ddl_phase("schema")),
-    ("triggers", triggers.run),
-    ("backfill", backfill.run),
-    ("indexes", indexes.run),
-    ("constraints", constraints.run),
-    ("validate", validate.run),
-    ("cleanup", cleanup.run),
-]
+PHASES: list[tuple[str, PhaseFn]] = list(
+    zip(
+        PHASE_ORDER,
+        [
+            preflight.run,
+            backup.run,
+            _ddl_phase("schema"),
+            triggers.run,
+            backfill.run,
+            indexes.run,
+            constraints.run,
+            validate.run,
+            cleanup.run,
+        ],
+        strict=True,
+    )
+)
 
 ALWAYS_RERUN = {"preflight"}
 

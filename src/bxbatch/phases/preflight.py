@@ -22,6 +22,7 @@ from bxbatch.db.session import server_version_num
 from bxbatch.db.sqlfiles import queries
 from bxbatch.errors import LockBusy, PreflightFailed
 from bxbatch.ledger import runs as ledger
+from bxbatch.ledger.preexisting import record_preexisting
 from bxbatch.migrations.expected import expected_schema
 from bxbatch.migrations.profile import USER_TABLE_REGEX_SQL, Profile
 from bxbatch.phases.context import RunContext
@@ -615,7 +616,6 @@ async def run(ctx: RunContext) -> dict[str, Any]:
         level = {PASS: "debug", WARN: "warning"}.get(check.status, "error")  # a pass is not news
         getattr(ctx.log, level)("preflight_check", check=check.name, status=check.status, reason=check.reason)
     raise_for(report)
-    from bxbatch.ops.rollback import record_preexisting  # rollback must never drop what the install already had
 
     await record_preexisting(ctx.conn, ctx.run_id, ctx.profile.schema)
     return {"server_version_num": report.checks[0].detail["num"], **report.figures()}

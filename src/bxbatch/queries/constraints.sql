@@ -28,7 +28,3 @@ WHERE con.contype = 'f' AND n.nspname = $1 AND c.relname = $2 AND con.conname = 
 INSERT INTO bxbatch.orphan_report
     (run_id, constraint_name, table_name, columns, referenced_table, orphans, sample, duration_ms)
 VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8)
-
--- name: orphan_fixes
-SELECT constraint_name, action, count(*) AS rows FROM bxbatch.orphan_fix
-WHERE run_id = $1 GROUP BY 1, 2 ORDER BY 1

@@ -39,13 +39,6 @@ WHERE b.status = 'running'
   AND NOT EXISTS (SELECT 1 FROM pg_stat_progress_create_index p WHERE p.pid = b.backend_pid)
 RETURNING b.index_name, b.backend_pid
 
--- name: builds_of_run
-SELECT index_name, table_name, action, status, attempt, duration_ms, waited_ms, table_rows_estimate,
-       table_bytes, index_bytes, maintenance_work_mem, error
-FROM bxbatch.index_build
-WHERE run_id = $1
-ORDER BY id
-
 -- name: file_duration
 SELECT coalesce(sum(duration_ms), 0)::int FROM bxbatch.ddl_statement WHERE file = $1
 

@@ -30,9 +30,6 @@ SET status = $2,
     error = $3
 WHERE id = $1
 
--- name: touch_run
-UPDATE bxbatch.run SET status = 'running', updated_at = now(), host = $2, pid = $3 WHERE id = $1
-
 -- name: phase_status
 SELECT name, status, started_at, finished_at, detail FROM bxbatch.phase WHERE run_id = $1
 
@@ -78,12 +75,6 @@ SELECT EXISTS (
     WHERE locktype = 'advisory' AND granted AND classid = $1 AND objid = $2::oid AND objsubid = 2
       AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
 )
-
--- name: owner_lock_pid
-SELECT pid FROM pg_locks
-WHERE locktype = 'advisory' AND granted AND classid = $1 AND objid = $2::oid AND objsubid = 2
-  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-LIMIT 1
 
 -- name: last_heartbeat
 -- Seconds since any process of the run last showed life: the run row, a throttle state, a worker.

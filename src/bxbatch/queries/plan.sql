@@ -8,7 +8,3 @@ SELECT c.relname,
             ELSE c.reltuples::bigint END AS est
 FROM pg_class c
 WHERE c.relnamespace = to_regnamespace($1) AND c.relname = ANY($2::text[])
-
--- name: present_tables
--- Which of these qualified names ($1) still exist (a user table dropped by the application meanwhile).
-SELECT n FROM unnest($1::text[]) AS n WHERE to_regclass(n) IS NOT NULL
