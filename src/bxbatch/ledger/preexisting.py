@@ -32,6 +32,11 @@ async def record_preexisting(conn: asyncpg.Connection, run_id: int | None, schem
 
 async def preexisting(conn: asyncpg.Connection) -> set[tuple[str, str]]:
     """(kind, name) of every object recorded as there before bxbatch (empty with a ledger older than the record)."""
-    if not await conn.fetchval(Q["safety_ledger_present"]):
+    if not await safety_ledger_present(conn):
         return set()
     return {(r["kind"], r["name"]) for r in await conn.fetch(Q["preexisting"])}
+
+
+async def safety_ledger_present(conn: asyncpg.Connection) -> bool:
+    """The rollback ledger tables exist (absent in a ledger older than them)."""
+    return bool(await conn.fetchval(Q["safety_ledger_present"]))

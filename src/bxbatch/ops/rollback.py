@@ -25,7 +25,7 @@ from bxbatch.db.session import connect, is_retryable, qualified, quote_ident, re
 from bxbatch.db.sqlfiles import queries
 from bxbatch.errors import LockBusy, RollbackRefused
 from bxbatch.ledger import runs as ledger
-from bxbatch.ledger.preexisting import preexisting
+from bxbatch.ledger.preexisting import preexisting, safety_ledger_present
 from bxbatch.migrations.expected import expected_schema
 from bxbatch.migrations.profile import GUIDE, Profile
 from bxbatch.observe.history import archive_runs, record_rollback
@@ -178,7 +178,7 @@ async def rollback(
             )
         done_keys = (
             {r["step"] for r in await conn.fetch(Q["steps_done"])}
-            if await conn.fetchval(Q["safety_ledger_present"])
+            if await safety_ledger_present(conn)
             else set()
         )
         pending = [s for s in steps if s.key not in done_keys]
@@ -220,7 +220,7 @@ async def rollback(
                     if step.key == SCHEMA_STEP and not drop_history:
                         await record_rollback(conn, settings.host, started_at, steps_total=len(steps))
                     await conn.execute(step.sql)
-                    if step.key != SCHEMA_STEP and await conn.fetchval(Q["safety_ledger_present"]):
+                    if step.key != SCHEMA_STEP and await safety_ledger_present(conn):
                         await conn.execute(Q["record_step"], step.key, int((time.monotonic() - t0) * 1000))
 
             def note(attempt: int, exc: BaseException, delay: float, step: Step = step) -> None:
@@ -260,7 +260,7 @@ async def _drop_trigger_group(conn: asyncpg.Connection, settings: Settings, grou
             )
             await conn.execute(f"LOCK TABLE {names} IN ACCESS EXCLUSIVE MODE NOWAIT")
             await conn.execute(";\n".join(s.sql for s in group))
-            if await conn.fetchval(Q["safety_ledger_present"]):
+            if await safety_ledger_present(conn):
                 await conn.execute(Q["record_steps"], [s.key for s in group], int((time.monotonic() - t0) * 1000))
     except (asyncpg.LockNotAvailableError, asyncpg.UndefinedTableError):
         return False
