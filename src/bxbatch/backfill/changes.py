@@ -34,6 +34,7 @@ import anyio
 import asyncpg
 
 from bxbatch.db.session import qualified, quote_ident
+from bxbatch.ledger import backfill as ledger
 from bxbatch.migrations.jobs import Job
 from bxbatch.settings import Settings
 
@@ -94,7 +95,7 @@ async def install(conn: Any, run_id: int, job: Job, schema: str, settings: Setti
     capture was recorded (the job's reconcile passes may then be targeted)."""
     async with conn.transaction():
         await conn.execute("SELECT set_config('lock_timeout', $1, true)", f"{int(settings.lock_timeout_ms)}ms")
-        await conn.execute("DELETE FROM bxbatch.change_capture WHERE run_id = $1 AND job = $2", run_id, job.name)
+        await ledger.forget_capture(conn, run_id, job.name)
         if await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {qualified(schema, job.target)})"):
             return False
         have = await present(conn, schema, job)
@@ -102,13 +103,8 @@ async def install(conn: Any, run_id: int, job: Job, schema: str, settings: Setti
             if (table, name) not in have:
                 await conn.execute(_create_sql(schema, job, table, name, event, referencing))
         # changes recorded before this main pass (an earlier run) are covered by the main pass itself
-        await conn.execute("DELETE FROM bxbatch.changed_key WHERE job = $1", job.name)
-        await conn.execute(
-            "INSERT INTO bxbatch.change_capture (run_id, job) VALUES ($1, $2) "
-            "ON CONFLICT (run_id, job) DO UPDATE SET started_at = now()",
-            run_id,
-            job.name,
-        )
+        await ledger.clear_changed_keys(conn, job.name)
+        await ledger.record_capture(conn, run_id, job.name)
     return True
 
 
@@ -116,9 +112,7 @@ async def targeted(conn: Any, run_id: int, job: Job, schema: str) -> bool:
     """True when the job's reconcile may cover only the captured keys (see the module doc)."""
     if not job.changes:
         return False
-    if not await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM bxbatch.change_capture WHERE run_id = $1 AND job = $2)", run_id, job.name
-    ):
+    if not await ledger.capture_recorded(conn, run_id, job.name):
         return False
     have = await present(conn, schema, job)
     return all((table, name) in have for table, name, _e, _r in wanted(job))
@@ -128,13 +122,12 @@ async def take(conn: Any, job: Job) -> tuple[bool, list[int]]:
     """Consume the job's captured keys (call inside the transaction that records the pass they feed).
 
     Returns (whole job, sorted distinct keys)."""
-    rows = await conn.fetch("DELETE FROM bxbatch.changed_key WHERE job = $1 RETURNING key", job.name)
-    keys = {r["key"] for r in rows}
+    keys = set(await ledger.take_changed_keys(conn, job.name))
     return None in keys, sorted(int(k) for k in keys if k is not None)
 
 
 async def pending(conn: Any, job: Job) -> bool:
-    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM bxbatch.changed_key WHERE job = $1)", job.name))
+    return await ledger.changed_keys_pending(conn, job.name)
 
 
 def ranges(keys: list[int], gap: int = MERGE_GAP) -> list[tuple[int, int]]:
@@ -164,5 +157,5 @@ async def remove(conn: Any, job: Job, schema: str, settings: Settings, log: Any,
                 await anyio.sleep(min(2.0, 0.05 * 2**attempt))
             except asyncpg.UndefinedTableError:
                 break
-    await conn.execute("DELETE FROM bxbatch.changed_key WHERE job = $1", job.name)
+    await ledger.clear_changed_keys(conn, job.name)
     return True

@@ -44,11 +44,11 @@ import asyncpg.exceptions as pgexc
 from bxbatch.backfill import changes
 from bxbatch.backfill.engine import MAX_SEGMENTS, Engine
 from bxbatch.backfill.parts import COUNT_BATCH
-from bxbatch.backfill.split import clear_failed_keys
 from bxbatch.backfill.worker import WorkerStats
 from bxbatch.db.locks import lock_budget
 from bxbatch.db.session import CONNECTION_LOST_ERRORS, RETRYABLE_ERRORS, backoff_delay, connect, qualified
 from bxbatch.errors import ChangedFileError, ConnectionFailed, Interrupted
+from bxbatch.ledger.backfill import clear_failed_keys
 from bxbatch.migrations.jobs import Job
 from bxbatch.observe.progress import bar
 

@@ -18,9 +18,8 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from bxbatch.db.retry import describe, sqlstate
-from bxbatch.db.sqlfiles import queries
-
-Q = queries("control")
+from bxbatch.ledger import backfill as ledger
+from bxbatch.ledger.backfill import PlannedChunk
 
 
 @dataclass(frozen=True)
@@ -31,7 +30,7 @@ class SplitOutcome:
     part: int | None = None
 
 
-def _slice(values: list[object] | None, a: int, b: int) -> list[object] | None:
+def _slice(values: list[str | None] | None, a: int, b: int) -> list[str | None] | None:
     return None if values is None else list(values[a:b])
 
 
@@ -51,7 +50,7 @@ async def split_or_fail(
     """
     message = describe(exc)[:500]
     async with conn.transaction():
-        row = await conn.fetchrow(Q["lock_chunk_for_split"], chunk_id)
+        row = await ledger.lock_chunk_for_split(conn, chunk_id)
         if row is None or row["status"] != "pending":
             return SplitOutcome("gone")
         parts = [int(p) for p in row["parts"]]
@@ -65,35 +64,20 @@ async def split_or_fail(
         if n > 1:
             k = n // 2
             first_rows = max(1, planned * k // n)
-            first = (parts[:k], los[:k], his[:k], _slice(relnames, 0, k), first_rows)
-            second = (parts[k:], los[k:], his[k:], _slice(relnames, k, n), max(1, planned - first_rows))
+            first = PlannedChunk(parts[:k], los[:k], his[:k], _slice(relnames, 0, k), first_rows)
+            second = PlannedChunk(parts[k:], los[k:], his[k:], _slice(relnames, k, n), max(1, planned - first_rows))
         elif his[0] - los[0] > 1:
             lo, hi = los[0], his[0]
             mid = lo + (hi - lo) // 2
             first_rows = max(1, planned * (mid - lo) // (hi - lo))
-            first = ([parts[0]], [lo], [mid], relnames, first_rows)
-            second = ([parts[0]], [mid], [hi], relnames, max(1, planned - first_rows))
+            first = PlannedChunk([parts[0]], [lo], [mid], relnames, first_rows)
+            second = PlannedChunk([parts[0]], [mid], [hi], relnames, max(1, planned - first_rows))
         else:
-            await conn.execute(Q["fail_key_chunk"], chunk_id, message, worker_label)
-            await conn.execute(
-                Q["record_failed_key"],
-                row["run_id"],
-                row["job"],
-                row["seq"],
-                parts[0],
-                relnames[0] if relnames else None,
-                his[0],
-                chunk_id,
-                sqlstate(exc),
-                message,
+            await ledger.fail_chunk(conn, chunk_id, message, worker_label)
+            await ledger.record_failed_key(
+                conn, row, parts[0], relnames[0] if relnames else None, his[0], sqlstate(exc), message
             )
             return SplitOutcome("failed_key", key=his[0], part=parts[0])
-        await conn.execute(Q["shrink_chunk"], chunk_id, *first, message)
-        new_id = await conn.fetchval(Q["insert_split_chunk"], row["run_id"], row["job"], row["seq"], *second, message)
-        return SplitOutcome("split", new_chunk=int(new_id))
-
-
-async def clear_failed_keys(conn: asyncpg.Connection, run_id: int) -> None:
-    """Forget the run's failed keys (their chunks are being retried)."""
-    if await conn.fetchval("SELECT to_regclass('bxbatch.failed_key') IS NOT NULL"):
-        await conn.execute(Q["clear_failed_keys"], run_id)
+        await ledger.shrink_chunk(conn, chunk_id, first, message)
+        new_id = await ledger.add_split_chunk(conn, row["run_id"], row["job"], row["seq"], second, message)
+        return SplitOutcome("split", new_chunk=new_id)

@@ -208,3 +208,89 @@ async def prepare_chunk_statements(conn: Conn) -> None:
     await conn.fetchrow(Q["claim_chunk"], -1, "", -1)
     await conn.fetchrow(Q["claim_chunk_by_id"], -1)
     await conn.execute(Q["finish_chunk"], -1, 0, 0.0, "")
+
+
+# --- bisection (backfill/split.py), in the transaction that splits or fails the chunk --------------
+async def lock_chunk_for_split(conn: Conn, chunk_id: int) -> asyncpg.Record | None:
+    return await conn.fetchrow(Q["lock_chunk_for_split"], chunk_id)
+
+
+async def shrink_chunk(conn: Conn, chunk_id: int, half: PlannedChunk, error: str) -> None:
+    """The chunk's own row keeps the first half, still pending, its error noted."""
+    await conn.execute(
+        Q["shrink_chunk"], chunk_id, half.parts, half.los, half.his, half.relnames, half.planned_rows, error
+    )
+
+
+async def add_split_chunk(conn: Conn, run_id: int, job: str, seq: int, half: PlannedChunk, error: str) -> int:
+    """A new pending row for the second half; returns its id."""
+    new_id = await conn.fetchval(
+        Q["insert_split_chunk"],
+        run_id,
+        job,
+        seq,
+        half.parts,
+        half.los,
+        half.his,
+        half.relnames,
+        half.planned_rows,
+        error,
+    )
+    return int(new_id)
+
+
+async def record_failed_key(
+    conn: Conn,
+    chunk: asyncpg.Record,
+    part: int,
+    relname: str | None,
+    key: int,
+    sqlstate: str | None,
+    error: str,
+) -> None:
+    """The one key a chunk was bisected down to, with its error (the chunk itself is failed by the caller)."""
+    await conn.execute(
+        Q["record_failed_key"],
+        chunk["run_id"],
+        chunk["job"],
+        chunk["seq"],
+        part,
+        relname,
+        key,
+        chunk["id"],
+        sqlstate,
+        error,
+    )
+
+
+async def clear_failed_keys(conn: asyncpg.Connection, run_id: int) -> None:
+    """Forget the run's failed keys (their chunks are being retried)."""
+    if await conn.fetchval(Q["failed_key_table_present"]):
+        await conn.execute(Q["clear_failed_keys"], run_id)
+
+
+# --- change capture (backfill/changes.py) -----------------------------------------------------------
+async def forget_capture(conn: Conn, run_id: int, job: str) -> None:
+    await conn.execute(Q["forget_capture"], run_id, job)
+
+
+async def record_capture(conn: Conn, run_id: int, job: str) -> None:
+    """The job's capture triggers are in place from now on (in the transaction that created them)."""
+    await conn.execute(Q["record_capture"], run_id, job)
+
+
+async def capture_recorded(conn: Conn, run_id: int, job: str) -> bool:
+    return bool(await conn.fetchval(Q["capture_recorded"], run_id, job))
+
+
+async def clear_changed_keys(conn: Conn, job: str) -> None:
+    await conn.execute(Q["clear_changed_keys"], job)
+
+
+async def take_changed_keys(conn: Conn, job: str) -> list[int | None]:
+    """Consume the job's captured keys (None: the whole job changed, e.g. a TRUNCATE)."""
+    return [None if r["key"] is None else int(r["key"]) for r in await conn.fetch(Q["take_changed_keys"], job)]
+
+
+async def changed_keys_pending(conn: Conn, job: str) -> bool:
+    return bool(await conn.fetchval(Q["changed_keys_pending"], job))

@@ -177,9 +177,7 @@ async def rollback(
                 hint="export what you need first, then pass --force; or restore the verified backup instead",
             )
         done_keys = (
-            {r["step"] for r in await conn.fetch(Q["steps_done"])}
-            if await safety_ledger_present(conn)
-            else set()
+            {r["step"] for r in await conn.fetch(Q["steps_done"])} if await safety_ledger_present(conn) else set()
         )
         pending = [s for s in steps if s.key not in done_keys]
         skipped = len(steps) - len(pending)

@@ -179,3 +179,51 @@ ORDER BY host, pid, idx
 -- name: add_expected_rows
 -- A per-user-table job learns its expected rows pass by pass (each pass counts its new tables).
 UPDATE bxbatch.job SET expected_rows = coalesce(expected_rows, 0) + $3 WHERE run_id = $1 AND name = $2
+
+-- name: record_failed_key
+INSERT INTO bxbatch.failed_key (run_id, job, seq, part, relname, key, chunk_id, sqlstate, error)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT (run_id, job, seq, part, key) DO UPDATE
+SET error = EXCLUDED.error, sqlstate = EXCLUDED.sqlstate, chunk_id = EXCLUDED.chunk_id, recorded_at = now()
+
+-- name: lock_chunk_for_split
+SELECT id, run_id, job, seq, parts, los, his, relnames, planned_rows, status
+FROM bxbatch.chunk WHERE id = $1
+FOR UPDATE
+
+-- name: shrink_chunk
+-- Keep the first part of a failing chunk in its own row (still pending), with its error noted.
+UPDATE bxbatch.chunk
+SET parts = $2, los = $3, his = $4, relnames = $5, planned_rows = $6, retries = retries + 1, error = $7
+WHERE id = $1
+
+-- name: insert_split_chunk
+INSERT INTO bxbatch.chunk (run_id, job, seq, parts, los, his, relnames, planned_rows, error)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+RETURNING id
+
+-- name: clear_failed_keys
+DELETE FROM bxbatch.failed_key WHERE run_id = $1
+
+-- name: failed_key_table_present
+SELECT to_regclass('bxbatch.failed_key') IS NOT NULL
+
+-- name: forget_capture
+DELETE FROM bxbatch.change_capture WHERE run_id = $1 AND job = $2
+
+-- name: record_capture
+INSERT INTO bxbatch.change_capture (run_id, job) VALUES ($1, $2)
+ON CONFLICT (run_id, job) DO UPDATE SET started_at = now()
+
+-- name: capture_recorded
+SELECT EXISTS (SELECT 1 FROM bxbatch.change_capture WHERE run_id = $1 AND job = $2)
+
+-- name: clear_changed_keys
+DELETE FROM bxbatch.changed_key WHERE job = $1
+
+-- name: take_changed_keys
+-- Consumed in the transaction that records the pass they feed; a NULL key means "the whole job".
+DELETE FROM bxbatch.changed_key WHERE job = $1 RETURNING key
+
+-- name: changed_keys_pending
+SELECT EXISTS (SELECT 1 FROM bxbatch.changed_key WHERE job = $1)

@@ -84,12 +84,6 @@ FROM bxbatch.throttle_event WHERE run_id = $1
 ORDER BY id DESC
 LIMIT $2
 
--- name: record_failed_key
-INSERT INTO bxbatch.failed_key (run_id, job, seq, part, relname, key, chunk_id, sqlstate, error)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-ON CONFLICT (run_id, job, seq, part, key) DO UPDATE
-SET error = EXCLUDED.error, sqlstate = EXCLUDED.sqlstate, chunk_id = EXCLUDED.chunk_id, recorded_at = now()
-
 -- name: failed_keys
 -- A key fails again in each later pass over it (catch-up, reconcile): show it once, latest error.
 SELECT DISTINCT ON (job, part, key) job, seq, part, relname, key, sqlstate, error, recorded_at
@@ -99,29 +93,6 @@ LIMIT $2
 
 -- name: count_failed_keys
 SELECT count(DISTINCT (job, part, key)) FROM bxbatch.failed_key WHERE run_id = $1
-
--- name: lock_chunk_for_split
-SELECT id, run_id, job, seq, parts, los, his, relnames, planned_rows, status
-FROM bxbatch.chunk WHERE id = $1
-FOR UPDATE
-
--- name: shrink_chunk
--- Keep the first part of a failing chunk in its own row (still pending), with its error noted.
-UPDATE bxbatch.chunk
-SET parts = $2, los = $3, his = $4, relnames = $5, planned_rows = $6, retries = retries + 1, error = $7
-WHERE id = $1
-
--- name: insert_split_chunk
-INSERT INTO bxbatch.chunk (run_id, job, seq, parts, los, his, relnames, planned_rows, error)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-RETURNING id
-
--- name: fail_key_chunk
-UPDATE bxbatch.chunk SET status = 'failed', error = $2, retries = retries + 1, worker = $3
-WHERE id = $1 AND status = 'pending'
-
--- name: clear_failed_keys
-DELETE FROM bxbatch.failed_key WHERE run_id = $1
 
 -- name: held_seconds
 -- Seconds of the last $2 seconds during which the throttle held the run back (paused counts 1,
