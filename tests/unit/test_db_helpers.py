@@ -8,11 +8,12 @@ import asyncpg
 import asyncpg.exceptions as pgexc
 import pytest
 
+from bxbatch.db.dsn import redact_dsn
 from bxbatch.db.session import backoff_delay, is_connection_lost, is_retryable, quote_ident, translate_connect_error
 from bxbatch.errors import ConnectionFailed, ExitCode, UsageError
 from bxbatch.migrations.profile import GUIDE
 from bxbatch.observe.log import scrub
-from bxbatch.settings import Settings, redact_dsn
+from bxbatch.settings import Settings
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
-"""The `bxbatch` command line: typer commands over the library, one error boundary, options from Settings."""
+"""The `bxbatch` command line: the typer app (``cli.app``) and the command modules that register on it."""
 
-from bxbatch.cli.commands import app, main
+from bxbatch.cli import control, demo, migrate, ops, report  # noqa: F401  (importing them registers their commands)
+from bxbatch.cli.app import app, main
 
 __all__ = ["app", "main"]

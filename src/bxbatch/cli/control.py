@@ -7,17 +7,20 @@ from typing import Annotated, Any
 
 import typer
 
-from bxbatch.cli.commands import DebugOpt, DsnOpt, LogFormatOpt, _execute, _settings, app
+from bxbatch.cli.app import command
+from bxbatch.cli.options import BASIC, Flags
+from bxbatch.cli.signals import drive
 from bxbatch.errors import UsageError
+from bxbatch.settings import Settings
 
+ControlSettings = Annotated[Settings, Flags(*BASIC)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
-def _send(dsn: str | None, log_format: str, debug: bool, as_json: bool, action: str, **kw: Any) -> None:
-    settings = _settings(dsn, log_format, True, debug)
+def _send(settings: Settings, as_json: bool, action: str, **kw: Any) -> None:
     from bxbatch.live.control import send
 
-    result = _execute(settings, lambda: send(settings, action, **kw))
+    result = drive(lambda: send(settings, action, **kw), settings.stop_grace_s)
     if as_json:
         print(json.dumps(result))
         return
@@ -30,31 +33,25 @@ def _send(dsn: str | None, log_format: str, debug: bool, as_json: bool, action: 
     )
 
 
-@app.command()
-def pause(
-    dsn: DsnOpt = None, as_json: JsonOpt = False, log_format: LogFormatOpt = "auto", debug: DebugOpt = False
-) -> None:
+@command()
+def pause(settings: ControlSettings, as_json: JsonOpt = False) -> None:
     """Pause the running migration: every worker (on every host) stops after its chunk in flight."""
-    _send(dsn, log_format, debug, as_json, "pause")
+    _send(settings, as_json, "pause")
 
 
-@app.command("continue")
-def continue_(
-    dsn: DsnOpt = None, as_json: JsonOpt = False, log_format: LogFormatOpt = "auto", debug: DebugOpt = False
-) -> None:
+@command("continue")
+def continue_(settings: ControlSettings, as_json: JsonOpt = False) -> None:
     """Continue a paused migration."""
-    _send(dsn, log_format, debug, as_json, "continue")
+    _send(settings, as_json, "continue")
 
 
-@app.command()
-def cancel(
-    dsn: DsnOpt = None, as_json: JsonOpt = False, log_format: LogFormatOpt = "auto", debug: DebugOpt = False
-) -> None:
+@command()
+def cancel(settings: ControlSettings, as_json: JsonOpt = False) -> None:
     """Stop the running migration after its chunks in flight; it exits 75 and `bxbatch resume` continues it."""
-    _send(dsn, log_format, debug, as_json, "cancel")
+    _send(settings, as_json, "cancel")
 
 
-@app.command("set")
+@command("set")
 def set_(
     assignments: Annotated[
         list[str],
@@ -66,10 +63,8 @@ def set_(
             show_default=False,
         ),
     ],
-    dsn: DsnOpt = None,
+    settings: ControlSettings,
     as_json: JsonOpt = False,
-    log_format: LogFormatOpt = "auto",
-    debug: DebugOpt = False,
 ) -> None:
     """Change a running migration's settings: `bxbatch set concurrency=2 max_rows_per_second=500`.
 
@@ -78,16 +73,11 @@ def set_(
     """
     from bxbatch.live.control import parse_assignments
 
-    try:
-        parse_assignments(assignments)  # each value within its knob's range, before connecting
-    except UsageError as exc:
-        settings = _settings(dsn, log_format, True, debug)
-        _execute(settings, _raise(exc))
-        return
-    _send(dsn, log_format, debug, as_json, "set", assignments=assignments)
+    parse_assignments(assignments)  # each value within its knob's range, before connecting
+    _send(settings, as_json, "set", assignments=assignments)
 
 
-@app.command("hold-before")
+@command("hold-before")
 def hold_before(
     phase: Annotated[
         str,
@@ -95,34 +85,18 @@ def hold_before(
             help="indexes, constraints, validate, cleanup (or any later phase).", metavar="PHASE", show_default=False
         ),
     ],
-    dsn: DsnOpt = None,
+    settings: ControlSettings,
     as_json: JsonOpt = False,
-    log_format: LogFormatOpt = "auto",
-    debug: DebugOpt = False,
 ) -> None:
     """Make the run wait before PHASE starts (like gh-ost's postponed cut-over) until `bxbatch release`."""
     from bxbatch.ops.status import PHASE_ORDER
 
     if phase not in PHASE_ORDER[1:]:
-        settings = _settings(dsn, log_format, True, debug)
-        _execute(
-            settings,
-            _raise(UsageError(f"no phase {phase!r} to hold before", hint="one of " + ", ".join(PHASE_ORDER[1:]))),
-        )
-        return
-    _send(dsn, log_format, debug, as_json, "hold", phase=phase)
+        raise UsageError(f"no phase {phase!r} to hold before", hint="one of " + ", ".join(PHASE_ORDER[1:]))
+    _send(settings, as_json, "hold", phase=phase)
 
 
-@app.command()
-def release(
-    dsn: DsnOpt = None, as_json: JsonOpt = False, log_format: LogFormatOpt = "auto", debug: DebugOpt = False
-) -> None:
+@command()
+def release(settings: ControlSettings, as_json: JsonOpt = False) -> None:
     """Lift `bxbatch hold-before`: the run goes on with the phase it waits before."""
-    _send(dsn, log_format, debug, as_json, "release")
-
-
-def _raise(exc: Exception) -> Any:
-    async def go() -> None:
-        raise exc
-
-    return go
+    _send(settings, as_json, "release")

@@ -1,4 +1,4 @@
-"""The operator's safety-net commands: preflight, backup, plan, validate, rollback (registered on cli.app)."""
+"""`bxbatch preflight | backup | plan | validate | rollback`: the operator's safety net around a run."""
 
 from __future__ import annotations
 
@@ -8,36 +8,19 @@ from typing import Annotated, Any
 
 import typer
 
-from bxbatch.cli.commands import (
-    ConcurrencyOpt,
-    DebugOpt,
-    DsnOpt,
-    InitialChunkRowsOpt,
-    LockTimeoutOpt,
-    LogFormatOpt,
-    NoProgressOpt,
-    TargetChunkOpt,
-    _error,
-    _execute,
-    _settings,
-    app,
-    lock_options,
-)
-from bxbatch.cli.safetynet_options import BACKUP_PATH, LONG_TRANSACTION_S, PG_DUMP, SKIP_DISK_CHECK
-from bxbatch.errors import ExitCode
+from bxbatch.cli.app import command
+from bxbatch.cli.options import BASIC, Flags
+from bxbatch.cli.signals import drive
+from bxbatch.errors import RollbackRefused
+from bxbatch.settings import Settings
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 
 
-@app.command()
-@lock_options
+@command()
 def preflight(
-    dsn: DsnOpt = None,
-    skip_disk_check: Annotated[bool, SKIP_DISK_CHECK] = False,
-    long_transaction_s: Annotated[float, LONG_TRANSACTION_S] = 300.0,
+    settings: Annotated[Settings, Flags(*BASIC, "skip_disk_check", "long_transaction_s", "table_group_size")],
     as_json: JsonOpt = False,
-    log_format: LogFormatOpt = "auto",
-    debug: DebugOpt = False,
 ) -> None:
     """Check that the database is ready for the migration, changing nothing.
 
@@ -46,9 +29,6 @@ def preflight(
     maintenance_work_mem, another bxbatch run holding the lock, long transactions. Exit 4 when any
     check fails (7 when only the lock is held); `bxbatch run` refuses to start in the same cases.
     """
-    settings = _settings(
-        dsn, log_format, True, debug, skip_disk_check=skip_disk_check, long_transaction_s=long_transaction_s
-    )
     from bxbatch.db.session import connect
     from bxbatch.migrations.profile import GUIDE
     from bxbatch.phases.preflight import collect, raise_for, render
@@ -60,25 +40,16 @@ def preflight(
         finally:
             await conn.close()
 
-    report = _execute(settings, go)
+    report = drive(go, settings.stop_grace_s)
     print(json.dumps(report.as_dict(), indent=2, default=str) if as_json else render(report))
     if not report.ok:
-        _execute(settings, lambda: _raise(raise_for, report))
+        raise_for(report)
 
 
-async def _raise(fn: Any, report: Any) -> None:
-    fn(report)
-
-
-@app.command()
+@command()
 def backup(
-    dsn: DsnOpt = None,
-    backup_path: Annotated[str, BACKUP_PATH] = ".",
-    pg_dump: Annotated[str | None, PG_DUMP] = None,
+    settings: Annotated[Settings, Flags(*BASIC, "progress", "backup_path", "pg_dump")],
     as_json: JsonOpt = False,
-    log_format: LogFormatOpt = "auto",
-    no_progress: NoProgressOpt = False,
-    debug: DebugOpt = False,
 ) -> None:
     """Take a verified backup now: `pg_dump -Fc` to --backup-path, checked with `pg_restore --list`.
 
@@ -86,9 +57,10 @@ def backup(
     Exit 11 when pg_dump is missing, older than the server, fails, or the archive does not verify.
     Restore it with: pg_restore --clean --if-exists --no-owner -d DBNAME FILE
     """
-    settings = _settings(dsn, log_format, no_progress, debug, backup_path=backup_path, pg_dump=pg_dump)
     from bxbatch.db.session import connect
     from bxbatch.phases.backup import take_backup
+
+    backup_path = "." if settings.backup_path is None else settings.backup_path  # no --backup-path: here
 
     async def go() -> Any:
         conn = await connect(settings, role="backup")
@@ -97,7 +69,7 @@ def backup(
         finally:
             await conn.close()
 
-    result = _execute(settings, go)
+    result = drive(go, settings.stop_grace_s)
     figures = {
         "path": str(result.path),
         "bytes": result.bytes,
@@ -114,10 +86,19 @@ def backup(
         )
 
 
-@app.command()
-@lock_options
+@command()
 def plan(
-    dsn: DsnOpt = None,
+    settings: Annotated[
+        Settings,
+        Flags(
+            *BASIC,
+            "concurrency",
+            "target_chunk_ms",
+            "initial_chunk_rows",
+            "lock_timeout_ms",
+            "table_group_size",
+        ),
+    ],
     sql: Annotated[bool, typer.Option("--sql", help="Print each pending statement (DDL files and indexes).")] = False,
     as_json: JsonOpt = False,
     sample: Annotated[
@@ -140,12 +121,6 @@ def plan(
             help="Chunks timed per backfill with --sample, spread over the key range.",
         ),
     ] = 3,
-    concurrency: ConcurrencyOpt = 4,
-    target_chunk_ms: TargetChunkOpt = 300,
-    initial_chunk_rows: InitialChunkRowsOpt = 5_000,
-    lock_timeout_ms: LockTimeoutOpt = 2000,
-    log_format: LogFormatOpt = "auto",
-    debug: DebugOpt = False,
 ) -> None:
     """Show what a run would do and how long it should take, changing nothing.
 
@@ -154,31 +129,16 @@ def plan(
     and foreign key still to build or validate. Estimates use --concurrency and the chunk options
     as `run` would.
     """
-    settings = _settings(
-        dsn,
-        log_format,
-        True,
-        debug,
-        concurrency=concurrency,
-        target_chunk_ms=target_chunk_ms,
-        initial_chunk_rows=initial_chunk_rows,
-        lock_timeout_ms=lock_timeout_ms,
-    )
     from bxbatch.ops.plan import build_plan, render
 
-    result = _execute(settings, lambda: build_plan(settings, sample=sample, sample_chunks=sample_chunks))
+    result = drive(lambda: build_plan(settings, sample=sample, sample_chunks=sample_chunks), settings.stop_grace_s)
     print(json.dumps(result, indent=2, default=str) if as_json else render(result, sql=sql))
 
 
-@app.command()
-@lock_options
+@command()
 def validate(
-    dsn: DsnOpt = None,
+    settings: Annotated[Settings, Flags(*BASIC, "progress", "concurrency", "table_group_size")],
     as_json: JsonOpt = False,
-    concurrency: ConcurrencyOpt = 4,
-    log_format: LogFormatOpt = "auto",
-    no_progress: NoProgressOpt = False,
-    debug: DebugOpt = False,
 ) -> None:
     """Prove the migration: every expected table, column, index (valid) and constraint (validated).
 
@@ -188,18 +148,17 @@ def validate(
     once and read by --concurrency connections, a group of user tables per transaction. Exit 9
     when anything is wrong.
     """
-    settings = _settings(dsn, log_format, no_progress, debug, concurrency=concurrency)
     from bxbatch.phases.validate import raise_for, render, validate_database
 
-    report = _execute(settings, lambda: validate_database(settings))
+    report = drive(lambda: validate_database(settings), settings.stop_grace_s)
     print(json.dumps(report.as_dict(), indent=2, default=str) if as_json else render(report))
     if not report.ok:
-        _execute(settings, lambda: _raise(raise_for, report))
+        raise_for(report)
 
 
-@app.command()
+@command()
 def rollback(
-    dsn: DsnOpt = None,
+    settings: Annotated[Settings, Flags(*BASIC, "progress", "lock_timeout_ms")],
     yes: Annotated[
         bool,
         typer.Option(
@@ -229,10 +188,6 @@ def rollback(
         ),
     ] = False,
     as_json: JsonOpt = False,
-    lock_timeout_ms: LockTimeoutOpt = 2000,
-    log_format: LogFormatOpt = "auto",
-    no_progress: NoProgressOpt = False,
-    debug: DebugOpt = False,
 ) -> None:
     """Remove what bxbatch added, in reverse order: activity triggers, foreign keys, indexes, the new
     tables, the trigger functions, and the bxbatch schema last.
@@ -242,11 +197,10 @@ def rollback(
     second one is a no-op. Refuses (exit 12) without --yes, and when the new tables hold application
     data unless --force. The alternative is restoring the backup taken by `run --backup-path`.
     """
-    settings = _settings(dsn, log_format, no_progress, debug, lock_timeout_ms=lock_timeout_ms)
     from bxbatch.ops.rollback import render_summary, rollback_database, rollback_plan
 
     if show_plan or (not yes and sys.stdin.isatty() and not as_json):
-        listing = _execute(settings, lambda: rollback_plan(settings))
+        listing = drive(lambda: rollback_plan(settings), settings.stop_grace_s)
         if as_json:
             print(json.dumps(listing, indent=2))
             return
@@ -265,11 +219,13 @@ def rollback(
         database = listing["summary"]["database"]
         typed = typer.prompt(f"type the database name ({database}) to roll back, anything else to stop", default="")
         if typed.strip() != database:
-            _error(f"rollback not confirmed ({typed.strip()!r} is not {database!r}); nothing was changed")
-            raise typer.Exit(int(ExitCode.ROLLBACK_REFUSED))
+            raise RollbackRefused(
+                f"rollback not confirmed ({typed.strip()!r} is not {database!r}); nothing was changed"
+            )
         yes = True
-    result = _execute(
-        settings, lambda: rollback_database(settings, confirmed=yes, force=force, drop_history=drop_history)
+    result = drive(
+        lambda: rollback_database(settings, confirmed=yes, force=force, drop_history=drop_history),
+        settings.stop_grace_s,
     )
     if as_json:
         print(

@@ -1,4 +1,4 @@
-"""The observability commands: `bxbatch report` and `bxbatch history` (registered on cli.app)."""
+"""`bxbatch report | history`: a run's HTML report, and every run and rollback this database remembers."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ from typing import Annotated, Any
 
 import typer
 
-from bxbatch.cli.commands import DebugOpt, DsnOpt, LogFormatOpt, _execute, _settings, app
+from bxbatch.cli.app import command
+from bxbatch.cli.options import BASIC, Flags
+from bxbatch.cli.signals import drive
+from bxbatch.settings import Settings
 
 
-@app.command()
+@command()
 def report(
-    dsn: DsnOpt = None,
+    settings: Annotated[Settings, Flags(*BASIC)],
     run_id: Annotated[
         int | None, typer.Option("--run", help="The run (number from `bxbatch history`); default: the newest.")
     ] = None,
@@ -27,12 +30,9 @@ def report(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report's data as JSON instead.")] = False,
-    log_format: LogFormatOpt = "auto",
-    debug: DebugOpt = False,
 ) -> None:
     """Draw a run's report from the ledger (or its archive after a rollback): throughput, throttle holds,
     concurrency, chunk latency, probe latency, timeline, plan estimate vs actual, validation."""
-    settings = _settings(dsn, log_format, True, debug)
     from bxbatch.db.session import connect
     from bxbatch.observe.report import collect, write_report
 
@@ -46,22 +46,19 @@ def report(
         finally:
             await conn.close()
 
-    result = _execute(settings, go)
+    result = drive(go, settings.stop_grace_s)
     if as_json:
         print(json.dumps(result, indent=2, default=str))
     else:
         print(f"report written: {result}")
 
 
-@app.command()
+@command()
 def history(
-    dsn: DsnOpt = None,
+    settings: Annotated[Settings, Flags(*BASIC)],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    log_format: LogFormatOpt = "auto",
-    debug: DebugOpt = False,
 ) -> None:
     """Every run and rollback recorded in this database (kept across rollbacks): outcome, duration, rows, host."""
-    settings = _settings(dsn, log_format, True, debug)
     from bxbatch.db.session import connect
     from bxbatch.observe.history import collect_history, render_history
 
@@ -72,5 +69,5 @@ def history(
         finally:
             await conn.close()
 
-    entries = _execute(settings, go)
+    entries = drive(go, settings.stop_grace_s)
     print(json.dumps(entries, indent=2, default=str) if as_json else render_history(entries))

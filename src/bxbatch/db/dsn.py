@@ -9,6 +9,7 @@ not parse is never echoed, not even in part: an unencoded password is what makes
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from urllib.parse import quote
@@ -292,3 +293,79 @@ def scrub(text: str) -> str:
             if form:
                 text = text.replace(form, "***")
     return _KV_PASSWORD.sub(r"\1***", _DSN_PASSWORD.sub(r"\1***\3", text))
+
+
+# Where a connection goes: the DSN as given, else DATABASE_URL, else the libpq environment.
+PG_ENV_VARS = ("PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD", "PGSERVICE")
+
+
+def resolve_dsn(flag_or_bxbatch_env: str | None) -> str | None:
+    """--dsn / BXBATCH_DSN, then DATABASE_URL; None means "libpq PG* variables" or "none given".
+
+    asyncpg itself honours PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE when no DSN is passed.
+    """
+    if flag_or_bxbatch_env:
+        return flag_or_bxbatch_env
+    return os.environ.get("DATABASE_URL") or None
+
+
+def libpq_env_present() -> bool:
+    return any(os.environ.get(name) for name in PG_ENV_VARS)
+
+
+def redact_dsn(dsn: str | None) -> str:
+    """The DSN with any password replaced by ``***``: the only form that may be printed or logged."""
+    if not dsn:
+        return "(libpq environment)" if libpq_env_present() else "(none)"
+    return redact(dsn)
+
+
+def target_parts(dsn: str | None) -> dict[str, str]:
+    """host, port, database and user a connection with ``dsn`` would use (libpq variables and
+    defaults included, as asyncpg resolves them); never the password."""
+    try:
+        from asyncpg import connect_utils
+
+        none: dict[str, None] = dict.fromkeys(
+            [
+                "host",
+                "port",
+                "user",
+                "password",
+                "passfile",
+                "database",
+                "ssl",
+                "service",
+                "servicefile",
+                "direct_tls",
+                "server_settings",
+                "target_session_attrs",
+                "krbsrvname",
+                "gsslib",
+            ]
+        )
+        resolve = connect_utils._parse_connect_dsn_and_args  # type: ignore[attr-defined]  # what asyncpg tries
+        addrs, params = resolve(dsn=for_asyncpg(dsn) if dsn else None, **none)
+    except Exception:
+        return {"host": "?", "port": "?", "database": "?", "user": "?"}
+    hosts, ports = [], []
+    for addr in addrs:
+        if isinstance(addr, tuple):
+            hosts.append(str(addr[0]))
+            ports.append(str(addr[1]))
+        else:  # a unix socket path: /run/postgresql/.s.PGSQL.5432
+            folder, _, name = str(addr).rpartition("/")
+            hosts.append(folder or "/")
+            ports.append(name.rpartition(".")[2])
+    return {
+        "host": hosts[0] if len(hosts) == 1 else "{" + ",".join(dict.fromkeys(hosts)) + "}",
+        "port": ",".join(dict.fromkeys(ports)),
+        "database": str(params.database),
+        "user": str(params.user),
+    }
+
+
+def describe_target(dsn: str | None) -> str:
+    """``database baserow on db.example:5432 as bob``: what every command names first."""
+    t = target_parts(dsn)
+    return f"database {t['database']} on {t['host']}:{t['port']} as {t['user']}"

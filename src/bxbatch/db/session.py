@@ -12,10 +12,10 @@ from typing import Any, TypeVar
 import asyncpg
 import asyncpg.exceptions as pgexc
 
-from bxbatch.db.dsn import for_asyncpg, scrub
+from bxbatch.db.dsn import describe_target, for_asyncpg, redact_dsn, scrub
 from bxbatch.errors import ConnectionFailed, StoppedForFix
 from bxbatch.migrations.profile import GUIDE
-from bxbatch.settings import Settings, describe_target, redact_dsn
+from bxbatch.settings import Settings
 
 T = TypeVar("T")
 

@@ -8,11 +8,12 @@ from typing import Any
 
 import asyncpg
 
+from bxbatch.db.dsn import describe_target
 from bxbatch.devtools.embedded import start_server
 from bxbatch.observe.console import summary_lines
 from bxbatch.observe.log import get_logger
 from bxbatch.ops.run import run_migration
-from bxbatch.settings import Settings, describe_target
+from bxbatch.settings import Settings
 
 # What the demo's throttle probes: the views of one table, as the application's page load reads them.
 DEMO_PROBE = "SELECT id, type FROM database_view WHERE table_id = (SELECT min(id) FROM database_table)"

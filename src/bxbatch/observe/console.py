@@ -7,8 +7,9 @@ from typing import Any
 
 import anyio
 
+from bxbatch.db.dsn import describe_target
 from bxbatch.observe.log import get_logger, human_bytes, human_count, human_duration
-from bxbatch.settings import Settings, describe_target
+from bxbatch.settings import Settings
 
 
 def target_line(command: str, settings: Settings) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 
 from bxbatch.backfill.report import backfill_status, render_backfill_lines
+from bxbatch.db.dsn import target_parts
 from bxbatch.db.session import connect
 from bxbatch.db.sqlfiles import ddl_files
 from bxbatch.errors import ExitCode
@@ -22,7 +23,7 @@ from bxbatch.live import control
 from bxbatch.observe import monitor
 from bxbatch.observe.log import human_count, human_duration, iso
 from bxbatch.ops import safety_status
-from bxbatch.settings import Settings, target_parts
+from bxbatch.settings import Settings
 
 SCHEMA_VERSION = 1
 PHASE_ORDER = ("preflight", "backup", "schema", "triggers", "backfill", "indexes", "constraints", "validate", "cleanup")
