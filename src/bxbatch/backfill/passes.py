@@ -155,7 +155,7 @@ class Sequencer:
                 return int(r["seed_rows"]), None if r["expected_rows"] is None else int(r["expected_rows"])
         return 0, None
 
-    async def _main_and_catchup(self, job: Job) -> tuple[int, int]:
+    async def main_and_catchup(self, job: Job) -> tuple[int, int]:
         """The main pass and catch-up passes until one finds nothing new. Returns (next seq, bound)."""
         result = await self.engine.run_pass(job, 0, "main", 0)
         bound = result.hi or 0
@@ -190,7 +190,7 @@ class Sequencer:
                 # only a planner hint: the reconcile pass is correct without it
                 self.log.warning("analyze_skipped", table=job.target, error=type(exc).__name__)
 
-    async def _settle(self, jobs: list[Job], next_seq: dict[str, int], bound: dict[str, int]) -> tuple[int, bool]:
+    async def settle(self, jobs: list[Job], next_seq: dict[str, int], bound: dict[str, int]) -> tuple[int, bool]:
         await self._analyze_targets(jobs)
         for round_ in range(1, MAX_SETTLE_ROUNDS + 1):
             changed = 0
@@ -238,7 +238,7 @@ class Sequencer:
                     self.log.debug("job_started", job=job.name, expected_rows=expected, rows_done=done)
                     self.engine.bars[job.name] = bar(self.settings, expected, job.name, initial=done)
                     try:
-                        next_seq[job.name], bound[job.name] = await self._main_and_catchup(job)
+                        next_seq[job.name], bound[job.name] = await self.main_and_catchup(job)
                     finally:
                         self.engine.bars.pop(job.name).close()
                     start_rows[job.name] = done
@@ -250,7 +250,7 @@ class Sequencer:
                         await self.ledger.set_job_status(job.name, "settling")
                 if self.before_settle is not None:
                     await self._run_before_settle(self.before_settle)
-                rounds, converged = await self._settle(jobs, next_seq, bound)
+                rounds, converged = await self.settle(jobs, next_seq, bound)
                 for job in jobs:
                     report = await self._job_report(job, reports[job.name].seconds, start_rows[job.name])
                     reports[job.name] = report
