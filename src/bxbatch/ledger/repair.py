@@ -17,7 +17,7 @@ import asyncpg
 
 from bxbatch.db.session import qualified, retrying
 from bxbatch.db.sqlfiles import SqlFile, ddl_files
-from bxbatch.ledger.runs import Q
+from bxbatch.ledger import ddl
 from bxbatch.migrations.expected import _AT_VALIDATE_CONSTRAINT, _enum_name, expected_schema
 from bxbatch.migrations.profile import GUIDE, Profile
 from bxbatch.settings import Settings
@@ -47,7 +47,7 @@ async def forget_missing(
     schema = profile.schema
     repaired: dict[str, list[str]] = {"indexes": [], "foreign_keys": [], "validations": []}
 
-    states = {r["relname"]: r["valid"] for r in await conn.fetch(Q["index_states"], schema, list(exp.indexes))}
+    states = await ddl.index_states(conn, schema, list(exp.indexes))
     for index in exp.indexes.values():
         if states.get(index.name):
             continue
@@ -55,13 +55,13 @@ async def forget_missing(
         if f is None:
             continue
         idx = next((i for i, s in enumerate(f.statements) if s.sql == index.sql), None)
-        if idx is None or not await conn.fetchval(Q["statement_done"], f.name, idx):
+        if idx is None or not await ddl.statement_done(conn, f.name, idx):
             continue  # never built: the ordinary phases will
-        await conn.execute(Q["forget_statement"], f.name, idx)
+        await ddl.forget_statement(conn, f.name, idx)
         repaired["indexes"].append(index.name)
 
     fks = exp.foreign_keys
-    rows = await conn.fetch(Q["constraint_states"], schema, [c.name for c in fks])
+    rows = await ddl.constraint_states(conn, schema, [c.name for c in fks])
     present = {r["conname"]: r["convalidated"] for r in rows}
     for fk in fks:
         if fk.name in present and (present[fk.name] or fk.name not in exp.validated_later):
@@ -70,7 +70,7 @@ async def forget_missing(
             source = by_name.get(fk.file)
             if source is None or not fk.sql:
                 continue
-            if not await conn.fetchval(Q["statement_done"], source.name, -1):
+            if not await ddl.statement_done(conn, source.name, -1):
                 continue  # its file was never applied: the schema phase adds it
             if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", qualified(schema, fk.table)):
                 continue
@@ -83,8 +83,8 @@ async def forget_missing(
             await retrying(add, settings)
             repaired["foreign_keys"].append(fk.name)
         found = _validate_statement(files, fk.name)
-        if found is not None and await conn.fetchval(Q["statement_done"], found[0].name, found[1]):
-            await conn.execute(Q["forget_statement"], found[0].name, found[1])
+        if found is not None and await ddl.statement_done(conn, found[0].name, found[1]):
+            await ddl.forget_statement(conn, found[0].name, found[1])
             repaired["validations"].append(fk.name)
     repaired = {k: v for k, v in repaired.items() if v}
     if repaired:

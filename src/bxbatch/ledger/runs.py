@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import re
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import anyio
 import asyncpg
 
 from bxbatch import __version__
-from bxbatch.db.sqlfiles import SqlFile, queries
+from bxbatch.db.sqlfiles import queries
 from bxbatch.errors import LockBusy, NothingToResume
 from bxbatch.observe.log import iso
 from bxbatch.settings import Settings
@@ -202,6 +201,21 @@ async def set_run_status(conn: asyncpg.Connection, run_id: int, status: str, err
     await conn.execute(Q["set_run_status"], run_id, status, error)
 
 
+async def last_run(conn: asyncpg.Connection) -> asyncpg.Record | None:
+    """The newest run row, whatever its status."""
+    return await conn.fetchrow(Q["last_run"])
+
+
+async def last_heartbeat(conn: asyncpg.Connection, run_id: int) -> asyncpg.Record | None:
+    """Seconds since any process of the run last showed life (the run row, a throttle state, a worker)."""
+    return await conn.fetchrow(Q["last_heartbeat"], run_id)
+
+
+async def phase_rows(conn: asyncpg.Connection, run_id: int) -> dict[str, asyncpg.Record]:
+    """Each phase's row of the run by name: status, started_at, finished_at, detail."""
+    return {str(r["name"]): r for r in await conn.fetch(Q["phase_status"], run_id)}
+
+
 async def phase_states(conn: asyncpg.Connection, run_id: int) -> dict[str, str]:
     return {r["name"]: r["status"] for r in await conn.fetch(Q["phase_status"], run_id)}
 
@@ -218,14 +232,6 @@ async def finish_phase(
     detail: dict[str, Any] | None = None,
 ) -> None:
     await conn.execute(Q["finish_phase"], run_id, name, status, json.dumps(detail or {}, default=str))
-
-
-async def record_statement(
-    conn: asyncpg.Connection, file: SqlFile, idx: int, started_monotonic: float, run_id: int | None
-) -> None:
-    """One statement of a non-transactional DDL file is done (resume continues after it)."""
-    ms = int((time.monotonic() - started_monotonic) * 1000)
-    await conn.execute(Q["record_statement"], file.name, idx, file.sha256, ms, run_id)
 
 
 def is_partner(application_name: str | None) -> bool:

@@ -20,6 +20,7 @@ import asyncpg
 
 from bxbatch.db.session import connect, is_connection_lost
 from bxbatch.db.sqlfiles import queries
+from bxbatch.ledger import ddl as ddl_ledger
 from bxbatch.observe import progress
 from bxbatch.observe.observer import current as observer
 from bxbatch.settings import Settings
@@ -316,7 +317,7 @@ class IndexMonitor:
         done, total = s.done_total
         observer().index_progress(self.index_name, self.table_name, s.phase, done, total, s.unit)
         if self.build_id is not None:
-            await conn.execute(Q["save_progress"], self.build_id, json.dumps(s.as_json()))
+            await ddl_ledger.save_build_progress(conn, self.build_id, s.as_json())
         self._draw(s, phase_changed, waiting_for)
         return s
 
@@ -341,9 +342,7 @@ class IndexMonitor:
 async def builds_in_progress(conn: asyncpg.Connection) -> list[dict[str, Any]]:
     """Ledger rows of running index builds with live figures and, when waiting, the blockers (for status)."""
     out: list[dict[str, Any]] = []
-    if not await conn.fetchval(Q["index_ledger_exists"]):
-        return out  # a ledger older than the index phase
-    for r in await conn.fetch(Q["builds_in_progress"]):
+    for r in await ddl_ledger.running_builds(conn):  # none on a ledger older than the index phase
         item: dict[str, Any] = {
             k: r[k]
             for k in (

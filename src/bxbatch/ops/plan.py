@@ -344,7 +344,7 @@ async def build_plan(
         has_ledger = await ledger.ledger_exists(conn)
         done: dict[str, str] = {}
         if has_ledger:
-            run = await conn.fetchrow(ledger.Q["last_run"])  # its phases: done ones cost nothing more
+            run = await ledger.last_run(conn)  # its phases: done ones cost nothing more
             if run is not None:
                 done = await ledger.phase_states(conn, run["id"])
         pending = await pending_files(conn)

@@ -18,6 +18,7 @@ from bxbatch.db.dsn import target_parts
 from bxbatch.db.session import connect
 from bxbatch.db.sqlfiles import ddl_files
 from bxbatch.errors import ExitCode
+from bxbatch.ledger import ddl as ddl_ledger
 from bxbatch.ledger import runs as ledger
 from bxbatch.live import control
 from bxbatch.observe import monitor
@@ -69,8 +70,8 @@ def _json_field(value: Any) -> Any:
 
 async def _owner(conn: asyncpg.Connection, run: asyncpg.Record) -> dict[str, Any]:
     """Who owns the run and whether that process is alive (its owner lock held, or a fresh heartbeat)."""
-    lock_held = bool(await conn.fetchval(ledger.Q["owner_lock_held"], ledger.OWNER_LOCK_CLASS, int(run["id"])))
-    beat = await conn.fetchrow(ledger.Q["last_heartbeat"], int(run["id"]))
+    lock_held = await ledger.owner_alive(conn, int(run["id"]))
+    beat = await ledger.last_heartbeat(conn, int(run["id"]))
     age = None if beat is None or beat["age_s"] is None else round(float(beat["age_s"]), 1)
     alive = lock_held or (age is not None and age < OWNER_HEARTBEAT_S)
     return {
@@ -106,9 +107,9 @@ async def collect_status_on(conn: asyncpg.Connection, settings: Settings) -> dic
         )
         return _headline(report)
     await ledger.repair(conn)  # a ledger table dropped by hand: recreated empty, never "exit 1 forever"
-    run = await conn.fetchrow(ledger.Q["last_run"])
+    run = await ledger.last_run(conn)
     run_id = int(run["id"]) if run else None
-    applied = {r["file"] for r in await conn.fetch(ledger.Q["applied_files"])}
+    applied = set(await ddl_ledger.applied_files(conn))
     pending = [f.name for f in files if f.name not in applied]
     report["run"] = None
     if run is not None:
@@ -117,7 +118,7 @@ async def collect_status_on(conn: asyncpg.Connection, settings: Settings) -> dic
         }
         report["run"]["settings"] = _json_field(run["settings"])
         report["run"]["owner"] = await _owner(conn, run)
-    rows = {r["name"]: r for r in await conn.fetch(ledger.Q["phase_status"], run_id)} if run_id else {}
+    rows = await ledger.phase_rows(conn, run_id) if run_id else {}
     phases = []
     for name in PHASE_ORDER:
         r = rows.get(name)

@@ -33,13 +33,13 @@ from pglast.enums import AlterTableType
 from bxbatch.db.session import is_retryable, qualified, quote_ident
 from bxbatch.db.sqlfiles import SqlFile, Statement, ddl_files, queries
 from bxbatch.errors import ChangedFileError, OrphansFound, SqlFileError
+from bxbatch.ledger import ddl as ddl_ledger
 from bxbatch.ledger import runs as ledger
 from bxbatch.observe import progress
 from bxbatch.phases import schema
 from bxbatch.phases.context import RunContext
 
 Q = queries("constraints")
-LQ = ledger.Q
 
 SAMPLE_ROWS = 10
 CLEAN_BATCH = 5_000
@@ -219,7 +219,7 @@ class ConstraintPhase:
         }
 
     async def _record(self, conn: asyncpg.Connection, task: ConstraintTask, started: float) -> None:
-        await ledger.record_statement(conn, task.file, task.idx, started, self.ctx.run_id)
+        await ddl_ledger.record_statement(conn, task.file, task.idx, started, self.ctx.run_id)
 
     async def _in_transaction(self, task: ConstraintTask, sql: str, *, what: str) -> None:
         """Run ``sql`` and record ``task`` in one transaction under lock_timeout, retrying lock waits."""
@@ -357,12 +357,12 @@ class ConstraintPhase:
 
 
 async def _pending(conn: asyncpg.Connection, files: list[SqlFile], schema_name: str) -> list[ConstraintTask]:
-    applied = {r["file"] for r in await conn.fetch(LQ["applied_files"])}
+    applied = set(await ddl_ledger.applied_files(conn))
     pending: list[ConstraintTask] = []
     for f in files:
         if f.name in applied:
             continue
-        done = {r["idx"]: r["file_sha256"] for r in await conn.fetch(LQ["applied_statements"], f.name)}
+        done = await ddl_ledger.applied_statements(conn, f.name)
         if any(sha != f.sha256 for sha in done.values()):
             raise ChangedFileError(
                 f"sql/ddl/{f.name} was changed after some of its statements were applied",
@@ -379,12 +379,12 @@ async def run(ctx: RunContext) -> dict[str, Any]:
     async with ledger.advisory_lock(conn, ledger.LOCK_DDL, "applying DDL", wait_for_bxbatch=True, log=ctx.log):
         await schema.check_checksums(conn, all_files)
         detail = await ConstraintPhase(ctx).run(files)
-        applied = {r["file"] for r in await conn.fetch(LQ["applied_files"])}
+        applied = set(await ddl_ledger.applied_files(conn))
         for f in files:
             if f.name in applied:
                 continue
-            done = {r["idx"] for r in await conn.fetch(LQ["applied_statements"], f.name)}
+            done = set(await ddl_ledger.applied_statements(conn, f.name))
             if done >= set(range(len(f.statements))):
-                duration = await conn.fetchval(queries("indexes")["file_duration"], f.name)
-                await conn.execute(LQ["record_file"], f.name, f.sha256, f.phase, duration, ctx.run_id)
+                duration = await ddl_ledger.file_duration(conn, f.name)
+                await ddl_ledger.record_file(conn, f, duration, ctx.run_id)
     return detail

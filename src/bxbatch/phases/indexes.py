@@ -37,6 +37,7 @@ import asyncpg
 from bxbatch.db.session import backoff_delay, connect, is_connection_lost, is_retryable, qualified, server_version_num
 from bxbatch.db.sqlfiles import SqlFile, Statement, ddl_files, queries
 from bxbatch.errors import ChangedFileError, SqlFileError, UsageError
+from bxbatch.ledger import ddl as ddl_ledger
 from bxbatch.ledger import runs as ledger
 from bxbatch.observe.monitor import IndexMonitor
 from bxbatch.observe.monitor import Q as MQ
@@ -45,7 +46,6 @@ from bxbatch.phases.context import RunContext
 from bxbatch.settings import Settings
 
 Q = queries("indexes")
-LQ = ledger.Q
 
 CONNECTION_CHECK_MS = 2000
 OLD_TRANSACTION_S = 1.0  # an application transaction open longer than this defers the early builds
@@ -166,8 +166,8 @@ class IndexPhase:
         self, conn: asyncpg.Connection, task: IndexTask, action: str, status: str, attempt: int, pid: int | None
     ) -> int:
         size = await conn.fetchrow(Q["table_size"], task.table, task.schema)
-        build_id: int = await conn.fetchval(
-            Q["insert_build"],
+        return await ddl_ledger.add_build(
+            conn,
             self.ctx.run_id,
             task.file.name,
             task.idx,
@@ -183,7 +183,6 @@ class IndexPhase:
             size["rows_estimate"] if size else None,
             size["bytes"] if size else None,
         )
-        return build_id
 
     def _show_bar(self, rows_estimate: int | None, table_bytes: int | None) -> bool:
         if rows_estimate is not None and rows_estimate >= 0:
@@ -191,7 +190,7 @@ class IndexPhase:
         return (table_bytes or 0) >= 16 * 1024 * 1024  # never analyzed: judge by size
 
     async def _record_done(self, conn: asyncpg.Connection, task: IndexTask, started: float) -> None:
-        await ledger.record_statement(conn, task.file, task.idx, started, self.ctx.run_id)
+        await ddl_ledger.record_statement(conn, task.file, task.idx, started, self.ctx.run_id)
 
     async def _adopt(self, conn: asyncpg.Connection, task: IndexTask) -> None:
         """A build of this index is running in a backend we do not own (its bxbatch died): watch it end."""
@@ -218,8 +217,8 @@ class IndexPhase:
             tg.start_soon(wait_gone)
             tg.start_soon(monitor.watch, None, pid, stop)
         self.tally.adopted += 1
-        await conn.execute(
-            Q["finish_build"], build_id, "done", int((time.monotonic() - started) * 1000), None, None, None
+        await ddl_ledger.finish_build(
+            conn, build_id, "done", int((time.monotonic() - started) * 1000), None, None, None
         )
 
     async def build(self, conn: asyncpg.Connection, task: IndexTask) -> asyncpg.Connection:
@@ -233,7 +232,7 @@ class IndexPhase:
             build_id = await self._insert_build(conn, task, "skip_valid", "skipped", 1, None)
             async with conn.transaction():
                 await self._record_done(conn, task, started)
-                await conn.execute(Q["finish_build"], build_id, "skipped", 0, 0, None, None)
+                await ddl_ledger.finish_build(conn, build_id, "skipped", 0, 0, None, None)
             self.tally.skipped_valid += 1
             self.log.debug("index_skipped", index=task.name, reason="already exists and is valid")
             return conn
@@ -321,8 +320,8 @@ class IndexPhase:
             with contextlib.suppress(Exception):
                 ledger_conn = conn if not conn.is_closed() else await connect(self.settings, role="index")
                 try:
-                    await ledger_conn.execute(
-                        Q["finish_build"],
+                    await ddl_ledger.finish_build(
+                        ledger_conn,
                         build_id,
                         "failed",
                         int(seconds * 1000),
@@ -337,7 +336,7 @@ class IndexPhase:
         index_bytes = await conn.fetchval(Q["index_bytes"], task.name, task.schema)
         async with conn.transaction():
             await self._record_done(conn, task, t0)
-            await conn.execute(Q["finish_build"], build_id, "done", int(seconds * 1000), waited_ms, index_bytes, None)
+            await ddl_ledger.finish_build(conn, build_id, "done", int(seconds * 1000), waited_ms, index_bytes, None)
         self.tally.build_seconds[task.name] = seconds
         self.log.debug(
             "index_built",
@@ -437,13 +436,13 @@ class EarlyBuilds:
 
 async def pending_tasks(conn: asyncpg.Connection, files: list[SqlFile], schema_name: str) -> list[IndexTask]:
     """Index statements not yet recorded; refuses files changed since some of their statements ran."""
-    applied = {r["file"] for r in await conn.fetch(LQ["applied_files"])}
+    applied = set(await ddl_ledger.applied_files(conn))
     pending: list[IndexTask] = []
     for task in index_tasks([f for f in files if f.name not in applied], schema_name):
         pending.append(task)
     done: dict[str, dict[int, str]] = {}
     for name in {t.file.name for t in pending}:
-        done[name] = {r["idx"]: r["file_sha256"] for r in await conn.fetch(LQ["applied_statements"], name)}
+        done[name] = await ddl_ledger.applied_statements(conn, name)
         f = next(t.file for t in pending if t.file.name == name)
         if any(sha != f.sha256 for sha in done[name].values()):
             raise ChangedFileError(
@@ -460,7 +459,7 @@ async def run(ctx: RunContext) -> dict[str, Any]:
     conn = ctx.conn
     async with ledger.advisory_lock(conn, ledger.LOCK_DDL, "applying DDL", wait_for_bxbatch=True, log=ctx.log):
         await schema.check_checksums(conn, all_files)
-        for r in await conn.fetch(Q["abandon_builds"]):
+        for r in await ddl_ledger.abandon_builds(conn):
             phase.log.warning("index_build_abandoned", index=r["index_name"], backend_pid=r["backend_pid"])
         tasks = await pending_tasks(conn, files, ctx.profile.schema)
         queues: OrderedDict[tuple[str, str], list[IndexTask]] = OrderedDict()
@@ -477,12 +476,12 @@ async def run(ctx: RunContext) -> dict[str, Any]:
             for items in queues.values():
                 tg.start_soon(one_table, items)
         # A file is applied once every statement in it is: then plan/status count it as applied.
-        applied = {r["file"] for r in await conn.fetch(LQ["applied_files"])}
+        applied = set(await ddl_ledger.applied_files(conn))
         for f in files:
             if f.name in applied:
                 continue
-            done = {r["idx"] for r in await conn.fetch(LQ["applied_statements"], f.name)}
+            done = set(await ddl_ledger.applied_statements(conn, f.name))
             if done >= set(range(len(f.statements))):
-                duration = await conn.fetchval(Q["file_duration"], f.name)
-                await conn.execute(LQ["record_file"], f.name, f.sha256, f.phase, duration, ctx.run_id)
+                duration = await ddl_ledger.file_duration(conn, f.name)
+                await ddl_ledger.record_file(conn, f, duration, ctx.run_id)
     return phase.tally.as_detail()

@@ -20,10 +20,9 @@ import asyncpg
 from bxbatch.db.session import is_hopeless, is_retryable, needs_fix, quote_ident, retrying
 from bxbatch.db.sqlfiles import SqlFile, Statement, ddl_files
 from bxbatch.errors import BxbatchError, ChangedFileError, SqlFileError
+from bxbatch.ledger import ddl as ddl_ledger
 from bxbatch.ledger import runs as ledger
 from bxbatch.settings import Settings
-
-Q = ledger.Q
 
 
 @dataclass
@@ -37,7 +36,7 @@ class FileResult:
 
 async def check_checksums(conn: asyncpg.Connection, files: list[SqlFile]) -> dict[str, str]:
     """Refuse when an applied file was edited since. Returns applied file -> sha256."""
-    applied = {r["file"]: r for r in await conn.fetch(Q["applied_files"])}
+    applied = await ddl_ledger.applied_files(conn)
     for f in files:
         row = applied.get(f.name)
         if row is not None and row["sha256"] != f.sha256:
@@ -109,7 +108,7 @@ async def _apply_transactional(
             for stmt in f.statements:
                 await _execute_statement(conn, f, stmt)
             duration = int((time.monotonic() - started) * 1000)
-            await conn.execute(Q["record_file"], f.name, f.sha256, f.phase, duration, run_id)
+            await ddl_ledger.record_file(conn, f, duration, run_id)
 
     retries = await with_retry(attempt, settings, log, f.name)
     return FileResult(f.name, "applied", int((time.monotonic() - started) * 1000), len(f.statements), retries)
@@ -134,7 +133,7 @@ async def _apply_statementwise(
     conn: asyncpg.Connection, f: SqlFile, settings: Settings, run_id: int | None, log: Any
 ) -> FileResult:
     started = time.monotonic()
-    done = {r["idx"]: r["file_sha256"] for r in await conn.fetch(Q["applied_statements"], f.name)}
+    done = await ddl_ledger.applied_statements(conn, f.name)
     for sha in set(done.values()):
         if sha != f.sha256:
             raise ChangedFileError(
@@ -157,7 +156,7 @@ async def _apply_statementwise(
         async def attempt(stmt: Statement = stmt, idx: int = idx, t0: float = t0) -> None:
             async def execute_and_record() -> None:
                 await _execute_statement(conn, f, stmt)
-                await ledger.record_statement(conn, f, idx, t0, run_id)
+                await ddl_ledger.record_statement(conn, f, idx, t0, run_id)
 
             if not stmt.concurrent:  # the statement and its ledger row commit together
                 async with conn.transaction():
@@ -174,7 +173,7 @@ async def _apply_statementwise(
         retries += await with_retry(attempt, settings, log, f"{f.name}#{idx}")
         log.debug("ddl_statement_applied", file=f.name, statement=idx, kind=stmt.kind)
     duration = int((time.monotonic() - started) * 1000)
-    await conn.execute(Q["record_file"], f.name, f.sha256, f.phase, duration, run_id)
+    await ddl_ledger.record_file(conn, f, duration, run_id)
     return FileResult(f.name, "applied", duration, len(f.statements), retries)
 
 

@@ -18,30 +18,6 @@ SELECT pg_relation_size(c.oid)
 FROM pg_class c
 WHERE c.relname = $1 AND c.relnamespace = to_regnamespace($2)
 
--- name: insert_build
-INSERT INTO bxbatch.index_build
-    (run_id, file, idx, index_name, table_name, action, status, attempt, backend_pid, host, client_pid,
-     maintenance_work_mem, table_rows_estimate, table_bytes)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-RETURNING id
-
--- name: finish_build
-UPDATE bxbatch.index_build
-SET status = $2, finished_at = clock_timestamp(), duration_ms = $3, waited_ms = $4, index_bytes = $5, error = $6
-WHERE id = $1
-
--- name: abandon_builds
--- Builds recorded running whose backend is gone or no longer building: their client died.
-UPDATE bxbatch.index_build b
-SET status = 'abandoned', finished_at = clock_timestamp(),
-    error = coalesce(b.error, 'the bxbatch process running this build stopped before it finished')
-WHERE b.status = 'running'
-  AND NOT EXISTS (SELECT 1 FROM pg_stat_progress_create_index p WHERE p.pid = b.backend_pid)
-RETURNING b.index_name, b.backend_pid
-
--- name: file_duration
-SELECT coalesce(sum(duration_ms), 0)::int FROM bxbatch.ddl_statement WHERE file = $1
-
 -- name: old_transactions
 -- Other client sessions of this database (not bxbatch's) in a transaction open longer than $1 seconds, or
 -- idle in one (of any age: it waits on its client, for as long as the client likes): a CONCURRENTLY build

@@ -42,20 +42,6 @@ ON CONFLICT (run_id, name) DO UPDATE SET status = 'running', finished_at = NULL
 UPDATE bxbatch.phase SET status = $3, finished_at = now(), detail = $4::jsonb
 WHERE run_id = $1 AND name = $2
 
--- name: applied_files
-SELECT file, sha256, phase, applied_at, duration_ms, run_id FROM bxbatch.ddl_file ORDER BY file
-
--- name: record_file
-INSERT INTO bxbatch.ddl_file (file, sha256, phase, duration_ms, run_id) VALUES ($1, $2, $3, $4, $5)
-
--- name: applied_statements
-SELECT idx, file_sha256 FROM bxbatch.ddl_statement WHERE file = $1
-
--- name: record_statement
-INSERT INTO bxbatch.ddl_statement (file, idx, file_sha256, duration_ms, run_id)
-VALUES ($1, $2, $3, $4, $5)
-ON CONFLICT (file, idx) DO NOTHING
-
 -- name: lock_holder
 SELECT a.pid, a.application_name, a.client_addr::text AS client_addr, a.backend_start
 FROM pg_locks l
@@ -91,21 +77,3 @@ WHERE id = $1
 -- name: run_by_id
 SELECT id, status, command, started_at, updated_at, finished_at, host, pid, error, settings, owned_since
 FROM bxbatch.run WHERE id = $1
-
--- name: forget_statement
--- Repair: a statement whose object is gone is no longer done; its file is no longer complete.
-WITH s AS (DELETE FROM bxbatch.ddl_statement WHERE file = $1 AND idx = $2)
-DELETE FROM bxbatch.ddl_file WHERE file = $1
-
--- name: index_states
-SELECT c.relname, i.indisvalid AS valid
-FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = $1 AND c.relname = ANY($2::text[])
-
--- name: constraint_states
-SELECT conname, convalidated FROM pg_constraint
-WHERE connamespace = $1::regnamespace AND conname = ANY($2::text[])
-
--- name: statement_done
-SELECT EXISTS (SELECT 1 FROM bxbatch.ddl_file WHERE file = $1)
-    OR EXISTS (SELECT 1 FROM bxbatch.ddl_statement WHERE file = $1 AND idx = $2)

@@ -76,32 +76,8 @@ GROUP BY a.pid, a.application_name, a.usename, a.client_addr, a.state, a.backend
          a.xact_start, a.query_start, a.wait_event_type, a.wait_event
 ORDER BY a.xact_start NULLS LAST, a.pid
 
--- name: save_progress
-UPDATE bxbatch.index_build SET progress = $2::jsonb WHERE id = $1
-
--- name: builds_in_progress
--- Index builds the ledger says are running, with the live progress row of their backend (if any).
--- A build waiting for its table lock has no progress row yet: its backend's wait says so.
-SELECT b.id, b.run_id, b.index_name, b.table_name, b.action, b.attempt, b.backend_pid, b.host,
-       b.client_pid, b.started_at, b.table_rows_estimate, b.table_bytes, b.progress AS last_sample,
-       extract(epoch FROM clock_timestamp() - b.started_at)::float8 AS running_s,
-       coalesce(p.phase, CASE WHEN a.wait_event_type = 'Lock' THEN 'waiting for a lock on the table'
-                              ELSE 'starting' END) AS phase,
-       p.blocks_total, p.blocks_done, p.tuples_total, p.tuples_done,
-       p.lockers_total, p.lockers_done, nullif(p.current_locker_pid, 0) AS current_locker_pid,
-       extract(epoch FROM clock_timestamp())::float8 AS at,
-       (p.pid IS NOT NULL OR a.state = 'active') AS live
-FROM bxbatch.index_build b
-LEFT JOIN pg_stat_progress_create_index p ON p.pid = b.backend_pid
-LEFT JOIN pg_stat_activity a ON a.pid = b.backend_pid
-WHERE b.status = 'running'
-ORDER BY b.started_at
-
 -- name: backend_lock_wait
 -- A build backend with no progress row yet: is it waiting for a lock (its table's)?
 SELECT extract(epoch FROM clock_timestamp())::float8 AS at
 FROM pg_stat_activity
 WHERE pid = $1 AND state = 'active' AND wait_event_type = 'Lock'
-
--- name: index_ledger_exists
-SELECT to_regclass('bxbatch.index_build') IS NOT NULL
