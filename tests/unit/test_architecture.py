@@ -139,3 +139,17 @@ def test_every_named_query_is_defined_once_and_used() -> None:
     code = "\n".join(p.read_text(encoding="utf-8") for p in MODULES.values())
     unused = [f"{file}.{name}" for file, name in queries if not re.search(rf"[\"']{name}[\"']", code)]
     assert unused == []
+
+
+def test_no_private_imports_across_modules() -> None:
+    """``from bxbatch.x import _name`` couples a module to another's internals: make the name public or move it."""
+    found = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("bxbatch"):
+                found += [
+                    f"{name}: {node.module}.{a.name}"
+                    for a in node.names
+                    if a.name.startswith("_") and a.name != "__version__"
+                ]
+    assert found == []

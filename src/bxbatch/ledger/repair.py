@@ -18,7 +18,7 @@ import asyncpg
 from bxbatch.db.session import qualified, retrying
 from bxbatch.db.sqlfiles import SqlFile, ddl_files
 from bxbatch.ledger import ddl
-from bxbatch.migrations.expected import _AT_VALIDATE_CONSTRAINT, _enum_name, expected_schema
+from bxbatch.migrations.expected import AT_VALIDATE_CONSTRAINT, enum_name, expected_schema
 from bxbatch.migrations.profile import GUIDE, Profile
 from bxbatch.settings import Settings
 
@@ -30,7 +30,7 @@ def _validate_statement(files: list[SqlFile], constraint: str) -> tuple[SqlFile,
             if stmt.kind != "AlterTableStmt":
                 continue
             for cmd in stmt.node.cmds or ():
-                if _enum_name(cmd.subtype) == _AT_VALIDATE_CONSTRAINT and str(cmd.name) == constraint:
+                if enum_name(cmd.subtype) == AT_VALIDATE_CONSTRAINT and str(cmd.name) == constraint:
                     return f, idx
     return None
 

@@ -16,7 +16,7 @@ _CONSTR_PRIMARY = "CONSTR_PRIMARY"
 _CONSTR_UNIQUE = "CONSTR_UNIQUE"
 _CONSTR_FOREIGN = "CONSTR_FOREIGN"
 _AT_ADD_CONSTRAINT = "AT_AddConstraint"
-_AT_VALIDATE_CONSTRAINT = "AT_ValidateConstraint"
+AT_VALIDATE_CONSTRAINT = "AT_ValidateConstraint"
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class ExpectedSchema:
         return {c.name: c.table for c in self.constraints.values() if c.kind in ("p", "u")}
 
 
-def _enum_name(value: Any) -> str:
+def enum_name(value: Any) -> str:
     return str(getattr(value, "name", value))
 
 
@@ -72,7 +72,7 @@ def _pg_name(*parts: str) -> str:
 
 
 def _table_constraint(table: str, node: Any, columns: tuple[str, ...], file: str) -> Constraint | None:
-    kind = _enum_name(node.contype)
+    kind = enum_name(node.contype)
     if kind == _CONSTR_PRIMARY:
         keys = _names(node.keys) or columns
         return Constraint(node.conname or _pg_name(table, "pkey"), table, "p", keys, file=file)
@@ -120,12 +120,12 @@ def _add_file(schema: ExpectedSchema, f: SqlFile) -> None:
         elif kind == "AlterTableStmt":
             table = str(node.relation.relname)
             for cmd in node.cmds or ():
-                sub = _enum_name(cmd.subtype)
+                sub = enum_name(cmd.subtype)
                 if sub == _AT_ADD_CONSTRAINT and cmd.def_ is not None:
                     c = _table_constraint(table, cmd.def_, (), f.name)
                     if c is not None:
                         schema.constraints[c.name] = replace(c, sql=stmt.sql)
-                elif sub == _AT_VALIDATE_CONSTRAINT and cmd.name:
+                elif sub == AT_VALIDATE_CONSTRAINT and cmd.name:
                     schema.validated_later.add(str(cmd.name))
         elif kind == "CreateFunctionStmt":
             parts = _names(node.funcname)

@@ -25,7 +25,7 @@ import asyncpg
 
 from bxbatch.db.dsn import parse, scrub
 from bxbatch.db.session import server_version_num
-from bxbatch.devtools.embedded import _embedded_bindir
+from bxbatch.devtools.embedded import embedded_bindir
 from bxbatch.errors import BackupFailed
 from bxbatch.observe import progress
 from bxbatch.phases.context import RunContext
@@ -82,7 +82,7 @@ def _candidates(settings: Settings, name: str) -> list[Path]:
         return [found]
     out: list[Path] = []
     try:
-        embedded = _tool_in(_embedded_bindir(), name)
+        embedded = _tool_in(embedded_bindir(), name)
     except ImportError:
         embedded = None
     if embedded is not None:
