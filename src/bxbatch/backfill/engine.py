@@ -171,7 +171,7 @@ class Engine:
             if await self.ledger.pass_row(job.name, seq) is not None:
                 return  # another process created it while we waited
             if kind == "main" and job.changes:
-                await self._install_capture(job)  # before the main pass exists: see engine/changes.py
+                await self._install_capture(job)  # before the main pass exists: see backfill/changes.py
             targeted = kind == "reconcile" and await changes.targeted(conn, self.run_id, job, self.profile.schema)
             parts = [] if targeted else await self.parts.for_pass(job, kind, after)
             async with conn.transaction():

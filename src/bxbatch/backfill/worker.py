@@ -194,8 +194,8 @@ async def apply_chunk_transaction(
     """Claim one pending chunk of the pass and apply it in one transaction, retrying what is retryable.
 
     Returns None when no chunk is pending (or all pending ones are in flight elsewhere). A chunk
-    failing for a reason in its data (engine/retry.py classifies by SQLSTATE) is split in the
-    ledger (engine/split.py) and returned as ``split``; at a single key it is ``failed``.
+    failing for a reason in its data (db/retry.py classifies by SQLSTATE) is split in the
+    ledger (backfill/split.py) and returned as ``split``; at a single key it is ``failed``.
     """
     attempt = 0
     chunk_id: int | None = None

@@ -1,8 +1,8 @@
 """The throttle: how many workers may run chunks now, how big a chunk may be, and when to pause or stop.
 
 Workers ask it before every chunk (``gate``) and report every committed chunk (``note_chunk``).
-Health readings (engine/health.py), chunk retries and the operator's control row
-(engine/control.py) feed it; it decides AIMD style:
+Health readings (live/health.py), chunk retries and the operator's control row
+(live/control.py) feed it; it decides AIMD style:
 
 * a bad signal cuts at once: concurrency halves and the chunk scale halves, again at most once
   per ``cut_interval`` while the signal stays bad;

@@ -9,7 +9,7 @@ statements below it:
   guide's single statement, fixed: for tests and benchmarks), and with ``reconcile=true`` also
   ``reconcile`` (same binds, returns rows changed) and ``reconcile_bound``; ``changes=`` lists the
   base tables the job reads with the column of each that holds the job's key (``table.*`` when a
-  row maps to no one key), so the settle rounds reconcile only what changed (engine/changes.py).
+  row maps to no one key), so the settle rounds reconcile only what changed (backfill/changes.py).
 * ``source=user_tables``: every user table ``database_table_<id>`` up to its trigger high-water
   mark; statements ``chunk`` (with ``{segments}``) and ``segment`` (with ``{table}`` and ``{i}``).
 
@@ -51,7 +51,7 @@ class Job:
     extra_param: str | None  # a Profile attribute bound as the last parameter (e.g. grid_view_type)
     statements: dict[str, str] = field(repr=False, compare=False)
     # base tables the job reads and the key column of each ("*": a change maps to no one key);
-    # their writes are captured for the settle rounds (engine/changes.py)
+    # their writes are captured for the settle rounds (backfill/changes.py)
     changes: tuple[tuple[str, str], ...] = ()
 
     @property

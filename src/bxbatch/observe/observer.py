@@ -4,7 +4,7 @@ The engine, the phases and the index monitor call ``current()`` and report event
 (``chunk``, ``retry``, ``phase``, ``index_progress``) or hand it their live objects
 (``attach_throttle``, ``attach_health``). The default observer does nothing, so library
 callers and benchmarks that open no observatory pay one attribute lookup. A run's observatory
-(``observability.observatory``) sets a ``RunObserver`` for its task tree: its counters feed the
+(``observe.observatory``) sets a ``RunObserver`` for its task tree: its counters feed the
 Prometheus endpoint and its ``snapshot`` the ledger's time series. Events are plain in-memory
 updates (no I/O, no lock held across an await): the hot path stays a few microseconds.
 """
@@ -27,7 +27,7 @@ class Observer:
         """A chunk finished: ``status`` done / split / failed / gone; ``kind`` main / catchup / reconcile."""
 
     def retry(self, error_class: str) -> None:
-        """A chunk is retried after an error of class transient / connection / data (engine/retry.py)."""
+        """A chunk is retried after an error of class transient / connection / data (db/retry.py)."""
 
     def index_progress(self, index: str, table: str, phase: str, done: int, total: int, unit: str) -> None:
         """A sample of an index build (pg_stat_progress_create_index)."""
@@ -93,7 +93,7 @@ class RunObserver(Observer):
         self.indexes: dict[str, IndexState] = {}
         self.throttle: Any = None
         self.health: Any = None
-        self.metrics: Any = None  # observability.metrics.Metrics when a port is served
+        self.metrics: Any = None  # observe.metrics.Metrics when a port is served
         self.last_view: dict[str, Any] | None = None  # the throttle view of the last sample (metrics' gauges)
 
     def job(self, job: str) -> JobCounts:

@@ -5,7 +5,7 @@ the process died: the run and its phases, each job's chunks (throughput per time
 distribution against the target), the throttle's decisions (holds and their reasons), the time
 series (concurrency, chunk scale, duty, probe latency), index builds and constraint validations,
 the plan's estimate taken when the run started, and the validation result. ``collect`` returns
-plain JSON-able data (``report --json``); ``observability.html`` draws it.
+plain JSON-able data (``report --json``); ``observe.html`` draws it.
 """
 
 from __future__ import annotations

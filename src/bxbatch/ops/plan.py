@@ -5,7 +5,7 @@ of the user tables) and per-row costs. With ``sample`` a few real chunks of ever
 inside one transaction that is rolled back (with the schema phase's pending files applied in it
 first, so foreign-key checks are paid as in a real run), and their measured cost replaces the
 defaults. The backfill jobs, their chunk SQL
-and the key walk are the engine's own (engine/jobs.py, engine/planner.py): nothing is restated.
+and the key walk are the engine's own (migrations/jobs.py, backfill/planner.py): nothing is restated.
 """
 
 from __future__ import annotations

@@ -158,7 +158,7 @@ async def rollback(
     """Run the remaining steps. Refuses (RollbackRefused) when new tables hold application data, unless ``force``.
 
     Before the ledger is dropped, in the same transaction, every run's history and report data
-    is archived in ``bxbatch_history`` (observability/history.py), unless ``drop_history``."""
+    is archived in ``bxbatch_history`` (observe/history.py), unless ``drop_history``."""
     log = log or get_logger("bxbatch")
     started = time.monotonic()
     started_at = datetime.now(UTC)
