@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from bxbatch.ledger.backfill import active_workers, job_totals
+from bxbatch.ledger.backfill import active_workers, job_totals, jobs_table_present
 from bxbatch.live.control import held_seconds
 
 RATE_WINDOW_S = 30.0  # the rate (and so the ETA) is the throughput of the last 30 seconds
@@ -30,7 +30,7 @@ def _rate(rows_done: int, recent_rows: int, first_done: datetime | None, now: da
 
 async def backfill_status(conn: asyncpg.Connection, run_id: int | None) -> dict[str, Any]:
     """``{"backfill": {"jobs": [...], "workers": [...]}}`` for a run (empty when it has no jobs yet)."""
-    if run_id is None or not await conn.fetchval("SELECT to_regclass('bxbatch.job') IS NOT NULL"):
+    if run_id is None or not await jobs_table_present(conn):
         return {"backfill": {"jobs": [], "workers": []}}
     now: datetime = await conn.fetchval("SELECT now()")
     held = await held_seconds(conn, run_id, RATE_WINDOW_S)  # the ETA leaves out paused / throttled time

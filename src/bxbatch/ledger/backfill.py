@@ -169,6 +169,11 @@ class BackfillLedger:
         )
 
 
+async def jobs_table_present(conn: asyncpg.Connection) -> bool:
+    """The engine's tables exist (absent on a ledger made before any backfill ran)."""
+    return bool(await conn.fetchval(Q["jobs_table_present"]))
+
+
 async def active_workers(conn: asyncpg.Connection, run_id: int, within_s: float) -> list[asyncpg.Record]:
     """Workers of the run that beat within ``within_s`` seconds and have not stopped."""
     return list(await conn.fetch(Q["active_workers"], run_id, within_s))

@@ -6,18 +6,12 @@ from typing import Any
 
 import asyncpg
 
-LAST_BACKUP = """
-SELECT status, taken_at, path, bytes, seconds, toc_entries, pg_dump_version, reason, run_id
-FROM bxbatch.backup ORDER BY id DESC LIMIT 1
-"""
+from bxbatch.ledger.safety import safety_state
 
 
 async def status_section(conn: asyncpg.Connection) -> dict[str, Any]:
-    if not await conn.fetchval("SELECT to_regclass('bxbatch.backup') IS NOT NULL"):
-        return {"backup": None, "rollback_steps_done": 0}
-    row = await conn.fetchrow(LAST_BACKUP)
-    steps = int(await conn.fetchval("SELECT count(*) FROM bxbatch.rollback_step"))
-    return {"backup": dict(row) if row else None, "rollback_steps_done": steps}
+    backup, steps = await safety_state(conn)
+    return {"backup": backup, "rollback_steps_done": steps}
 
 
 def render_status_lines(report: dict[str, Any]) -> list[str]:

@@ -27,6 +27,7 @@ from bxbatch.db.dsn import parse, scrub
 from bxbatch.db.session import server_version_num
 from bxbatch.devtools.embedded import embedded_bindir
 from bxbatch.errors import BackupFailed
+from bxbatch.ledger.safety import record_backup
 from bxbatch.observe import progress
 from bxbatch.phases.context import RunContext
 from bxbatch.settings import Settings
@@ -262,22 +263,6 @@ async def take_backup(conn: asyncpg.Connection, settings: Settings, path: str) -
     )
 
 
-async def _record(conn: asyncpg.Connection, run_id: int | None, status: str, **values: Any) -> None:
-    await conn.execute(
-        "INSERT INTO bxbatch.backup (run_id, status, path, bytes, seconds, toc_entries, pg_dump, pg_dump_version, "
-        "reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        run_id,
-        status,
-        values.get("path"),
-        values.get("bytes"),
-        values.get("seconds"),
-        values.get("toc_entries"),
-        values.get("pg_dump"),
-        values.get("pg_dump_version"),
-        values.get("reason"),
-    )
-
-
 async def _watched(work: Any, path: Path, shown: Any) -> Any:
     """Await ``work`` while a bar follows the size of the file it writes (every half second)."""
     task = asyncio.ensure_future(work)
@@ -302,11 +287,11 @@ async def run(ctx: RunContext) -> dict[str, Any]:
             ctx.log.warning("backup_skipped", reason=reason, hint="pass --backup-path DIR for a verified pg_dump")
         else:
             ctx.log.info("backup_skipped", reason=reason)
-        await _record(ctx.conn, ctx.run_id, "skipped", reason=reason)
+        await record_backup(ctx.conn, ctx.run_id, "skipped", reason=reason)
         return {"backup": "skipped", "reason": reason}
     ctx.log.debug("backup_started", path=settings.backup_path)
     result = await take_backup(ctx.conn, settings, settings.backup_path)
-    await _record(
+    await record_backup(
         ctx.conn,
         ctx.run_id,
         "verified",

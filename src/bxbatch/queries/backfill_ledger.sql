@@ -227,3 +227,6 @@ DELETE FROM bxbatch.changed_key WHERE job = $1 RETURNING key
 
 -- name: changed_keys_pending
 SELECT EXISTS (SELECT 1 FROM bxbatch.changed_key WHERE job = $1)
+
+-- name: jobs_table_present
+SELECT to_regclass('bxbatch.job') IS NOT NULL
