@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 import typer.main
 from typer.testing import CliRunner
 
 from bxbatch.cli import app
+from bxbatch.cli.boundary import error_boundary
 from bxbatch.cli.options import EVERY, flag_of, option_default, parameter_name
-from bxbatch.errors import UsageError
+from bxbatch.errors import ExitCode, RollbackRefused, UsageError
 from bxbatch.settings import Settings
 
 CLI_DIR = Path(__file__).parents[2] / "src" / "bxbatch" / "cli"
@@ -134,19 +136,37 @@ def test_help_shows_panels_env_vars_and_byte_defaults_in_mib() -> None:
     assert "67108864" not in text
 
 
-def test_an_exception_of_any_kind_is_one_line_and_exit_1(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The boundary: an unexpected exception is "internal error" (exit 1), its traceback only under --debug."""
+def _through_boundary(exc: BaseException, debug: bool, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    with pytest.raises(typer.Exit) as left, error_boundary(debug=debug):
+        raise exc
+    return left.value.exit_code, capsys.readouterr().err
 
-    def broken(*_args: Any, **_kw: Any) -> Any:
-        raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr("bxbatch.cli.migrate.drive", broken)
-    for debug, traceback_shown in ((False, False), (True, True)):
-        args = ["status", "--dsn", "postgresql://u@127.0.0.1:1/db", "--log-format", "json"]
-        result = CliRunner().invoke(app, args + (["--debug"] if debug else []))
-        assert result.exit_code == 1
-        errors = [line for line in result.output.splitlines() if line.startswith("bxbatch: error:")]
-        assert errors == [
+def test_the_boundary_maps_any_exception_to_one_line_and_an_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
+    """A BxbatchError leaves with its own exit code, anything else as "internal error" (exit 1), Ctrl-C as
+    resumable (75); the traceback only under --debug."""
+    for debug in (False, True):
+        code, err = _through_boundary(ZeroDivisionError("boom"), debug, capsys)
+        assert code == ExitCode.FAILURE
+        lines = [line for line in err.splitlines() if line.startswith("bxbatch: error:")]
+        assert lines == [
             "bxbatch: error: internal error: ZeroDivisionError: boom (re-run with --debug for the traceback)"
         ]
-        assert ("Traceback" in result.output) is traceback_shown
+        assert ("Traceback" in err) is debug
+        code, err = _through_boundary(RollbackRefused("not confirmed", hint="type the name"), debug, capsys)
+        assert code == ExitCode.ROLLBACK_REFUSED
+        assert err.splitlines()[-1] == "bxbatch: error: not confirmed (type the name)"
+        assert ("Traceback" in err) is debug
+    code, err = _through_boundary(KeyboardInterrupt(), False, capsys)
+    assert code == ExitCode.RESUMABLE and "bxbatch resume" in err
+
+
+def test_typer_exits_pass_the_boundary_untouched(capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = _through_boundary(typer.Exit(21), False, capsys)  # `status --check`
+    assert code == 21 and err == ""
+
+
+def test_a_usage_error_in_a_command_body_is_exit_2_before_connecting() -> None:
+    result = CliRunner().invoke(app, ["hold-before", "nowhere", "--dsn", "postgresql://u@127.0.0.1:1/db"])
+    assert result.exit_code == ExitCode.USAGE
+    assert "bxbatch: error: no phase 'nowhere' to hold before (one of " in result.output

@@ -146,7 +146,8 @@ def command(name: str | None = None) -> Callable[[F], F]:
                 settings_param, flags = param.name, found
                 params.extend(found.parameters())
         clash = [p.name for p in params if [q.name for q in params].count(p.name) > 1]
-        assert not clash, f"{fn.__name__}: parameters named like a Settings field: {clash}"
+        if clash:
+            raise TypeError(f"{fn.__name__}: parameters named like a Settings field: {clash}")
 
         def invoke(**values: Any) -> Any:
             with error_boundary(debug=bool(values.get("debug"))):

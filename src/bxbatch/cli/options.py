@@ -73,7 +73,8 @@ class Flags:
 
     def __init__(self, *names: str, variants: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         unknown = [n for n in names if n not in EVERY]
-        assert not unknown, f"Settings fields without a flag: {unknown}"
+        if unknown:
+            raise TypeError(f"Settings fields without a flag: {unknown}")
         self.names = tuple(n for n in EVERY if n in names)
         self.variants = dict(variants or {})
 
