@@ -9,15 +9,12 @@ from the archived ones).
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from bxbatch.db.sqlfiles import queries
-
-Q = queries("observe")
+from bxbatch.ledger import observations as obs
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -47,17 +44,9 @@ def _summary(r: asyncpg.Record) -> dict[str, Any]:
 
 
 async def live_runs(conn: asyncpg.Connection) -> list[dict[str, Any]]:
-    if not await _exists(conn, "bxbatch.run"):
+    if not await obs.relation_exists(conn, "bxbatch.run"):
         return []
-    if not await _exists(conn, "bxbatch.chunk") or not await _exists(conn, "bxbatch.throttle_state"):
-        rows = await conn.fetch(
-            "SELECT id, status, command, host, started_at, finished_at, bxbatch_version, error, 0 AS rows, "
-            "NULL::text AS hosts, extract(epoch FROM coalesce(finished_at, updated_at) - started_at) AS seconds "
-            "FROM bxbatch.run ORDER BY id"
-        )
-    else:
-        rows = await conn.fetch(Q["history_runs"])
-    return [_summary(r) for r in rows]
+    return [_summary(r) for r in await obs.history_runs(conn)]
 
 
 async def collect_history(conn: asyncpg.Connection) -> list[dict[str, Any]]:
@@ -65,13 +54,13 @@ async def collect_history(conn: asyncpg.Connection) -> list[dict[str, Any]]:
     entries: list[dict[str, Any]] = []
     live = await live_runs(conn)
     live_ids = {e["id"] for e in live}
-    if await _exists(conn, "bxbatch_history.run"):
-        for r in await conn.fetch(Q["archived_runs"]):
+    if await obs.relation_exists(conn, "bxbatch_history.run"):
+        for r in await obs.archived_runs(conn):
             if int(r["id"]) in live_ids:
                 continue
             summary = json.loads(r["summary"]) if isinstance(r["summary"], str) else dict(r["summary"])
             entries.append({**summary, "archived": True})
-        for r in await conn.fetch(Q["archived_rollbacks"]):
+        for r in await obs.archived_rollbacks(conn):
             seconds = None
             if r["started_at"] is not None:
                 seconds = round((r["finished_at"] - r["started_at"]).total_seconds(), 1)
@@ -91,8 +80,8 @@ async def collect_history(conn: asyncpg.Connection) -> list[dict[str, Any]]:
                     "archived": True,
                 }
             )
-    if await _exists(conn, "bxbatch.rollback_step"):
-        steps = await conn.fetchrow(Q["rollback_steps_done"])
+    if await obs.relation_exists(conn, "bxbatch.rollback_step"):
+        steps = await obs.rollback_steps_done(conn)
         if steps is not None and steps["steps"]:
             entries.append(
                 {
@@ -138,18 +127,13 @@ async def archive_runs(conn: asyncpg.Connection) -> int:
     ``bxbatch_history`` (same transaction as the step's ledger record). Returns the runs archived."""
     from bxbatch.observe.report import collect
 
-    await conn.execute(Q["archive_ensure"])
     runs = await live_runs(conn)
     for summary in runs:
         data = await collect(conn, summary["id"])
-        await conn.execute(
-            Q["archive_run"], summary["id"], json.dumps(summary, default=str), json.dumps(data, default=str)
-        )
+        await obs.archive_run(conn, summary["id"], summary, data)
     return len(runs)
 
 
 async def record_rollback(conn: asyncpg.Connection, host: str, started_at: datetime | None, steps_total: int) -> None:
     """In the rollback's last transaction (``DROP SCHEMA bxbatch``): the rollback itself, in the history."""
-    await conn.execute(Q["archive_ensure"])
-    runs = int(await conn.fetchval("SELECT count(*) FROM bxbatch_history.run"))
-    await conn.execute(Q["archive_rollback"], started_at, host, os.getpid(), steps_total, runs)
+    await obs.archive_rollback(conn, host, started_at, steps_total)

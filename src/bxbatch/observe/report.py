@@ -18,10 +18,10 @@ from typing import Any
 
 import asyncpg
 
-from bxbatch.db.sqlfiles import ddl_files, queries
+from bxbatch.db.sqlfiles import ddl_files
 from bxbatch.errors import NothingToResume
+from bxbatch.ledger import observations as obs
 
-Q = queries("observe")
 MAX_BUCKETS = 400  # throughput points per job
 MAX_DURATIONS = 2000  # chunk durations per job kept for the distribution
 
@@ -36,24 +36,6 @@ def _iso(value: datetime | None) -> str | None:
 
 def _f(value: Any, digits: int = 3) -> float | None:
     return None if value is None else round(float(value), digits)
-
-
-async def _exists(conn: asyncpg.Connection, relation: str) -> bool:
-    return bool(await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", relation))
-
-
-async def has_estimate(conn: asyncpg.Connection, run_id: int) -> bool:
-    return bool(await conn.fetchval(Q["has_estimate"], run_id))
-
-
-async def save_estimate(conn: asyncpg.Connection, run_id: int, estimate: dict[str, Any]) -> None:
-    """What `bxbatch plan` estimated at the start of the run, kept for the report."""
-    await conn.execute(Q["save_estimate"], run_id, json.dumps(estimate, default=str))
-
-
-async def save_validation(conn: asyncpg.Connection, run_id: int, result: dict[str, Any]) -> None:
-    if await _exists(conn, "bxbatch.validation_result"):
-        await conn.execute(Q["save_validation"], run_id, bool(result["ok"]), json.dumps(result, default=str))
 
 
 def throughput_bucket(span_s: float) -> float:
@@ -186,7 +168,7 @@ def _constraint_names() -> dict[tuple[str, int], str]:
 
 
 async def _live_report(conn: asyncpg.Connection, run_id: int) -> dict[str, Any] | None:
-    run = await conn.fetchrow(Q["report_run"], run_id)
+    run = await obs.run_row(conn, run_id)
     if run is None:
         return None
     settings = _j(run["settings"]) or {}
@@ -200,15 +182,15 @@ async def _live_report(conn: asyncpg.Connection, run_id: int) -> dict[str, Any] 
             "seconds": _f(p["seconds"]),
             "detail": {k: v for k, v in (_j(p["detail"]) or {}).items() if k != "jobs"},
         }
-        for p in await conn.fetch(Q["report_phases"], run_id)
+        for p in await obs.phases(conn, run_id)
     ]
     target_ms = float(settings.get("target_chunk_ms") or 300)
     jobs: list[dict[str, Any]] = []
     throughput: dict[str, list[list[Any]]] = {}
     durations: dict[str, list[float]] = {}
     bucket_s = 1.0
-    if await _exists(conn, "bxbatch.job"):
-        for r in await conn.fetch(Q["report_jobs"], run_id):
+    if await obs.relation_exists(conn, "bxbatch.job"):
+        for r in await obs.jobs(conn, run_id):
             span = None
             if r["first_start"] is not None and r["last_done"] is not None:
                 span = (r["last_done"] - r["first_start"]).total_seconds()
@@ -236,13 +218,13 @@ async def _live_report(conn: asyncpg.Connection, run_id: int) -> dict[str, Any] 
         bucket_s, throughput = throughput_series(
             [
                 (r["job"], float(r["done"]), float(r["duration_ms"] or 0.0) / 1000.0, int(r["rows"]))
-                for r in await conn.fetch(Q["report_chunk_times"], run_id)
+                for r in await obs.chunk_times(conn, run_id)
             ]
         )
-        for r in await conn.fetch(Q["report_chunk_durations"], run_id, MAX_DURATIONS):
+        for r in await obs.chunk_durations(conn, run_id, MAX_DURATIONS):
             durations[r["job"]] = [round(float(v), 2) for v in r["ms"]]
     events: list[dict[str, Any]] = []
-    if await _exists(conn, "bxbatch.throttle_event"):
+    if await obs.relation_exists(conn, "bxbatch.throttle_event"):
         events = [
             {
                 "at": _iso(e["at"]),
@@ -256,11 +238,11 @@ async def _live_report(conn: asyncpg.Connection, run_id: int) -> dict[str, Any] 
                 "reason": e["reason"],
                 "signals": _j(e["signals"]),
             }
-            for e in await conn.fetch(Q["report_events"], run_id)
+            for e in await obs.throttle_events(conn, run_id)
         ]
     samples: dict[str, dict[str, list[Any]]] = {}
-    if await _exists(conn, "bxbatch.sample"):
-        for s in await conn.fetch(Q["report_samples"], run_id):
+    if await obs.relation_exists(conn, "bxbatch.sample"):
+        for s in await obs.samples(conn, run_id):
             series = samples.setdefault(
                 f"{s['host']}:{s['pid']}",
                 {
@@ -292,8 +274,8 @@ async def _live_report(conn: asyncpg.Connection, run_id: int) -> dict[str, Any] 
         {"kind": "phase", "name": p["name"], "start": p["start"], "end": p["end"] or run_end, "status": p["status"]}
         for p in phases
     ]
-    if await _exists(conn, "bxbatch.index_build"):
-        for b in await conn.fetch(Q["report_index_builds"], run_id):
+    if await obs.relation_exists(conn, "bxbatch.index_build"):
+        for b in await obs.index_builds(conn, run_id):
             if b["action"] == "skip_valid":
                 continue
             timeline.append(
@@ -307,7 +289,7 @@ async def _live_report(conn: asyncpg.Connection, run_id: int) -> dict[str, Any] 
                 }
             )
     names = _constraint_names()
-    for c in await conn.fetch(Q["report_constraint_statements"], run_id):
+    for c in await obs.constraint_statements(conn, run_id):
         end: datetime = c["applied_at"]
         start = end.timestamp() - float(c["duration_ms"]) / 1000.0
         timeline.append(
@@ -321,12 +303,12 @@ async def _live_report(conn: asyncpg.Connection, run_id: int) -> dict[str, Any] 
             }
         )
     estimate = None
-    if await _exists(conn, "bxbatch.run_estimate"):
-        raw = await conn.fetchval(Q["report_estimate"], run_id)
+    if await obs.relation_exists(conn, "bxbatch.run_estimate"):
+        raw = await obs.estimate(conn, run_id)
         estimate = _j(raw) if raw is not None else None
     validation = None
-    if await _exists(conn, "bxbatch.validation_result"):
-        v = await conn.fetchrow(Q["report_validation"], run_id)
+    if await obs.relation_exists(conn, "bxbatch.validation_result"):
+        v = await obs.validation(conn, run_id)
         if v is not None:
             validation = {"checked_at": _iso(v["checked_at"]), **(_j(v["result"]) or {})}
     comparison = []
@@ -378,28 +360,18 @@ async def _live_report(conn: asyncpg.Connection, run_id: int) -> dict[str, Any] 
     }
 
 
-async def latest_run_id(conn: asyncpg.Connection) -> int | None:
-    ids = []
-    if await _exists(conn, "bxbatch.run"):
-        ids.append(await conn.fetchval("SELECT max(id) FROM bxbatch.run"))
-    if await _exists(conn, "bxbatch_history.run"):
-        ids.append(await conn.fetchval("SELECT max(id) FROM bxbatch_history.run"))
-    found = [int(i) for i in ids if i is not None]
-    return max(found) if found else None
-
-
 async def collect(conn: asyncpg.Connection, run_id: int | None = None) -> dict[str, Any]:
     """The report data of run ``run_id`` (default: the newest), from the ledger, else from the archive."""
     if run_id is None:
-        run_id = await latest_run_id(conn)
+        run_id = await obs.latest_run_id(conn)
         if run_id is None:
             raise NothingToResume("no bxbatch run recorded in this database", hint="start one with `bxbatch run`")
-    if await _exists(conn, "bxbatch.run"):
+    if await obs.relation_exists(conn, "bxbatch.run"):
         data = await _live_report(conn, run_id)
         if data is not None:
             return data
-    if await _exists(conn, "bxbatch_history.run"):
-        raw = await conn.fetchval(Q["archived_report"], run_id)
+    if await obs.relation_exists(conn, "bxbatch_history.run"):
+        raw = await obs.archived_report(conn, run_id)
         if raw is not None:
             data = _j(raw)
             data["archived"] = True

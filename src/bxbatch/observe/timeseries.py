@@ -14,7 +14,6 @@ The same flush refreshes each backfill job's ETA from the ledger (all processes,
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -22,11 +21,10 @@ import anyio
 import asyncpg
 
 from bxbatch.db.session import connect
-from bxbatch.db.sqlfiles import queries
+from bxbatch.ledger import observations as obs
 from bxbatch.observe.observer import RunObserver
 from bxbatch.settings import Settings
 
-Q = queries("observe")
 TICK_S = 1.0
 FLUSH_S = 5.0
 FULL_RATE_S = 3600.0  # per-second samples for this long, then the interval grows with the elapsed time
@@ -71,13 +69,7 @@ class Sampler:
             if self.buffer:
                 batch, self.buffer = self.buffer, []
                 try:
-                    await conn.execute(
-                        Q["insert_samples"],
-                        self.observer.run_id,
-                        self.observer.host,
-                        self.observer.pid,
-                        json.dumps(batch),
-                    )
+                    await obs.insert_samples(conn, self.observer.run_id, self.observer.host, self.observer.pid, batch)
                 except BaseException:
                     self.buffer[:0] = batch
                     raise

@@ -28,10 +28,10 @@ from bxbatch.db.locks import LockBudget, lock_budget
 from bxbatch.db.session import connect, qualified
 from bxbatch.db.sqlfiles import queries
 from bxbatch.ledger import runs as ledger
+from bxbatch.ledger.observations import has_estimate, save_estimate
 from bxbatch.migrations.expected import expected_schema
 from bxbatch.migrations.jobs import Job, load_jobs, render_segments
 from bxbatch.migrations.profile import GUIDE, Profile
-from bxbatch.observe.report import has_estimate, save_estimate
 from bxbatch.phases import PHASE_ORDER, preflight
 from bxbatch.phases.schema import pending_files
 from bxbatch.phases.triggers import user_tables

@@ -23,11 +23,11 @@ from bxbatch.db.locks import LockBudget, lock_budget
 from bxbatch.db.session import connect, qualified, quote_ident
 from bxbatch.db.sqlfiles import queries
 from bxbatch.errors import ValidationFailed
+from bxbatch.ledger.observations import save_validation
 from bxbatch.migrations.expected import ExpectedSchema, expected_schema
 from bxbatch.migrations.profile import GUIDE, Profile
 from bxbatch.observe import progress
 from bxbatch.observe.log import get_logger
-from bxbatch.observe.report import save_validation
 from bxbatch.phases.context import RunContext
 from bxbatch.phases.triggers import user_tables
 from bxbatch.settings import Settings

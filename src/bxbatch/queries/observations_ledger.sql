@@ -1,5 +1,5 @@
 -- Named queries of the observability part: the time series (bxbatch.sample), the history of
--- runs (live ledger and archive) and the report's data. Loaded by sqlfiles.queries("observe").
+-- runs (live ledger and archive) and the report's data. Loaded by sqlfiles.queries("observations_ledger") in ledger/observations.py.
 
 -- name: insert_samples
 INSERT INTO bxbatch.sample (run_id, host, pid, at, phase, concurrency, max_concurrency, chunk_scale, duty,
@@ -139,3 +139,9 @@ SELECT report FROM bxbatch_history.run WHERE id = $1
 
 -- name: archived_rollbacks
 SELECT id, started_at, finished_at, host, pid, steps, runs_archived FROM bxbatch_history.rollback ORDER BY id
+
+-- name: history_runs_bare
+-- A ledger older than chunks and throttle states: the runs alone, no row totals.
+SELECT id, status, command, host, started_at, finished_at, bxbatch_version, error, 0 AS rows,
+       NULL::text AS hosts, extract(epoch FROM coalesce(finished_at, updated_at) - started_at) AS seconds
+FROM bxbatch.run ORDER BY id
