@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 from bxbatch.cli import app
 from bxbatch.cli.boundary import error_boundary
 from bxbatch.cli.options import EVERY, flag_of, option_default, parameter_name
+from bxbatch.cli.signals import drive
 from bxbatch.errors import ExitCode, RollbackRefused, UsageError
 from bxbatch.settings import Settings
 
@@ -136,6 +138,12 @@ def test_help_shows_panels_env_vars_and_byte_defaults_in_mib() -> None:
     assert "67108864" not in text
 
 
+def _through_boundary_of(body: Callable[[], object], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    with pytest.raises(typer.Exit) as left, error_boundary(debug=False):
+        body()
+    return left.value.exit_code, capsys.readouterr().err
+
+
 def _through_boundary(exc: BaseException, debug: bool, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     with pytest.raises(typer.Exit) as left, error_boundary(debug=debug):
         raise exc
@@ -143,8 +151,8 @@ def _through_boundary(exc: BaseException, debug: bool, capsys: pytest.CaptureFix
 
 
 def test_the_boundary_maps_any_exception_to_one_line_and_an_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
-    """A BxbatchError leaves with its own exit code, anything else as "internal error" (exit 1), Ctrl-C as
-    resumable (75); the traceback only under --debug."""
+    """A BxbatchError leaves with its own exit code, anything else as "internal error" (exit 1); the
+    traceback only under --debug."""
     for debug in (False, True):
         code, err = _through_boundary(ZeroDivisionError("boom"), debug, capsys)
         assert code == ExitCode.FAILURE
@@ -157,8 +165,15 @@ def test_the_boundary_maps_any_exception_to_one_line_and_an_exit_code(capsys: py
         assert code == ExitCode.ROLLBACK_REFUSED
         assert err.splitlines()[-1] == "bxbatch: error: not confirmed (type the name)"
         assert ("Traceback" in err) is debug
-    code, err = _through_boundary(KeyboardInterrupt(), False, capsys)
-    assert code == ExitCode.RESUMABLE and "bxbatch resume" in err
+
+
+def test_a_ctrl_c_while_a_command_works_is_resumable(capsys: pytest.CaptureFixture[str]) -> None:
+    async def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    code, err = _through_boundary_of(lambda: drive(interrupted, 1.0), capsys)
+    assert code == ExitCode.RESUMABLE
+    assert err == "bxbatch: error: interrupted; the ledger is consistent: run `bxbatch resume` to continue\n"
 
 
 def test_typer_exits_pass_the_boundary_untouched(capsys: pytest.CaptureFixture[str]) -> None:

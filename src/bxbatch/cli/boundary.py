@@ -44,14 +44,12 @@ def _as_bxbatch_error(exc: Exception) -> BxbatchError | None:
 @contextmanager
 def error_boundary(*, debug: bool) -> Iterator[None]:
     """Around every command: a BxbatchError -> its message and exit code; any other exception -> "internal
-    error", exit 1; the traceback only under --debug. typer's own exits (usage, --check, --help) pass."""
+    error", exit 1; the traceback only under --debug. typer's own exits (usage, --check, --help) pass, and so
+    does a Ctrl-C outside a run (`status --watch`, a prompt: typer's "Aborted!")."""
     try:
         yield
     except (typer.Exit, typer.Abort, typer.BadParameter):
         raise
-    except KeyboardInterrupt:
-        _error("interrupted; the ledger is consistent: run `bxbatch resume` to continue")
-        raise typer.Exit(int(ExitCode.RESUMABLE)) from None
     except Exception as exc:
         if debug:
             traceback.print_exc()

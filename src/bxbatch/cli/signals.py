@@ -26,7 +26,10 @@ T = TypeVar("T")
 
 def drive(factory: Callable[[], Awaitable[T]], grace_s: float) -> T:
     """Run one library coroutine to its end, with the signals handled as above."""
-    return asyncio.run(_with_signals(factory, grace_s))
+    try:
+        return asyncio.run(_with_signals(factory, grace_s))
+    except KeyboardInterrupt:  # a Ctrl-C before the handlers are in place or after they are gone
+        raise Interrupted("interrupted; the ledger is consistent: run `bxbatch resume` to continue") from None
 
 
 class _SignalStopper:
