@@ -1,15 +1,12 @@
-"""Quoting, DSN redaction, retry classification and backoff: the small helpers everything relies on."""
+"""Quoting, DSN redaction, connect-error messages: the small helpers everything relies on (retries: test_retry)."""
 
 from __future__ import annotations
 
-import random
-
-import asyncpg
 import asyncpg.exceptions as pgexc
 import pytest
 
 from bxbatch.db.dsn import redact_dsn
-from bxbatch.db.session import backoff_delay, is_connection_lost, is_retryable, quote_ident, translate_connect_error
+from bxbatch.db.session import quote_ident, translate_connect_error
 from bxbatch.errors import ConnectionFailed, ExitCode, UsageError
 from bxbatch.migrations.profile import GUIDE
 from bxbatch.observe.log import scrub
@@ -55,40 +52,6 @@ def test_redact_dsn_never_shows_a_password(dsn: str, shown: str) -> None:
 def test_scrub_free_text() -> None:
     text = "failed for postgresql://u:topsecret@h/d and password=abc123"
     assert "topsecret" not in scrub(text) and "abc123" not in scrub(text)
-
-
-@pytest.mark.parametrize(
-    "exc",
-    [
-        pgexc.LockNotAvailableError("lock"),
-        pgexc.DeadlockDetectedError("dl"),
-        pgexc.SerializationError("ser"),
-        pgexc.QueryCanceledError("timeout"),
-        pgexc.AdminShutdownError("bye"),
-        pgexc.CannotConnectNowError("starting"),
-        asyncpg.ConnectionDoesNotExistError("gone"),
-        ConnectionResetError(),
-    ],
-)
-def test_retryable_by_class(exc: BaseException) -> None:
-    assert is_retryable(exc)
-
-
-@pytest.mark.parametrize(
-    "exc",
-    [pgexc.UniqueViolationError("dup"), pgexc.NotNullViolationError("null"), pgexc.UndefinedTableError("x")],
-)
-def test_data_errors_are_not_retryable(exc: BaseException) -> None:
-    assert not is_retryable(exc)
-    assert not is_connection_lost(exc)
-
-
-def test_backoff_grows_and_is_capped() -> None:
-    rng = random.Random(1)
-    delays = [backoff_delay(a, 100, 2000, rng) for a in range(1, 10)]
-    assert 0.05 <= delays[0] <= 0.1
-    assert all(d <= 2.0 for d in delays)
-    assert max(delays[5:]) >= 1.0
 
 
 def test_connect_errors_become_one_line_messages_without_password() -> None:

@@ -7,7 +7,7 @@ import errno
 import asyncpg.exceptions as pgexc
 import pytest
 
-from bxbatch.db.session import is_connection_lost, is_hopeless, is_retryable, needs_fix
+from bxbatch.db.retry import is_connection_lost, is_hopeless, is_retryable, needs_fix
 from bxbatch.db.sqlfiles import ddl_files
 from bxbatch.errors import ExitCode, SqlFileError, StoppedForFix
 from bxbatch.phases import schema

@@ -6,7 +6,8 @@ import asyncpg
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bxbatch.db.locks import FIXED_LOCKS, MAX_GROUP, budget_from, exhausted, is_out_of_locks
+from bxbatch.db.locks import FIXED_LOCKS, MAX_GROUP, budget_from, exhausted
+from bxbatch.db.retry import is_out_of_locks
 from bxbatch.errors import ExitCode
 
 

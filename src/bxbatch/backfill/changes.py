@@ -30,9 +30,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import anyio
 import asyncpg
 
+from bxbatch.db.retry import Outcome, RetryPolicy, classify, retry
 from bxbatch.db.session import qualified, quote_ident
 from bxbatch.ledger import backfill as ledger
 from bxbatch.migrations.jobs import Job
@@ -47,6 +47,9 @@ EVENTS = {  # suffix -> (event clause, REFERENCING clause)
 ANY_KEY = "*"
 MERGE_GAP = 64  # changed keys closer than this share one reconcile range
 DROP_LOCK_TIMEOUT_MS = 200
+# A capture trigger's drop waits DROP_LOCK_TIMEOUT_MS for its table, then backs off (db/retry.py): ten
+# tries, then the trigger is left for the cleanup phase rather than queueing the application longer.
+DROP_RETRY = RetryPolicy(retry_on=frozenset({Outcome.RETRY}), max_attempts=10, base_ms=100, max_ms=2_000)
 
 
 def trigger_name(job: str, suffix: str) -> str:
@@ -141,21 +144,23 @@ def ranges(keys: list[int], gap: int = MERGE_GAP) -> list[tuple[int, int]]:
     return out
 
 
-async def remove(conn: Any, job: Job, schema: str, settings: Settings, log: Any, attempts: int = 10) -> bool:
+async def remove(conn: Any, job: Job, schema: str, settings: Settings, log: Any) -> bool:
     """Drop the job's capture triggers (each briefly ACCESS EXCLUSIVE on its table). False if some stayed."""
     for table, name, _e, _r in wanted(job):
-        for attempt in range(1, attempts + 1):
-            try:
-                async with conn.transaction():
-                    await conn.execute("SELECT set_config('lock_timeout', $1, true)", f"{DROP_LOCK_TIMEOUT_MS}ms")
-                    await conn.execute(f"DROP TRIGGER IF EXISTS {quote_ident(name)} ON {qualified(schema, table)}")
-                break
-            except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError, asyncpg.QueryCanceledError):
-                if attempt == attempts:
-                    log.warning("change_capture_left", table=table, trigger=name, hint="the cleanup phase drops it")
-                    return False
-                await anyio.sleep(min(2.0, 0.05 * 2**attempt))
-            except asyncpg.UndefinedTableError:
-                break
+
+        async def drop(table: str = table, name: str = name) -> None:
+            async with conn.transaction():
+                await conn.execute("SELECT set_config('lock_timeout', $1, true)", f"{DROP_LOCK_TIMEOUT_MS}ms")
+                await conn.execute(f"DROP TRIGGER IF EXISTS {quote_ident(name)} ON {qualified(schema, table)}")
+
+        try:
+            await retry(drop, DROP_RETRY)
+        except asyncpg.UndefinedTableError:
+            continue  # the table is gone, and its trigger with it
+        except Exception as exc:
+            if classify(exc) is not Outcome.RETRY:
+                raise
+            log.warning("change_capture_left", table=table, trigger=name, hint="the cleanup phase drops it")
+            return False
     await ledger.clear_changed_keys(conn, job.name)
     return True

@@ -17,13 +17,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import anyio
 import asyncpg
 import asyncpg.exceptions as pgexc
 
 from bxbatch.backfill.split import SplitOutcome, split_or_fail
-from bxbatch.db.retry import classify
-from bxbatch.db.session import backoff_delay, is_connection_lost, is_hopeless, is_retryable, needs_fix
+from bxbatch.db.retry import Outcome, Retry, RetryPolicy, classify, is_connection_lost, needs_fix, retry
 from bxbatch.db.sqlfiles import queries
 from bxbatch.ledger import backfill as chunk_ledger
 from bxbatch.migrations.jobs import Job, render_segments
@@ -40,21 +38,21 @@ Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 # A chunk meeting one of these raced with the live application (a user table dropped, a view or
 # member deleted between our snapshot and the foreign key check, a table altered under a cached
-# plan): the next attempt sees the new state and does the right thing, so retry it.
+# plan): the next attempt sees the new state and does the right thing, so retry it. Seen on the
+# third attempt of one chunk, it is a fact about the chunk's data, not a race: its outcome decides.
 RACE_ERRORS: tuple[type[BaseException], ...] = (
     pgexc.ForeignKeyViolationError,
     pgexc.UndefinedTableError,
     pgexc.InvalidCachedStatementError,
     pgexc.UniqueViolationError,
 )
-
-
-# A race error seen this many times on one chunk is a fact about its data, not a race: bisect.
 RACE_ATTEMPTS = 3
 
-
-def should_retry(exc: BaseException) -> bool:
-    return is_retryable(exc) or isinstance(exc, RACE_ERRORS)
+# A chunk's transaction: the moment (lock timeout, deadlock, lost connection: a fresh one comes from
+# the pool) and races are retried up to --max-attempts; the worker notes each retry in the ledger.
+CHUNK_RETRY = RetryPolicy(also=RACE_ERRORS, also_attempts=RACE_ATTEMPTS)
+# The bisection's and the ledger's own writes, through connection trouble.
+LEDGER_WRITE_RETRY = RetryPolicy(max_attempts=5, base_ms=100, max_ms=2_000)
 
 
 def _affected(status: str) -> int:
@@ -171,7 +169,7 @@ async def warm_connection(
     except (asyncpg.PostgresError, OSError) as exc:
         if is_connection_lost(exc):
             return  # the first chunk meets it and retries like any other connection trouble
-        if not is_retryable(exc) and not isinstance(exc, RACE_ERRORS):
+        if not CHUNK_RETRY.covers(exc):
             raise
 
 
@@ -193,86 +191,95 @@ async def apply_chunk_transaction(
 ) -> ChunkResult | None:
     """Claim one pending chunk of the pass and apply it in one transaction, retrying what is retryable.
 
-    Returns None when no chunk is pending (or all pending ones are in flight elsewhere). A chunk
-    failing for a reason in its data (db/retry.py classifies by SQLSTATE) is split in the
-    ledger (backfill/split.py) and returned as ``split``; at a single key it is ``failed``.
+    Returns None when no chunk is pending (or all pending ones are in flight elsewhere). Retries go
+    through db/retry.py's loop with ``CHUNK_RETRY``; what it finally raises decides the chunk: a
+    failure for a reason in its data is split in the ledger (backfill/split.py) and returned as
+    ``split`` (at a single key, ``failed``); a missing object stops the run (exit 13).
     """
-    attempt = 0
     chunk_id: int | None = None
     claimed_range: tuple[list[int], list[int], list[int]] | None = None  # what the failing attempt ran
     claimed_relnames: list[str] = []
     retries = 0
-    while True:
-        attempt += 1
-        try:
-            async with pool.acquire() as conn, conn.transaction():
-                await conn.execute(SET_LOCALS, *_set_local_args(settings, app_name))
-                claimed = await _claim(conn, ref, chunk_id)
-                if claimed is None:
-                    if chunk_id is None:
-                        return None
-                    return ChunkResult(chunk_id, "gone", retries=retries)
-                chunk_id = int(claimed["id"])
-                claimed_relnames = list(claimed["relnames"] or [])
-                claimed_range = (
-                    [int(v) for v in claimed["parts"]],
-                    [int(v) for v in claimed["los"]],
-                    [int(v) for v in claimed["his"]],
-                )
-                if on_claim is not None:
-                    on_claim(chunk_id)
-                t0 = time.monotonic()
-                rows = await _apply(conn, ref, claimed)
-                seconds = time.monotonic() - t0
-                await chunk_ledger.finish_chunk(conn, chunk_id, rows, seconds * 1000.0, worker_label)
-            return ChunkResult(
-                chunk_id,
-                "done",
-                rows=rows,
-                planned_rows=int(claimed["planned_rows"]),
-                seconds=seconds,
-                retries=retries,
-                segments=len(claimed["parts"]),
-                first_part=int(claimed["parts"][0]),
+    attempts = 0
+
+    async def attempt() -> ChunkResult | None:
+        nonlocal chunk_id, claimed_range, claimed_relnames, attempts
+        attempts += 1
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(SET_LOCALS, *_set_local_args(settings, app_name))
+            claimed = await _claim(conn, ref, chunk_id)
+            if claimed is None:
+                if chunk_id is None:
+                    return None
+                return ChunkResult(chunk_id, "gone", retries=retries)
+            chunk_id = int(claimed["id"])
+            claimed_relnames = list(claimed["relnames"] or [])
+            claimed_range = (
+                [int(v) for v in claimed["parts"]],
+                [int(v) for v in claimed["los"]],
+                [int(v) for v in claimed["his"]],
             )
-        except Exception as exc:
-            if is_hopeless(exc) and not (isinstance(exc, RACE_ERRORS) and attempt < RACE_ATTEMPTS):
-                if chunk_id is not None and claimed_range is not None and len(claimed_range[0]) > 1:
-                    # one table of a multi-table chunk lacks something (a column, a privilege): split by
-                    # table until the culprit stands alone, so the other tables' rows go in meanwhile
-                    outcome = await _split(pool, chunk_id, exc, worker_label, claimed_range)
-                    message = scrub(f"{type(exc).__name__}: {exc}")[:500]
-                    return ChunkResult(chunk_id, "split" if outcome.action == "split" else "gone", error=message)
-                # a table, column or function gone, a privilege revoked: no retry and no bisection can
-                # cure it; stop the run now (the chunk rolled back and stays pending for the resume)
-                raise needs_fix(exc, f"applying {_chunk_name(ref, claimed_relnames, claimed_range)}") from exc
-            if chunk_id is None:
-                # Failed before a chunk was claimed (connection trouble): retry or give up loudly.
-                if is_retryable(exc) and attempt < settings.max_attempts:
-                    await anyio.sleep(backoff_delay(attempt, settings.retry_base_ms, settings.retry_max_ms))
-                    continue
-                raise
-            message = scrub(f"{type(exc).__name__}: {exc}")[:500]
-            kind = classify(exc)
-            if kind == "data" and not (isinstance(exc, RACE_ERRORS) and attempt < RACE_ATTEMPTS):
-                # retrying cannot help: bisect the chunk through the ledger down to the failing key
-                outcome = await _split(pool, chunk_id, exc, worker_label, claimed_range)
-                status = {"split": "split", "failed_key": "failed"}.get(outcome.action, "gone")
-                return ChunkResult(chunk_id, status, retries=retries + 1, error=message, failed_key=outcome.key)
-            if kind == "transient" and throttle is not None:
-                throttle.note_retry(f"chunk retried after {type(exc).__name__}")
-            if should_retry(exc) and throttle is not None and throttle.stopping:
-                return ChunkResult(chunk_id, "gone", retries=retries)  # stopping: it stays pending for resume
-            if should_retry(exc) and attempt < settings.max_attempts:
-                retries += 1
-                observer().retry(kind)
-                await _note(pool, chunk_ledger.note_retry, chunk_id, message)
-                await anyio.sleep(backoff_delay(attempt, settings.retry_base_ms, settings.retry_max_ms))
-                continue
-            if is_connection_lost(exc) and should_retry(exc):
-                raise  # the server is gone for longer than our retries: the run stops, resumable
-            await _note(pool, chunk_ledger.fail_chunk, chunk_id, message, worker_label)
-            return ChunkResult(chunk_id, "failed", retries=retries + 1, error=message)
+            if on_claim is not None:
+                on_claim(chunk_id)
+            t0 = time.monotonic()
+            rows = await _apply(conn, ref, claimed)
+            seconds = time.monotonic() - t0
+            await chunk_ledger.finish_chunk(conn, chunk_id, rows, seconds * 1000.0, worker_label)
+        return ChunkResult(
+            chunk_id,
+            "done",
+            rows=rows,
+            planned_rows=int(claimed["planned_rows"]),
+            seconds=seconds,
+            retries=retries,
+            segments=len(claimed["parts"]),
+            first_part=int(claimed["parts"][0]),
+        )
+
+    async def retried(scheduled: Retry) -> None:
+        nonlocal retries
+        if chunk_id is None:
+            return  # failed before a chunk was claimed (connection trouble): nothing to count or note
+        if scheduled.outcome is Outcome.RETRY and throttle is not None:
+            throttle.note_retry(f"chunk retried after {type(scheduled.error).__name__}")
+        retries += 1
+        observer().retry(scheduled.outcome.value)
+        message = scrub(f"{type(scheduled.error).__name__}: {scheduled.error}")[:500]
+        await _note(pool, chunk_ledger.note_retry, chunk_id, message)
+
+    policy = CHUNK_RETRY.for_settings(settings)
+    stopping = (lambda: throttle.stopping and chunk_id is not None) if throttle is not None else None
+    try:
+        return await retry(attempt, policy, on_retry=retried, stop=stopping)
+    except Exception as exc:
+        racing = policy.covers(exc, attempts)  # still a retryable error: the loop gave up on it
+        outcome = classify(exc)
+        if outcome is Outcome.STOP_FOR_FIX and not racing:
+            if chunk_id is not None and claimed_range is not None and len(claimed_range[0]) > 1:
+                # one table of a multi-table chunk lacks something (a column, a privilege): split by
+                # table until the culprit stands alone, so the other tables' rows go in meanwhile
+                outcome_ = await _split(pool, chunk_id, exc, worker_label, claimed_range)
+                message = scrub(f"{type(exc).__name__}: {exc}")[:500]
+                return ChunkResult(chunk_id, "split" if outcome_.action == "split" else "gone", error=message)
+            # a table, column or function gone, a privilege revoked: no retry and no bisection can
+            # cure it; stop the run now (the chunk rolled back and stays pending for the resume)
+            raise needs_fix(exc, f"applying {_chunk_name(ref, claimed_relnames, claimed_range)}") from exc
+        if chunk_id is None:
+            raise  # failed before a chunk was claimed, past the retries: give up loudly
+        message = scrub(f"{type(exc).__name__}: {exc}")[:500]
+        if outcome is Outcome.BISECT and not racing:
+            # retrying cannot help: bisect the chunk through the ledger down to the failing key
+            split = await _split(pool, chunk_id, exc, worker_label, claimed_range)
+            status = {"split": "split", "failed_key": "failed"}.get(split.action, "gone")
+            return ChunkResult(chunk_id, status, retries=retries + 1, error=message, failed_key=split.key)
+        if outcome is Outcome.RETRY and throttle is not None:
+            throttle.note_retry(f"chunk retried after {type(exc).__name__}")
+        if racing and throttle is not None and throttle.stopping:
+            return ChunkResult(chunk_id, "gone", retries=retries)  # stopping: it stays pending for resume
+        if racing and outcome is Outcome.RECONNECT:
+            raise  # the server is gone for longer than our retries: the run stops, resumable
+        await _note(pool, chunk_ledger.fail_chunk, chunk_id, message, worker_label)
+        return ChunkResult(chunk_id, "failed", retries=retries + 1, error=message)
 
 
 def _chunk_name(ref: PassRef, relnames: list[str], claimed: tuple[list[int], list[int], list[int]] | None) -> str:
@@ -293,15 +300,12 @@ async def _split(
     failed_range: tuple[list[int], list[int], list[int]] | None,
 ) -> SplitOutcome:
     """Split (or at one key, fail and record) the chunk, retrying the ledger write through connection trouble."""
-    for attempt in range(1, 6):
-        try:
-            async with pool.acquire() as conn:
-                return await split_or_fail(conn, chunk_id, exc, worker_label, failed_range)
-        except Exception as err:
-            if not is_retryable(err) or attempt == 5:
-                raise
-            await anyio.sleep(backoff_delay(attempt, 100, 2_000))
-    raise AssertionError("unreachable")
+
+    async def split() -> SplitOutcome:
+        async with pool.acquire() as conn:
+            return await split_or_fail(conn, chunk_id, exc, worker_label, failed_range)
+
+    return await retry(split, LEDGER_WRITE_RETRY)
 
 
 async def _note(pool: asyncpg.Pool, record: Callable[..., Awaitable[None]], *args: Any) -> None:
@@ -310,7 +314,7 @@ async def _note(pool: asyncpg.Pool, record: Callable[..., Awaitable[None]], *arg
         async with pool.acquire() as conn:
             await record(conn, *args)
     except Exception as exc:
-        if not should_retry(exc):
+        if not CHUNK_RETRY.covers(exc):
             raise
 
 

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import typer
 
 from bxbatch.db.locks import exhausted
-from bxbatch.db.session import is_hopeless, needs_fix
+from bxbatch.db.retry import is_hopeless, needs_fix
 from bxbatch.errors import BxbatchError, ExitCode
 from bxbatch.live.stopping import stop_requested
 from bxbatch.observe.log import scrub

@@ -22,6 +22,7 @@ from typing import TypeVar
 
 import asyncpg
 
+from bxbatch.db.retry import is_out_of_locks
 from bxbatch.db.sqlfiles import queries
 from bxbatch.errors import LocksExhausted
 from bxbatch.migrations.profile import USER_TABLE_REGEX_SQL
@@ -130,17 +131,6 @@ async def lock_budget(conn: asyncpg.Connection, settings: Settings, schema: str 
     )
     _LAST.set(budget)
     return budget
-
-
-def is_out_of_locks(exc: BaseException) -> bool:
-    """SQLSTATE 53200 (out of memory) raised by the lock manager: its hint names max_locks_per_transaction.
-
-    Looks inside exception groups (a task group of workers raises one)."""
-    if isinstance(exc, BaseExceptionGroup):
-        return any(is_out_of_locks(inner) for inner in exc.exceptions)
-    return isinstance(exc, asyncpg.OutOfMemoryError) and "max_locks_per_transaction" in (
-        getattr(exc, "hint", None) or ""
-    )
 
 
 def exhausted(exc: BaseException, budget: LockBudget | None = None) -> LocksExhausted | None:

@@ -15,7 +15,8 @@ from typing import Any
 
 import asyncpg
 
-from bxbatch.db.session import qualified, retrying
+from bxbatch.db.retry import RetryPolicy, retry
+from bxbatch.db.session import qualified
 from bxbatch.db.sqlfiles import SqlFile, ddl_files
 from bxbatch.ledger import ddl
 from bxbatch.migrations.expected import AT_VALIDATE_CONSTRAINT, enum_name, expected_schema
@@ -80,7 +81,7 @@ async def forget_missing(
                     await conn.execute(f"SET LOCAL lock_timeout = {int(settings.lock_timeout_ms)}")
                     await conn.execute(sql)
 
-            await retrying(add, settings)
+            await retry(add, RetryPolicy().for_settings(settings))  # lock waits, lost moments
             repaired["foreign_keys"].append(fk.name)
         found = _validate_statement(files, fk.name)
         if found is not None and await ddl.statement_done(conn, found[0].name, found[1]):

@@ -21,7 +21,8 @@ from typing import Any
 import anyio
 import asyncpg
 
-from bxbatch.db.session import backoff_delay, connect, is_retryable
+from bxbatch.db.retry import Retry, RetryPolicy, retry
+from bxbatch.db.session import connect
 from bxbatch.db.sqlfiles import queries
 from bxbatch.errors import ConnectionFailed, Interrupted, NothingToResume, UsageError
 from bxbatch.live import stopping
@@ -33,6 +34,11 @@ from bxbatch.settings import MAX_CONCURRENCY, Settings
 Q = queries("control")
 CHANNEL = "bxbatch_control"
 ACTIONS = ("pause", "continue", "cancel", "set", "hold", "release")
+# The control reader outlives a server restart: it reconnects with backoff, for as long as the run lasts,
+# and logs the first failure of an outage only.
+CONTROL_RECONNECT = RetryPolicy(
+    event="control_unavailable", also=(ConnectionFailed,), max_attempts=None, base_ms=200, max_ms=5_000, first_only=True
+)
 
 
 class ControlLoop:
@@ -125,26 +131,23 @@ class ControlLoop:
 
     async def run(self) -> None:
         conn: asyncpg.Connection | None = None
-        failures = 0
+
+        async def poll() -> None:
+            nonlocal conn
+            if conn is None or conn.is_closed():
+                conn = await connect(self.settings, role="control")
+                await conn.add_listener(CHANNEL, self._on_notify)
+            await self.poll_once(conn)
+
+        def lost(_scheduled: Retry) -> None:
+            nonlocal conn
+            if conn is not None:
+                conn.terminate()
+                conn = None
+
         try:
-            while True:
-                try:
-                    if conn is None or conn.is_closed():
-                        conn = await connect(self.settings, role="control")
-                        await conn.add_listener(CHANNEL, self._on_notify)
-                    await self.poll_once(conn)
-                    failures = 0
-                except Exception as exc:
-                    if not (is_retryable(exc) or isinstance(exc, ConnectionFailed)):  # down or restarting
-                        raise
-                    failures += 1
-                    if failures == 1:
-                        self.log.warning("control_unavailable", error=type(exc).__name__)
-                    if conn is not None:
-                        conn.terminate()
-                        conn = None
-                    await asyncio.sleep(backoff_delay(failures, 200, 5_000))
-                    continue
+            while True:  # a poller: one read of the control row per interval (its reconnects go through retry)
+                await retry(poll, CONTROL_RECONNECT, log=self.log, on_retry=lost)
                 self._wake.clear()
                 with anyio.move_on_after(self.settings.control_interval_s):
                     await self._wake.wait()

@@ -19,13 +19,24 @@ from typing import Any, Literal
 import anyio
 import asyncpg
 
-from bxbatch.db.session import backoff_delay, connect, is_retryable
+from bxbatch.db.retry import Retry, RetryPolicy, retry
+from bxbatch.db.session import connect
 from bxbatch.db.sqlfiles import queries
 from bxbatch.errors import ConnectionFailed, UsageError
 from bxbatch.settings import Settings
 
 Level = Literal["ok", "bad", "critical"]
 Q = queries("health")
+# A poller outlives a server restart or a failing probe: it reconnects with backoff for as long as the run
+# lasts (any server error, our own ConnectionFailed), and logs the first failure of an outage only.
+HEALTH_RECONNECT = RetryPolicy(
+    event="health_unavailable",
+    also=(asyncpg.PostgresError, ConnectionFailed),
+    max_attempts=None,
+    base_ms=200,
+    max_ms=5_000,
+    first_only=True,
+)
 
 LABELS = {
     "blocked_sessions": "sessions waiting on bxbatch's locks",
@@ -268,30 +279,26 @@ class HealthMonitor:
         warm: Callable[[asyncpg.Connection], Awaitable[object]] | None = None,
     ) -> None:
         conn: asyncpg.Connection | None = None
-        failures = 0
+
+        async def reading() -> list[Signal]:
+            nonlocal conn
+            if conn is None or conn.is_closed():
+                conn = await self.connector(self.settings, role)
+                if warm is not None:  # a new backend's first run is cold (catalog caches, prepare)
+                    await warm(conn)
+            return await read(conn)
+
+        def failed(_scheduled: Retry) -> None:
+            nonlocal conn
+            self.sink(role, [])  # forget stale readings: no data is not "healthy", but not "bad"
+            if conn is not None:
+                conn.terminate()
+                conn = None
+
         try:
-            while True:
+            while True:  # a poller: one reading per interval (its reconnects go through retry)
                 started = time.monotonic()
-                try:
-                    if conn is None or conn.is_closed():
-                        conn = await self.connector(self.settings, role)
-                        if warm is not None:  # a new backend's first run is cold (catalog caches, prepare)
-                            await warm(conn)
-                    signals = await read(conn)
-                    failures = 0
-                except Exception as exc:
-                    # ConnectionFailed: the server is down or restarting (our own connect() wraps it)
-                    if not (is_retryable(exc) or isinstance(exc, asyncpg.PostgresError | ConnectionFailed)):
-                        raise
-                    failures += 1
-                    if failures == 1:
-                        self.log.warning("health_unavailable", source=role, error=type(exc).__name__)
-                    self.sink(role, [])  # forget stale readings: no data is not "healthy", but not "bad"
-                    if conn is not None:
-                        conn.terminate()
-                        conn = None
-                    await asyncio.sleep(backoff_delay(failures, 200, 5_000))
-                    continue
+                signals = await retry(reading, HEALTH_RECONNECT, log=self.log, fields={"source": role}, on_retry=failed)
                 self.sink(role, signals)
                 await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
         finally:

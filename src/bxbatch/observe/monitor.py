@@ -18,7 +18,8 @@ from typing import Any
 import anyio
 import asyncpg
 
-from bxbatch.db.session import connect, is_connection_lost
+from bxbatch.db.retry import is_connection_lost
+from bxbatch.db.session import connect
 from bxbatch.db.sqlfiles import queries
 from bxbatch.ledger import ddl as ddl_ledger
 from bxbatch.observe import progress

@@ -21,7 +21,8 @@ from typing import Any
 import asyncpg
 
 from bxbatch.db.locks import lock_budget
-from bxbatch.db.session import connect, is_retryable, qualified, quote_ident, retrying
+from bxbatch.db.retry import RetryPolicy, is_retryable, retry
+from bxbatch.db.session import connect, qualified, quote_ident
 from bxbatch.db.sqlfiles import queries
 from bxbatch.errors import LockBusy, RollbackRefused
 from bxbatch.ledger import runs as ledger
@@ -41,6 +42,8 @@ LEDGER_KEPT_TO_THE_END = ("run", "rollback_step", "preexisting", "worker", "cont
 HISTORY_STEP = "schema:bxbatch_history"
 # before the first ledger table goes: every run's history and report data into bxbatch_history
 ARCHIVE_STEP = "ledger:(archive the run history)"
+# a step waits at most lock_timeout for its table, then backs off and runs again (db/retry.py)
+ROLLBACK_RETRY = RetryPolicy(event="rollback_retry")
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,10 +224,7 @@ async def rollback(
                     if step.key != SCHEMA_STEP and await safety_ledger_present(conn):
                         await conn.execute(Q["record_step"], step.key, int((time.monotonic() - t0) * 1000))
 
-            def note(attempt: int, exc: BaseException, delay: float, step: Step = step) -> None:
-                log.warning("rollback_retry", step=step.key, attempt=attempt, error=type(exc).__name__, delay_s=delay)
-
-            await retrying(apply, settings, on_retry=note)
+            await retry(apply, ROLLBACK_RETRY.for_settings(settings), log=log, fields={"step": step.key})
             done += 1
             log.info("rollback_step_done", step=step.key, ms=int((time.monotonic() - t0) * 1000))
     seconds = round(time.monotonic() - started, 3)

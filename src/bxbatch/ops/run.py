@@ -11,7 +11,8 @@ import anyio
 import asyncpg
 
 from bxbatch.db.locks import exhausted
-from bxbatch.db.session import connect, is_connection_lost, is_hopeless, needs_fix
+from bxbatch.db.retry import is_connection_lost, is_hopeless, needs_fix
+from bxbatch.db.session import connect
 from bxbatch.db.sqlfiles import ddl_files
 from bxbatch.errors import (
     BxbatchError,

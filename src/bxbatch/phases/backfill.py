@@ -9,12 +9,17 @@ from typing import Any
 import anyio
 
 from bxbatch.backfill.runner import run_backfill_jobs
+from bxbatch.db.retry import RetryPolicy, retry
 from bxbatch.errors import CompletedWithFailures, Interrupted, LockBusy
 from bxbatch.live.throttle import Throttle
 from bxbatch.migrations.jobs import load_jobs
 from bxbatch.phases import indexes, schema, triggers
 from bxbatch.phases.context import RunContext
 from bxbatch.settings import Settings
+
+# Another process of the run holds the DDL lock while it adds the same keys: wait for it (no limit, but
+# stopping ends the wait), then find its files applied and skip them.
+PARTNER_WAIT = RetryPolicy(retry_on=frozenset(), also=(LockBusy,), max_attempts=None, base_ms=500, max_ms=500)
 
 
 async def add_target_keys(
@@ -31,18 +36,18 @@ async def add_target_keys(
     (sql/ddl/050_backfill_target_keys.sql says why). Another process of the same run may be
     applying them at the same moment: wait for it rather than fail. Returns the files applied.
     """
-    while True:
-        try:
-            results = await schema.apply_phase(conn, settings, run_id, log, phase="backfill")
-        except LockBusy:
-            if stopping():
-                raise Interrupted(
-                    "stopped while waiting for another process to add the backfill targets' keys",
-                    hint="run `bxbatch resume` to continue",
-                ) from None
-            await anyio.sleep(0.5)
-            continue
-        return sum(1 for r in results if r.status == "applied")
+    try:
+        results = await retry(
+            partial(schema.apply_phase, conn, settings, run_id, log, phase="backfill"), PARTNER_WAIT, stop=stopping
+        )
+    except LockBusy:
+        if stopping():
+            raise Interrupted(
+                "stopped while waiting for another process to add the backfill targets' keys",
+                hint="run `bxbatch resume` to continue",
+            ) from None
+        raise
+    return sum(1 for r in results if r.status == "applied")
 
 
 async def run(ctx: RunContext) -> dict[str, Any]:

@@ -12,13 +12,16 @@ from typing import Any
 
 import asyncpg
 
-from bxbatch.db.session import qualified, retrying
+from bxbatch.db.retry import RetryCount, RetryPolicy, retry
+from bxbatch.db.session import qualified
 from bxbatch.migrations.expected import expected_schema
 from bxbatch.observe import progress
 from bxbatch.phases.context import RunContext
 from bxbatch.settings import Settings
 
 EXISTING_SQL = "SELECT relname FROM pg_class WHERE relnamespace = to_regnamespace($1) AND relname = ANY($2::text[])"
+# VACUUM waits at most lock_timeout for its table, then backs off and runs again (db/retry.py)
+VACUUM_RETRY = RetryPolicy(event="vacuum_retry")
 
 
 async def vacuum_tables(conn: asyncpg.Connection, settings: Settings, schema: str, log: Any) -> dict[str, Any]:
@@ -26,7 +29,7 @@ async def vacuum_tables(conn: asyncpg.Connection, settings: Settings, schema: st
     present = {r["relname"] for r in await conn.fetch(EXISTING_SQL, schema, wanted)}
     tables = [t for t in wanted if t in present]
     started = time.monotonic()
-    retries = 0
+    retries = RetryCount()
     await conn.execute(f"SET lock_timeout = {int(settings.lock_timeout_ms)}")
     await conn.execute("SET statement_timeout = 0")
     try:
@@ -34,21 +37,18 @@ async def vacuum_tables(conn: asyncpg.Connection, settings: Settings, schema: st
             for table in tables:
                 t0 = time.monotonic()
 
-                def note(attempt: int, exc: BaseException, delay: float, table: str = table) -> None:
-                    nonlocal retries
-                    retries += 1
-                    log.warning("vacuum_retry", table=table, attempt=attempt, error=type(exc).__name__, delay_s=delay)
-
                 async def vacuum(table: str = table) -> None:
                     await conn.execute(f"VACUUM (ANALYZE) {qualified(schema, table)}")
 
-                await retrying(vacuum, settings, on_retry=note)
+                policy = VACUUM_RETRY.for_settings(settings)
+                await retry(vacuum, policy, log=log, fields={"table": table}, on_retry=retries)
                 log.debug("table_vacuumed", table=table, seconds=round(time.monotonic() - t0, 3))
                 bar.update(1)
     finally:
         if not conn.is_closed():
             await conn.execute("RESET lock_timeout; RESET statement_timeout")
-    return {"tables_vacuumed": len(tables), "retries": retries, "vacuum_seconds": round(time.monotonic() - started, 3)}
+    seconds = round(time.monotonic() - started, 3)
+    return {"tables_vacuumed": len(tables), "retries": retries.n, "vacuum_seconds": seconds}
 
 
 async def run(ctx: RunContext) -> dict[str, Any]:

@@ -30,7 +30,8 @@ from typing import Any
 import asyncpg
 from pglast.enums import AlterTableType
 
-from bxbatch.db.session import is_retryable, qualified, quote_ident
+from bxbatch.db.retry import is_retryable
+from bxbatch.db.session import qualified, quote_ident
 from bxbatch.db.sqlfiles import SqlFile, Statement, ddl_files, queries
 from bxbatch.errors import ChangedFileError, OrphansFound, SqlFileError
 from bxbatch.ledger import ddl as ddl_ledger
@@ -260,7 +261,7 @@ class ConstraintPhase:
         conn = self.ctx.conn
         sql = fk.clean_sql(action)
         total = 0
-        while True:
+        while True:  # batches until one is short (each batch retries through schema.with_retry)
             changed = 0
 
             async def batch() -> None:

@@ -34,7 +34,8 @@ from typing import Any
 import anyio
 import asyncpg
 
-from bxbatch.db.session import backoff_delay, connect, is_connection_lost, is_retryable, qualified, server_version_num
+from bxbatch.db.retry import Outcome, Retry, RetryPolicy, is_retryable, retry
+from bxbatch.db.session import connect, qualified, server_version_num
 from bxbatch.db.sqlfiles import SqlFile, Statement, ddl_files, queries
 from bxbatch.errors import ChangedFileError, SqlFileError, UsageError
 from bxbatch.ledger import ddl as ddl_ledger
@@ -50,6 +51,8 @@ Q = queries("indexes")
 CONNECTION_CHECK_MS = 2000
 OLD_TRANSACTION_S = 1.0  # an application transaction open longer than this defers the early builds
 EARLY_LOCK_CLASS = ledger.LOCK_CLASS + 2  # session advisory lock per table whose indexes one process builds early
+# A build that failed for a retryable reason (a lost connection, a deadlock) is tried again (db/retry.py).
+INDEX_RETRY = RetryPolicy(event="index_build_retry")
 
 
 @dataclass(frozen=True)
@@ -237,33 +240,15 @@ class IndexPhase:
             self.log.debug("index_skipped", index=task.name, reason="already exists and is valid")
             return conn
         action = "build"
-        attempt = 0
-        while True:
-            attempt += 1
-            if state is not None and not state["indisvalid"]:
-                # Left INVALID by an interrupted build: unusable, and IF NOT EXISTS would keep it.
-                self.log.warning("index_invalid_dropped", index=task.name, table=task.table)
-                await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {qualified(task.schema, task.name)}")
-                action = "rebuild"
-            try:
-                await self._build_once(conn, task, action, attempt)
-                if action == "rebuild":
-                    self.tally.rebuilt += 1
-                else:
-                    self.tally.built += 1
-                return conn
-            except Exception as exc:
-                if not is_retryable(exc) or attempt >= self.settings.max_attempts:
-                    if isinstance(exc, asyncpg.PostgresError) and not is_retryable(exc):
-                        raise schema._statement_error(task.file, task.stmt, exc) from exc
-                    raise
-                delay = backoff_delay(attempt, self.settings.retry_base_ms, self.settings.retry_max_ms)
-                self.log.warning(
-                    "index_build_retry", index=task.name, attempt=attempt, error=type(exc).__name__, delay_s=delay
-                )
-                self.tally.retries += 1
-                await anyio.sleep(delay)
-                if is_connection_lost(exc) or conn.is_closed():
+        attempts = 0
+        lost = False  # the last attempt lost its connection: the next one takes a fresh one
+        done_meanwhile = False
+
+        async def attempt() -> None:
+            nonlocal conn, state, action, attempts, done_meanwhile
+            attempts += 1
+            if attempts > 1:
+                if lost or conn.is_closed():
                     with contextlib.suppress(Exception):
                         await conn.close()
                     conn = await connect(self.settings, role="index")
@@ -275,7 +260,33 @@ class IndexPhase:
                 if state is not None and state["indisvalid"]:  # finished although we lost sight of it
                     async with conn.transaction():
                         await self._record_done(conn, task, started)
-                    return conn
+                    done_meanwhile = True
+                    return
+            if state is not None and not state["indisvalid"]:
+                # Left INVALID by an interrupted build: unusable, and IF NOT EXISTS would keep it.
+                self.log.warning("index_invalid_dropped", index=task.name, table=task.table)
+                await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {qualified(task.schema, task.name)}")
+                action = "rebuild"
+            await self._build_once(conn, task, action, attempts)
+
+        def retried(scheduled: Retry) -> None:
+            nonlocal lost
+            lost = scheduled.outcome is Outcome.RECONNECT
+            self.tally.retries += 1
+
+        policy = INDEX_RETRY.for_settings(self.settings)
+        try:
+            await retry(attempt, policy, log=self.log, fields={"index": task.name}, on_retry=retried)
+        except asyncpg.PostgresError as exc:
+            if not is_retryable(exc):
+                raise schema._statement_error(task.file, task.stmt, exc) from exc
+            raise
+        if not done_meanwhile:
+            if action == "rebuild":
+                self.tally.rebuilt += 1
+            else:
+                self.tally.built += 1
+        return conn
 
     async def _build_once(self, conn: asyncpg.Connection, task: IndexTask, action: str, attempt: int) -> None:
         pid = conn.get_server_pid()

@@ -17,7 +17,8 @@ from typing import Any
 
 import asyncpg
 
-from bxbatch.db.session import is_hopeless, is_retryable, needs_fix, quote_ident, retrying
+from bxbatch.db.retry import RetryCount, RetryPolicy, is_hopeless, is_retryable, needs_fix, retry
+from bxbatch.db.session import quote_ident
 from bxbatch.db.sqlfiles import SqlFile, Statement, ddl_files
 from bxbatch.errors import BxbatchError, ChangedFileError, SqlFileError
 from bxbatch.ledger import ddl as ddl_ledger
@@ -73,17 +74,15 @@ async def _execute_statement(conn: asyncpg.Connection, f: SqlFile, stmt: Stateme
         raise _statement_error(f, stmt, exc) from exc
 
 
+# A DDL statement (or file) waits at most lock_timeout, then backs off and runs again (db/retry.py).
+DDL_RETRY = RetryPolicy(event="ddl_retry")
+
+
 async def with_retry(op: Callable[[], Awaitable[Any]], settings: Settings, log: Any, what: str) -> int:
-    """Run op, retrying lock timeouts and other transient errors (db.retrying). Returns the retries."""
-    retries = 0
-
-    def note(attempt: int, exc: BaseException, delay: float) -> None:
-        nonlocal retries
-        retries += 1
-        log.warning("ddl_retry", what=what, attempt=attempt, error=type(exc).__name__, delay_s=round(delay, 3))
-
-    await retrying(op, settings, on_retry=note)
-    return retries
+    """Run op through the retry loop with the DDL policy (--max-attempts, backoff). Returns the retries."""
+    count = RetryCount()
+    await retry(op, DDL_RETRY.for_settings(settings), log=log, fields={"what": what}, on_retry=count)
+    return count.n
 
 
 async def _set_timeouts(conn: asyncpg.Connection, settings: Settings, local: bool, *, for_index: bool = False) -> None:

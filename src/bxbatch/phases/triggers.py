@@ -21,11 +21,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import anyio
 import asyncpg
 
 from bxbatch.db.locks import lock_budget
-from bxbatch.db.session import backoff_delay, is_retryable, qualified, quote_ident
+from bxbatch.db.retry import RetryPolicy, is_retryable, retry
+from bxbatch.db.session import qualified, quote_ident
 from bxbatch.db.sqlfiles import queries
 from bxbatch.migrations.profile import USER_TABLE_REGEX_SQL, Profile
 from bxbatch.observe import progress
@@ -170,27 +170,28 @@ async def install_tables(
     return done
 
 
+# One table, waiting up to lock_timeout for its lock, then backing off and trying again (db/retry.py).
+TRIGGER_RETRY = RetryPolicy(event="trigger_retry")
+
+
 async def _install_alone(
     conn: asyncpg.Connection, settings: Settings, profile: Profile, table: Table, run_id: int | None, log: Any
 ) -> int:
     """One table, waiting up to lock_timeout for its lock, retried with backoff. -1: the table is gone."""
-    attempt = 0
-    while True:
-        attempt += 1
-        if await conn.fetchval("SELECT to_regclass($1)", qualified(profile.schema, table[1])) is None:
+    name = qualified(profile.schema, table[1])
+
+    async def install() -> int:
+        if await conn.fetchval("SELECT to_regclass($1)", name) is None:
             return -1  # dropped by the application meanwhile: nothing to install or seed
         try:
             marks = await _install_group(conn, settings, profile, [table], run_id, wait=True)
-            return marks[table[0]]
         except asyncpg.UndefinedTableError:
-            continue  # dropped between the check and the lock: the check above says so next time
-        except Exception as exc:
-            if not is_retryable(exc) or attempt >= settings.max_attempts:
-                raise
-            delay = backoff_delay(attempt, settings.retry_base_ms, settings.retry_max_ms)
-            if log is not None:
-                log.warning("trigger_retry", table=table[1], attempt=attempt, error=type(exc).__name__, delay_s=delay)
-            await anyio.sleep(delay)
+            if await conn.fetchval("SELECT to_regclass($1)", name) is None:
+                return -1  # dropped between the check and the lock
+            raise
+        return marks[table[0]]
+
+    return await retry(install, TRIGGER_RETRY.for_settings(settings), log=log, fields={"table": table[1]})
 
 
 async def install_one(
