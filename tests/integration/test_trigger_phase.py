@@ -121,3 +121,38 @@ async def test_busy_table_waits_alone_and_legacy_trigger_is_replaced(pg_server, 
     await app.execute("INSERT INTO database_table_3 (field_3) VALUES ('once')")
     assert await app.fetchval("SELECT count(*) FROM database_activitylog WHERE table_id = 3") == 1
     assert (await trigger_map(conn))["database_table_3"] == sorted(triggers.TRIGGERS)
+
+
+class CapturedLog:
+    """The events a phase logs, as (level, event, fields)."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str, dict[str, object]]] = []
+
+    def __getattr__(self, level: str) -> object:
+        return lambda event, **fields: self.lines.append((level, event, fields))
+
+
+async def test_a_lock_timeout_is_retried_through_the_one_retry_loop(pg_server, db_factory, conn_to) -> None:  # type: ignore[no-untyped-def]
+    dsn = await many_tables_db(pg_server, db_factory, N_TABLES)
+    conn = await conn_to(dsn)
+    app = await conn_to(dsn)
+    await app.execute("BEGIN; INSERT INTO database_table_9 (field_9) VALUES ('in flight')")  # ROW EXCLUSIVE
+    settings = Settings(dsn=dsn, lock_timeout_ms=100, retry_base_ms=50, retry_max_ms=100, max_attempts=50)
+    log = CapturedLog()
+    profile = (await run_context(conn, settings)).profile
+    task = asyncio.ensure_future(
+        triggers.install_tables(conn, settings, profile, [(9, "database_table_9")], None, log=log)
+    )
+    await asyncio.sleep(1.0)
+    assert not task.done()  # waiting in lock_timeout-bounded attempts, never queued behind the application for long
+    await app.execute("COMMIT")
+    marks = await asyncio.wait_for(task, 30)
+    assert marks == {9: 1}
+    retries = [fields for level, event, fields in log.lines if event == "trigger_retry"]
+    # db/retry.py's loop logged each retry with the trigger policy's event: attempts 1, 2, ... with backoff
+    assert len(retries) >= 3 and [r["attempt"] for r in retries] == list(range(1, len(retries) + 1))
+    assert {r["table"] for r in retries} == {"database_table_9"} and {r["error"] for r in retries} == {
+        "LockNotAvailableError"
+    }
+    assert all(0.025 <= float(str(r["delay_s"])) <= 0.1 for r in retries)
