@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import anyio
 import asyncpg
-import asyncpg.exceptions as pgexc
 
 from bxbatch.backfill import changes
 from bxbatch.backfill.chunksize import ChunkSizer
@@ -28,7 +28,7 @@ from bxbatch.backfill.worker import (
     WorkerStats,
     apply_chunk_transaction,
 )
-from bxbatch.db.session import backoff_delay
+from bxbatch.db.retry import Outcome, Retry, RetryPolicy, retry
 from bxbatch.errors import Interrupted, SqlFileError
 from bxbatch.ledger.backfill import PartSpec, PlannedChunk
 from bxbatch.live.throttle import Throttle
@@ -39,13 +39,10 @@ from bxbatch.settings import Settings
 
 MAX_SEGMENTS = 64  # user tables per grouped chunk (one UNION ALL statement), at most the lock group
 HEARTBEAT_SECONDS = 0.5
-# What a plan step retries: the moment was bad (a lock wait past lock_timeout, a deadlock).
-PLAN_RETRY_ERRORS: tuple[type[BaseException], ...] = (
-    pgexc.LockNotAvailableError,
-    pgexc.DeadlockDetectedError,
-    pgexc.SerializationError,
-    pgexc.QueryCanceledError,
-)
+# A plan step, and the install of a job's change-capture triggers, retry when the moment was bad (a lock
+# wait past lock_timeout, a deadlock, a serialization failure, a statement timeout), up to --max-attempts.
+PLAN_RETRY = RetryPolicy(event="plan_step_retried", retry_on=frozenset({Outcome.RETRY}), level="info")
+CAPTURE_RETRY = RetryPolicy(event="change_capture_retried", retry_on=frozenset({Outcome.RETRY}), level="info")
 
 
 @dataclass
@@ -190,17 +187,12 @@ class Engine:
 
     async def _install_capture(self, job: Job) -> None:
         """The job's change-capture triggers, retried past lock_timeout (a busy base table)."""
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                await changes.install(self.conn, self.run_id, job, self.profile.schema, self.settings)
-                return
-            except PLAN_RETRY_ERRORS as exc:
-                if attempt >= self.settings.max_attempts:
-                    raise
-                self.log.info("change_capture_retried", job=job.name, error=type(exc).__name__)
-                await anyio.sleep(backoff_delay(attempt, self.settings.retry_base_ms, self.settings.retry_max_ms))
+        await retry(
+            partial(changes.install, self.conn, self.run_id, job, self.profile.schema, self.settings),
+            CAPTURE_RETRY.for_settings(self.settings),
+            log=self.log,
+            fields={"job": job.name},
+        )
 
     async def _pass_result(self, job: Job, seq: int, kind: str, round_: int) -> PassResult:
         async with self.conn_lock:
@@ -223,7 +215,7 @@ class Engine:
         sizer = self.sizer(job, kind)
         state = _PlanState()
         source = TableKeySource(self.conn, self.profile.schema, job.key_table, job.key_column or "id")
-        while True:
+        while True:  # until no chunk of the pass is pending (not a retry: other processes' chunks finish)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._planner, ref, source, sizer, state, name=f"planner:{job.name}:{seq}")
                 for idx in range(self.workers):
@@ -257,17 +249,17 @@ class Engine:
         """A plan step waits at most lock_timeout for a table the application locked (an ALTER TABLE
         adding a field), then backs off and tries again: the step rolled back whole, and the next one
         starts from the cursors in the ledger."""
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return await self._plan_step(ref, source, sizer)
-            except PLAN_RETRY_ERRORS as exc:
-                if attempt >= self.settings.max_attempts:
-                    raise
-                self.plan_retries += 1
-                self.log.info("plan_step_retried", job=ref.job.name, pass_seq=ref.seq, error=type(exc).__name__)
-                await anyio.sleep(backoff_delay(attempt, self.settings.retry_base_ms, self.settings.retry_max_ms))
+
+        def count(_scheduled: Retry) -> None:
+            self.plan_retries += 1
+
+        return await retry(
+            partial(self._plan_step, ref, source, sizer),
+            PLAN_RETRY.for_settings(self.settings),
+            log=self.log,
+            fields={"job": ref.job.name, "pass_seq": ref.seq},
+            on_retry=count,
+        )
 
     async def _plan_step(self, ref: PassRef, source: TableKeySource, sizer: ChunkSizer) -> bool:
         """Write chunks until ``lookahead`` are pending. True when the whole pass is planned."""
@@ -350,7 +342,7 @@ class Engine:
             me.state = "working"
             state.consumed.fire()  # one fewer pending: the planner tops the lookahead up while we work
 
-        while True:
+        while True:  # a worker's chunks, one after the other (each chunk's retries: apply_chunk_transaction)
             me.state = self.throttle.wait_reason(idx) or "claiming"  # what status shows while it waits
             if not await self.throttle.gate(idx, retire=lambda: state.complete):  # held above the limit
                 me.state = "stopping"
@@ -438,6 +430,6 @@ class Engine:
         return self.throttle.wait_reason(s.idx) or s.state
 
     async def heartbeat_loop(self) -> None:
-        while True:
+        while True:  # a poller, not a retry
             await self.heartbeat_once()
             await anyio.sleep(HEARTBEAT_SECONDS)

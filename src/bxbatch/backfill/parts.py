@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
+from bxbatch.db.retry import RetryPolicy, retry
 from bxbatch.db.session import qualified
 from bxbatch.db.sqlfiles import queries
 from bxbatch.ledger.backfill import BackfillLedger, PartSpec
@@ -23,6 +24,15 @@ Q = queries("engine")
 
 COUNT_CAP = 2_000_000  # exact key counts of user tables up to this; beyond, pg_class.reltuples
 COUNT_BATCH = 200  # user tables counted per round trip when a pass is created, at most the lock group
+# A table dropped between the liveness check and the count (or altered under a cached plan): check and
+# count again at once, three times in all.
+COUNT_RETRY = RetryPolicy(
+    retry_on=frozenset(),
+    also=(asyncpg.UndefinedTableError, asyncpg.InvalidCachedStatementError),
+    max_attempts=3,
+    base_ms=0,
+    max_ms=0,
+)
 
 
 class PartFinder:
@@ -93,7 +103,8 @@ class PartFinder:
         """Exact row counts (capped) of these user tables up to their high-water mark, one round trip."""
         tids = [int(r["table_id"]) for r in batch]
         rels = [str(r["relname"]) for r in batch]
-        for _attempt in range(3):
+
+        async def count() -> dict[int, int]:
             live = [
                 int(r["i"]) - 1 for r in await self.conn.fetch(Q["live_user_tables"], tids, rels, self.profile.schema)
             ]
@@ -105,9 +116,10 @@ class PartFinder:
                 for n, i in enumerate(live, start=1)
             )
             his = [int(batch[i]["high_water"]) for i in live]
-            try:
-                rows = await self.conn.fetch(sql, his, COUNT_CAP)
-            except (asyncpg.UndefinedTableError, asyncpg.InvalidCachedStatementError):
-                continue  # a table was dropped between the check and the count: check again
+            rows = await self.conn.fetch(sql, his, COUNT_CAP)
             return {tids[live[int(r["i"]) - 1]]: int(r["n"]) for r in rows}
-        return {}
+
+        try:
+            return await retry(count, COUNT_RETRY)
+        except (asyncpg.UndefinedTableError, asyncpg.InvalidCachedStatementError):
+            return {}  # tables keep vanishing: their estimates stand in for the counts

@@ -46,15 +46,17 @@ from bxbatch.backfill.engine import MAX_SEGMENTS, Engine
 from bxbatch.backfill.parts import COUNT_BATCH
 from bxbatch.backfill.worker import WorkerStats
 from bxbatch.db.locks import lock_budget
-from bxbatch.db.session import CONNECTION_LOST_ERRORS, RETRYABLE_ERRORS, backoff_delay, connect, qualified
+from bxbatch.db.retry import RetryPolicy, retry
+from bxbatch.db.session import connect, qualified
 from bxbatch.errors import ChangedFileError, ConnectionFailed, Interrupted
 from bxbatch.ledger.backfill import clear_failed_keys
 from bxbatch.migrations.jobs import Job
 from bxbatch.observe.progress import bar
 
 MAX_SETTLE_ROUNDS = 8
-# the before-settle hook is tried again on these (connection trouble, lock timeouts)
-BEFORE_SETTLE_RETRY: tuple[type[BaseException], ...] = (ConnectionFailed, *RETRYABLE_ERRORS, *CONNECTION_LOST_ERRORS)
+# The before-settle hook (the targets' keys) on a fresh connection each try, through connection trouble
+# and lock timeouts; past --max-attempts or once stopping, the run stops resumable.
+BEFORE_SETTLE_RETRY = RetryPolicy(event="before_settle_retried", also=(ConnectionFailed,), level="info")
 
 
 @dataclass
@@ -160,7 +162,7 @@ class Sequencer:
         result = await self.engine.run_pass(job, 0, "main", 0)
         bound = result.hi or 0
         seq = 1
-        while True:
+        while True:  # catch-up passes until one finds nothing new (not a retry)
             result = await self.engine.run_pass(job, seq, "catchup", 0, after=bound)
             seq += 1
             if result.parts == 0:
@@ -284,27 +286,25 @@ class Sequencer:
     async def _run_before_settle(self, hook: Callable[[Any], Awaitable[Any]]) -> None:
         """The hook on a connection of its own, tried again through connection trouble (it is
         idempotent: DDL files record their progress statement by statement)."""
-        attempt = 0
-        while True:
-            attempt += 1
+
+        async def once() -> None:
+            conn = await connect(self.settings, role="ddl")
             try:
-                conn = await connect(self.settings, role="ddl")
-                try:
-                    await hook(conn)
-                finally:
-                    with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                        await conn.close()
-                return
-            except Exception as exc:
-                if not isinstance(exc, BEFORE_SETTLE_RETRY):  # an isinstance() tuple (db.NetworkError), not for except
-                    raise
-                if attempt >= self.settings.max_attempts or self.engine.throttle.stopping:
-                    raise Interrupted(
-                        f"could not add the backfill targets' keys: {type(exc).__name__}",
-                        hint="run `bxbatch resume` once the server is reachable",
-                    ) from exc
-                self.log.info("before_settle_retried", error=type(exc).__name__, attempt=attempt)
-                await anyio.sleep(backoff_delay(attempt, self.settings.retry_base_ms, self.settings.retry_max_ms))
+                await hook(conn)
+            finally:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                    await conn.close()
+
+        policy = BEFORE_SETTLE_RETRY.for_settings(self.settings)
+        try:
+            await retry(once, policy, log=self.log, stop=lambda: self.engine.throttle.stopping)
+        except Exception as exc:
+            if not policy.covers(exc):
+                raise
+            raise Interrupted(
+                f"could not add the backfill targets' keys: {type(exc).__name__}",
+                hint="run `bxbatch resume` once the server is reachable",
+            ) from exc
 
     async def _job_report(self, job: Job, seconds: float, start_rows: int = 0) -> JobReport:
         """Figures of a job from the ledger (every process's chunks), durations from this process."""

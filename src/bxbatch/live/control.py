@@ -197,7 +197,7 @@ async def between_phases(conn: asyncpg.Connection, run_id: int, settings: Settin
     if await conn.fetchval("SELECT to_regclass('bxbatch.control') IS NULL"):
         return
     announced: str | None = None
-    while True:
+    while True:  # a poller: until the control row lets this phase go (not a retry)
         row = await conn.fetchrow(Q["get_control"], run_id)
         held = row is not None and row["hold_before"] == phase
         if row is None or (row["state"] == "running" and not held):

@@ -217,7 +217,7 @@ class HealthMonitor:
         task = asyncio.ensure_future(conn.fetch(self.settings.probe_sql))
         t0 = time.perf_counter()
         try:
-            while True:
+            while True:  # watching one probe run (not a retry)
                 done, _ = await asyncio.wait({task}, timeout=0.1)
                 elapsed = (time.perf_counter() - t0) * 1000
                 if done:

@@ -393,7 +393,7 @@ class Throttle:
         limit leave instead of waiting for a recovery that the end of its pass makes pointless;
         a paused worker keeps waiting, and worker 0 is never above the limit.
         """
-        while True:
+        while True:  # waiting for a slot (not a retry)
             if self._stop.is_set():
                 return False
             limit = max(1, self.concurrency - self.borrowed)  # worker 0 always runs, a slot lent or not

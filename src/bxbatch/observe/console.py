@@ -29,7 +29,7 @@ async def heartbeat(settings: Settings, run_id: int, phase: str, started: float)
     log = get_logger("bxbatch").bind(run_id=run_id)
     conn = None
     try:
-        while True:
+        while True:  # a poller: a failed read is reported as such, the next tick reads again (not a retry)
             await anyio.sleep(settings.status_interval_s)
             try:
                 if conn is None or conn.is_closed():

@@ -106,12 +106,12 @@ class Sampler:
         """Ticks and writes in two tasks: a slow write (a busy server) never delays a sample."""
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._ticks, name="sampler-ticks")
-            while True:
+            while True:  # a periodic writer, not a retry
                 await anyio.sleep(FLUSH_S)
                 await self.flush()
 
     async def _ticks(self) -> None:
-        while True:
+        while True:  # a periodic sampler, not a retry
             self.tick()
             await anyio.sleep(TICK_S)
 

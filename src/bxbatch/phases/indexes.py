@@ -210,7 +210,7 @@ class IndexPhase:
         stop = anyio.Event()
 
         async def wait_gone() -> None:
-            while True:
+            while True:  # a poller: until the adopted build is gone
                 if await conn.fetchrow(MQ["progress_for_index"], task.name, task.schema) is None:
                     break
                 await anyio.sleep(self.settings.monitor_interval_s)
