@@ -252,9 +252,9 @@ async def test_the_loop_without_an_attempt_limit_retries_until_it_succeeds() -> 
     assert op.calls == 51
 
 
-async def test_also_retries_extra_classes_for_a_bounded_number_of_attempts() -> None:
+async def test_races_are_retried_on_the_first_attempts_only_and_also_always() -> None:
     # the worker's races: a foreign key violation is retried on attempts 1 and 2, then its outcome (bisect) decides
-    races = RetryPolicy(also=(pgexc.ForeignKeyViolationError,), also_attempts=3, max_attempts=8)
+    races = RetryPolicy(races=(pgexc.ForeignKeyViolationError,), race_attempts=3, max_attempts=8)
     op = Failing(*[pgexc.ForeignKeyViolationError("raced") for _ in range(5)])
     with pytest.raises(pgexc.ForeignKeyViolationError):
         await retry(op, races, sleep=Sleeps())

@@ -37,20 +37,20 @@ Q = queries("engine")
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 # A chunk meeting one of these raced with the live application (a user table dropped, a view or
-# member deleted between our snapshot and the foreign key check, a table altered under a cached
-# plan): the next attempt sees the new state and does the right thing, so retry it. Seen on the
-# third attempt of one chunk, it is a fact about the chunk's data, not a race: its outcome decides.
+# member deleted between our snapshot and the foreign key check): the next attempt sees the new
+# state and does the right thing, so retry it. Seen on the third attempt of one chunk, it is a fact
+# about the chunk's data, not a race: its outcome decides (bisect, or stop for a fix).
 RACE_ERRORS: tuple[type[BaseException], ...] = (
     pgexc.ForeignKeyViolationError,
     pgexc.UndefinedTableError,
-    pgexc.InvalidCachedStatementError,
     pgexc.UniqueViolationError,
 )
 RACE_ATTEMPTS = 3
 
 # A chunk's transaction: the moment (lock timeout, deadlock, lost connection: a fresh one comes from
-# the pool) and races are retried up to --max-attempts; the worker notes each retry in the ledger.
-CHUNK_RETRY = RetryPolicy(also=RACE_ERRORS, also_attempts=RACE_ATTEMPTS)
+# the pool), a table altered under a cached plan, and races are retried up to --max-attempts; the
+# worker notes each retry in the ledger.
+CHUNK_RETRY = RetryPolicy(also=(pgexc.InvalidCachedStatementError,), races=RACE_ERRORS, race_attempts=RACE_ATTEMPTS)
 # The bisection's and the ledger's own writes, through connection trouble.
 LEDGER_WRITE_RETRY = RetryPolicy(max_attempts=5, base_ms=100, max_ms=2_000)
 

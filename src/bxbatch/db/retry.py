@@ -220,10 +220,11 @@ class RetryPolicy:
 
     event: str | None = None  # the log event of a retry (None: the site records retries its own way)
     retry_on: frozenset[Outcome] = RETRYABLE
-    # classes retried whatever their outcome (a race with the live application, our own ConnectionFailed),
-    # on the first ``also_attempts - 1`` attempts when set (then their outcome decides)
-    also: tuple[type[BaseException], ...] = ()
-    also_attempts: int | None = None
+    also: tuple[type[BaseException], ...] = ()  # classes retried whatever their outcome (our ConnectionFailed)
+    # races with the live application: retried whatever their outcome on the first ``race_attempts - 1``
+    # attempts; met again after that, they are a fact about the data and their outcome decides
+    races: tuple[type[BaseException], ...] = ()
+    race_attempts: int = 3
     max_attempts: int | None = 8  # attempts in all, the first one included; None: until it succeeds
     base_ms: int = 100
     max_ms: int = 10_000
@@ -238,7 +239,7 @@ class RetryPolicy:
 
     def covers(self, exc: BaseException, attempt: int = 1) -> bool:
         """Whether this site retries ``exc`` when met on ``attempt`` (attempts left or not)."""
-        if isinstance(exc, self.also) and (self.also_attempts is None or attempt < self.also_attempts):
+        if isinstance(exc, self.also) or (isinstance(exc, self.races) and attempt < self.race_attempts):
             return True
         return classify(exc) in self.retry_on
 
