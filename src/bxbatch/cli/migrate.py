@@ -82,7 +82,7 @@ def status(
     COMPLETED...), then phases, jobs (rows, rates, ETA), live workers, throttle. Changes nothing."""
     from bxbatch.ops.status import CHECK_EXIT, collect_status, render_status, to_json
 
-    while True:
+    while True:  # `--watch` refreshes (not a retry)
         report = drive(lambda: collect_status(settings), settings.stop_grace_s)
         if watch and sys.stdout.isatty() and not as_json:
             print("\x1b[2J\x1b[H", end="")  # clear the screen between refreshes

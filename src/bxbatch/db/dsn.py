@@ -162,7 +162,7 @@ def _parse_keywords(dsn: str) -> ConnInfo:
     """libpq's conninfo_parse: ``key = value`` pairs; values quoted with '...' and backslash escapes."""
     params: dict[str, str] = {}
     i, n = 0, len(dsn)
-    while True:
+    while True:  # the scanner of a keyword/value string (not a retry)
         while i < n and dsn[i].isspace():
             i += 1
         if i >= n:
@@ -181,7 +181,7 @@ def _parse_keywords(dsn: str) -> ConnInfo:
         value: list[str] = []
         if i < n and dsn[i] == "'":
             i += 1
-            while True:
+            while True:  # a quoted value, to its closing quote
                 if i >= n:
                     raise _invalid("unterminated quoted value")
                 if dsn[i] == "\\" and i + 1 < n:
