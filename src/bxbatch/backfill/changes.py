@@ -32,6 +32,7 @@ from typing import Any
 
 import asyncpg
 
+from bxbatch.db.render import set_local_timeouts
 from bxbatch.db.retry import Outcome, RetryPolicy, classify, retry
 from bxbatch.db.session import qualified, quote_ident
 from bxbatch.ledger import backfill as ledger
@@ -97,7 +98,7 @@ async def install(conn: Any, run_id: int, job: Job, schema: str, settings: Setti
     earlier run left there, stale since, are found by a whole reconcile only. Returns whether the
     capture was recorded (the job's reconcile passes may then be targeted)."""
     async with conn.transaction():
-        await conn.execute("SELECT set_config('lock_timeout', $1, true)", f"{int(settings.lock_timeout_ms)}ms")
+        await set_local_timeouts(conn, lock=settings.lock_timeout_ms)
         await ledger.forget_capture(conn, run_id, job.name)
         if await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {qualified(schema, job.target)})"):
             return False
@@ -150,7 +151,7 @@ async def remove(conn: Any, job: Job, schema: str, settings: Settings, log: Any)
 
         async def drop(table: str = table, name: str = name) -> None:
             async with conn.transaction():
-                await conn.execute("SELECT set_config('lock_timeout', $1, true)", f"{DROP_LOCK_TIMEOUT_MS}ms")
+                await set_local_timeouts(conn, lock=DROP_LOCK_TIMEOUT_MS)
                 await conn.execute(f"DROP TRIGGER IF EXISTS {quote_ident(name)} ON {qualified(schema, table)}")
 
         try:

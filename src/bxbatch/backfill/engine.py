@@ -28,6 +28,7 @@ from bxbatch.backfill.worker import (
     WorkerStats,
     apply_chunk_transaction,
 )
+from bxbatch.db.render import set_local_timeouts
 from bxbatch.db.retry import Outcome, Retry, RetryPolicy, retry
 from bxbatch.errors import Interrupted, SqlFileError
 from bxbatch.ledger.backfill import PartSpec, PlannedChunk
@@ -266,7 +267,7 @@ class Engine:
         sizer.retarget(self.throttle.settings)  # `bxbatch set target_chunk_ms=... / *_chunk_rows=...`
         conn, job, seq = self.conn, ref.job.name, ref.seq
         async with conn.transaction():
-            await conn.execute("SELECT set_config('lock_timeout', $1, true)", f"{int(self.settings.lock_timeout_ms)}ms")
+            await set_local_timeouts(conn, lock=self.settings.lock_timeout_ms)
             status = await self.ledger.lock_pass(job, seq)  # serialises planners
             if status != "planning":
                 return True

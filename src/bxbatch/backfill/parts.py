@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
+from bxbatch.db.render import render, union_all
 from bxbatch.db.retry import RetryPolicy, retry
 from bxbatch.db.session import qualified
 from bxbatch.db.sqlfiles import queries
@@ -77,8 +78,8 @@ class PartFinder:
 
     async def row_count(self, relname: str) -> int:
         """Rows of a table, counted no further than ``COUNT_CAP`` (for a table never analysed)."""
-        table = qualified(self.profile.schema, relname)
-        return int(await self.conn.fetchval(f"SELECT count(*) FROM (SELECT 1 FROM {table} LIMIT $1) AS k", COUNT_CAP))
+        sql = render("SELECT count(*) FROM (SELECT 1 FROM {table} LIMIT $1) AS k", table=(self.profile.schema, relname))
+        return int(await self.conn.fetchval(sql, COUNT_CAP))
 
     async def user_tables(self, job: Job) -> list[PartSpec]:
         """User tables with a trigger high-water mark that no earlier pass of this job covered."""
@@ -110,10 +111,10 @@ class PartFinder:
             ]
             if not live:
                 return {}
-            sql = " UNION ALL ".join(
-                f"SELECT {n}::int AS i, count(*) AS n FROM (SELECT 1 FROM {qualified(self.profile.schema, rels[i])} "
-                f"WHERE id <= ($1::bigint[])[{n}] LIMIT $2) AS s"
-                for n, i in enumerate(live, start=1)
+            sql = union_all(
+                "SELECT {n}::int AS i, count(*) AS n "
+                "FROM (SELECT 1 FROM {table} WHERE id <= ($1::bigint[])[{n}] LIMIT $2) AS s",
+                ({"n": n, "table": (self.profile.schema, rels[i])} for n, i in enumerate(live, start=1)),
             )
             his = [int(batch[i]["high_water"]) for i in live]
             rows = await self.conn.fetch(sql, his, COUNT_CAP)

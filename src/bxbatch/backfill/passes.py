@@ -46,8 +46,9 @@ from bxbatch.backfill.engine import MAX_SEGMENTS, Engine
 from bxbatch.backfill.parts import COUNT_BATCH
 from bxbatch.backfill.worker import WorkerStats
 from bxbatch.db.locks import lock_budget
+from bxbatch.db.render import render, set_local_timeouts
 from bxbatch.db.retry import RetryPolicy, retry
-from bxbatch.db.session import connect, qualified
+from bxbatch.db.session import connect
 from bxbatch.errors import ChangedFileError, ConnectionFailed, Interrupted
 from bxbatch.ledger.backfill import clear_failed_keys
 from bxbatch.migrations.jobs import Job
@@ -186,8 +187,8 @@ class Sequencer:
                     continue  # nothing captured: its reconcile passes will have no range to read
             try:
                 async with self.engine.conn_lock, self.conn.transaction():
-                    await self.conn.execute(f"SET LOCAL lock_timeout = {int(self.settings.lock_timeout_ms)}")
-                    await self.conn.execute(f"ANALYZE {qualified(self.profile.schema, job.target)}")
+                    await set_local_timeouts(self.conn, lock=self.settings.lock_timeout_ms)
+                    await self.conn.execute(render("ANALYZE {table}", table=(self.profile.schema, job.target)))
             except (pgexc.LockNotAvailableError, pgexc.QueryCanceledError) as exc:
                 # only a planner hint: the reconcile pass is correct without it
                 self.log.warning("analyze_skipped", table=job.target, error=type(exc).__name__)

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from bxbatch.db.session import qualified, quote_ident
+from bxbatch.db.render import render
 from bxbatch.db.sqlfiles import queries
 
 Q = queries("engine")
@@ -138,8 +138,7 @@ class TableKeySource:
         table = part.relname or self.key_table
         if table is None:
             raise ValueError(f"part {part.part} has no table")
-        key = quote_ident(self.key_column if part.relname is None else "id")
-        return Q[name].replace("{table}", qualified(self.schema, table)).replace("{key}", key)
+        return render(Q[name], table=(self.schema, table), key=self.key_column if part.relname is None else "id")
 
     async def _probe(self, name: str, part: PartCursor, *args: int) -> Any:
         if part.relname is None:

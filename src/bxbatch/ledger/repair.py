@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from bxbatch.db.render import set_local_timeouts
 from bxbatch.db.retry import RetryPolicy, retry
 from bxbatch.db.session import qualified
 from bxbatch.db.sqlfiles import SqlFile, ddl_files
@@ -78,7 +79,7 @@ async def forget_missing(
 
             async def add(sql: str = fk.sql) -> None:
                 async with conn.transaction():
-                    await conn.execute(f"SET LOCAL lock_timeout = {int(settings.lock_timeout_ms)}")
+                    await set_local_timeouts(conn, lock=settings.lock_timeout_ms)
                     await conn.execute(sql)
 
             await retry(add, RetryPolicy().for_settings(settings))  # lock waits, lost moments

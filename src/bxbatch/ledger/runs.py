@@ -20,6 +20,7 @@ import anyio
 import asyncpg
 
 from bxbatch import __version__
+from bxbatch.db.render import set_local_timeouts
 from bxbatch.db.sqlfiles import queries
 from bxbatch.errors import LockBusy, NothingToResume
 from bxbatch.observe.log import iso
@@ -53,6 +54,7 @@ LOCAL_SETTINGS = frozenset(
 )
 
 Q = queries("ledger")
+LEDGER_LOCK_TIMEOUT_MS = 30_000  # creating or repairing the ledger waits this long for its tables
 
 
 def schema_files() -> list[tuple[str, str]]:
@@ -82,7 +84,7 @@ async def ensure_schema(conn: asyncpg.Connection) -> None:
     ):
         return
     async with conn.transaction():
-        await conn.execute("SET LOCAL lock_timeout = '30s'")
+        await set_local_timeouts(conn, lock=LEDGER_LOCK_TIMEOUT_MS)
         await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_CLASS, LOCK_LEDGER_SETUP)
         for _name, text in schema_files():
             await conn.execute(text)
@@ -113,7 +115,7 @@ async def repair(conn: asyncpg.Connection, log: Any = None) -> list[str]:
         if log is not None:
             log.warning("ledger_repaired", recreated=missing, hint="their records are lost; validate checks the result")
         async with conn.transaction():
-            await conn.execute("SET LOCAL lock_timeout = '30s'")
+            await set_local_timeouts(conn, lock=LEDGER_LOCK_TIMEOUT_MS)
             await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_CLASS, LOCK_LEDGER_SETUP)
             for _name, text in schema_files():
                 await conn.execute(text)

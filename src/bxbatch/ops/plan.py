@@ -25,6 +25,7 @@ from pglast.stream import RawStream
 from bxbatch.backfill.engine import MAX_SEGMENTS
 from bxbatch.backfill.planner import PartCursor, TableKeySource, plan_chunks
 from bxbatch.db.locks import LockBudget, lock_budget
+from bxbatch.db.render import Fragment, set_local_timeouts, union_all
 from bxbatch.db.session import connect, qualified
 from bxbatch.db.sqlfiles import queries
 from bxbatch.ledger import runs as ledger
@@ -87,9 +88,9 @@ async def _per_table(
     out: dict[str, int] = {}
     for group in budget.groups(relnames):
         while group:
-            sql = " UNION ALL ".join(
-                f"SELECT {n}::int AS i, {expr} AS v FROM {qualified(profile.schema, rel)}"
-                for n, rel in enumerate(group)
+            sql = union_all(
+                "SELECT {n}::int AS i, {expr} AS v FROM {table}",
+                ({"n": n, "expr": Fragment(expr), "table": (profile.schema, rel)} for n, rel in enumerate(group)),
             )
             try:
                 out.update({group[int(r["i"])]: int(r["v"] or 0) for r in await conn.fetch(sql)})
@@ -247,8 +248,7 @@ async def estimate_backfills(
         tx = conn.transaction()
         await tx.start()
         try:
-            await conn.execute(f"SET LOCAL lock_timeout = {int(settings.lock_timeout_ms)}")
-            await conn.execute(f"SET LOCAL statement_timeout = {int(settings.statement_timeout_ms)}")
+            await set_local_timeouts(conn, lock=settings.lock_timeout_ms, statement=settings.statement_timeout_ms)
             created = await _apply_pending_schema(conn)
             for job, est in zip(jobs, estimates, strict=True):
                 if job.per_user_table:
