@@ -140,10 +140,10 @@ class ScaleResult:
 
 def target_keys() -> list[tuple[str, str, str, str]]:
     """(file, table, constraint, statement) of each foreign key the backfill phase adds."""
-    from bxbatch.db.sqlfiles import ddl_files
+    from bxbatch.migrations.loader import load_migration
 
     keys = []
-    for f in ddl_files(phase="backfill"):
+    for f in load_migration().ddl_files("backfill"):
         for stmt in f.statements:  # read from the parse tree the DDL runner already built
             if stmt.kind != "AlterTableStmt":
                 continue
@@ -402,10 +402,10 @@ class Bench:
     """The benchmark of one scale on one database."""
 
     def __init__(self, opts: Options, dsn: str, scale: float, log_dir: Path) -> None:
-        from bxbatch.migrations.profile import GUIDE
+        from bxbatch.migrations.loader import load_migration
 
         self.opts, self.dsn, self.scale, self.log_dir = opts, dsn, scale, log_dir
-        self.profile = GUIDE
+        self.profile = load_migration().profile
         self.conn: asyncpg.Connection | None = None
         self.probe: ProbeProcess | None = None
         self.installs: list[tuple[int, str, int]] = []  # (table_id, relname, high_water)
@@ -478,9 +478,9 @@ class Bench:
         and not recorded, as a run's backfill phase finds them: the engine adds them after the main
         passes (sql/ddl/050_backfill_target_keys.sql), and ``bxbatch()`` adds their VALIDATE time.
         """
-        from bxbatch.migrations.jobs import job_by_name
+        from bxbatch.migrations.loader import load_migration
 
-        await self.c.execute(f"TRUNCATE {job_by_name(job).target}")
+        await self.c.execute(f"TRUNCATE {load_migration().job(job).target}")
         existing = {str(r["conname"]) for r in await self.c.fetch("SELECT conname FROM pg_constraint")}
         for file, table, name, stmt in target_keys():
             if keys == "guide" and name not in existing:
@@ -494,9 +494,9 @@ class Bench:
 
     async def validate_target_keys(self, job: str) -> float:
         """VALIDATE the job target's keys the engine added NOT VALID; returns the seconds it took."""
-        from bxbatch.migrations.jobs import job_by_name
+        from bxbatch.migrations.loader import load_migration
 
-        target = job_by_name(job).target
+        target = load_migration().job(job).target
         t0 = time.monotonic()
         for _file, table, name, _stmt in target_keys():
             if table == target:
@@ -504,17 +504,17 @@ class Bench:
         return time.monotonic() - t0
 
     async def keep_reference(self, job: str) -> int:
-        from bxbatch.migrations.jobs import job_by_name
+        from bxbatch.migrations.loader import load_migration
 
-        target = job_by_name(job).target
+        target = load_migration().job(job).target
         await self.c.execute(f"DROP TABLE IF EXISTS bench.ref_{job}")
         await self.c.execute(f"CREATE UNLOGGED TABLE bench.ref_{job} AS SELECT {COMPARE_COLUMNS[job]} FROM {target}")
         return int(await self.c.fetchval(f"SELECT count(*) FROM bench.ref_{job}"))
 
     async def check(self, job: str, complete: bool) -> str:
-        from bxbatch.migrations.jobs import job_by_name
+        from bxbatch.migrations.loader import load_migration
 
-        target = job_by_name(job).target
+        target = load_migration().job(job).target
         ours = f"SELECT {COMPARE_COLUMNS[job]} FROM {target}"
         ref = f"SELECT * FROM bench.ref_{job}"
         extra = int(await self.c.fetchval(f"SELECT count(*) FROM ({ours} EXCEPT ALL {ref}) AS x"))
@@ -524,9 +524,10 @@ class Bench:
         return "subset" if extra == 0 else f"MISMATCH: {extra} rows not in the reference (or doubled)"
 
     def units(self, job: str, ref_counts: dict[int, int], total: int) -> list[Unit]:
-        from bxbatch.migrations.jobs import job_by_name, render_segments
+        from bxbatch.migrations.jobs import render_segments
+        from bxbatch.migrations.loader import load_migration
 
-        j = job_by_name(job)
+        j = load_migration().job(job)
         if not j.per_user_table:
             return [Unit(job, derive(j.sql("set_based"), ORDER_BY[job]), j.extra_args(self.profile), total)]
         return [
@@ -541,9 +542,10 @@ class Bench:
 
     # --- the methods ------------------------------------------------------------------------
     async def single(self, job: str) -> MethodResult:
-        from bxbatch.migrations.jobs import job_by_name, render_segments
+        from bxbatch.migrations.jobs import render_segments
+        from bxbatch.migrations.loader import load_migration
 
-        j = job_by_name(job)
+        j = load_migration().job(job)
         if j.per_user_table:
             sql = render_segments(j, [rel for _t, rel, _h in self.installs], self.profile.schema)
             args: tuple[Any, ...] = (
@@ -561,9 +563,10 @@ class Bench:
 
     async def keyset(self, job: str, total: int, ref_counts: dict[int, int]) -> MethodResult:
         from bxbatch.backfill.planner import PartCursor, TableKeySource, plan_chunks
-        from bxbatch.migrations.jobs import job_by_name, render_segments
+        from bxbatch.migrations.jobs import render_segments
+        from bxbatch.migrations.loader import load_migration
 
-        j = job_by_name(job)
+        j = load_migration().job(job)
         conn = self.c
         if j.per_user_table:
             parts = [

@@ -11,8 +11,7 @@ from typing import Any
 from bxbatch.backfill.runner import run_backfill_jobs
 from bxbatch.db.session import connect
 from bxbatch.ledger import runs as ledger
-from bxbatch.migrations.jobs import job_by_name
-from bxbatch.migrations.profile import GUIDE, Profile
+from bxbatch.migrations.loader import load_migration
 from bxbatch.observe.log import get_logger
 from bxbatch.observe.observatory import observatory
 from bxbatch.phases import triggers
@@ -27,7 +26,6 @@ async def run_job_once(
     concurrency: int,
     *,
     settings: Settings | None = None,
-    profile: Profile = GUIDE,
 ) -> dict[str, Any]:
     """Run one backfill job at ``concurrency`` on ``dsn`` in a run of its own; return its figures.
 
@@ -37,7 +35,8 @@ async def run_job_once(
     transaction and p50/p99 chunk durations, retries and the settle rounds.
     """
     settings = (settings or Settings()).with_(dsn=dsn, concurrency=concurrency, progress=False).validate()
-    job = job_by_name(job_name)
+    migration = load_migration(settings.migration)
+    job = migration.job(job_name)
     log = get_logger("bxbatch.engine")
     conn = await connect(settings, role="bench")
     try:
@@ -45,7 +44,7 @@ async def run_job_once(
         run_id = int(
             await conn.fetchval(ledger.Q["insert_run"], f"bench:{job_name}", "bench", settings.host, os.getpid(), "{}")
         )
-        ctx = RunContext(settings=settings, conn=conn, run_id=run_id, log=log, profile=profile)
+        ctx = RunContext(settings=settings, conn=conn, run_id=run_id, log=log, migration=migration)
         t0 = time.monotonic()
         # with settings.metrics_port set, observed as a run is: /metrics served, the time series sampled
         observing = observatory(settings, run_id, "bench", log) if settings.metrics_port is not None else nullcontext()
@@ -58,7 +57,7 @@ async def run_job_once(
                 run_id,
                 log,
                 jobs=[job],
-                profile=profile,
+                profile=migration.profile,
                 install_missing=partial(triggers.install_missing, ctx) if job.per_user_table else None,
                 history_counts=False,  # the caller emptied the target: seed every table again
                 # the targets' foreign keys, as the backfill phase adds them (the caller may have

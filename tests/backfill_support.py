@@ -11,9 +11,10 @@ import pytest
 
 from bxbatch.db.session import qualified
 from bxbatch.migrations.baserow_expansion.synth import SynthSpec, build_install
-from bxbatch.migrations.jobs import job_by_name
-from bxbatch.migrations.profile import GUIDE
+from bxbatch.migrations.loader import load_migration
 from bxbatch.ops import run as app
+
+MIGRATION = load_migration()  # the shipped Baserow expansion
 
 UP_TO_BACKFILL = ("preflight", "schema", "triggers", "backfill")
 ALL_PHASES = list(app.PHASES)  # as imported, before any test narrows them
@@ -43,8 +44,8 @@ def only_phases(monkeypatch: pytest.MonkeyPatch, names: tuple[str, ...] = UP_TO_
 
 async def apply_set_based(conn: asyncpg.Connection) -> None:
     """The guide's single statements (fixed), on a database whose schema and triggers phases ran."""
-    await conn.execute(job_by_name("enhanced_views").sql("set_based"), GUIDE.grid_view_type)
-    await conn.execute(job_by_name("permissions").sql("set_based"))
+    await conn.execute(MIGRATION.job("enhanced_views").sql("set_based"), MIGRATION.profile.params["grid_view_type"])
+    await conn.execute(MIGRATION.job("permissions").sql("set_based"))
     for r in await conn.fetch("SELECT table_id, relname, high_water FROM bxbatch.trigger_install ORDER BY table_id"):
         await conn.execute(
             f"""INSERT INTO database_activitylog (user_id, table_id, row_id, action_type, details, "timestamp")
@@ -155,7 +156,8 @@ async def present_rows_logged_once(conn: asyncpg.Connection) -> tuple[int, list[
 async def expected_derived(conn: asyncpg.Connection) -> dict[str, Counter[tuple[Any, ...]]]:
     """What the base tables say the permission and enhanced-view rows must be, right now."""
     enhanced = await conn.fetch(
-        "SELECT id, true, '[]', '[]', '[]' FROM database_view WHERE type = $1", GUIDE.grid_view_type
+        "SELECT id, true, '[]', '[]', '[]' FROM database_view WHERE type = $1",
+        MIGRATION.profile.params["grid_view_type"],
     )
     permissions = await conn.fetch(
         """SELECT wu.user_id, 'table', t.id,

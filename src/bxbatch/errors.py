@@ -50,6 +50,10 @@ class UsageError(BxbatchError):
     exit_code = ExitCode.USAGE
 
 
+class MigrationError(UsageError):
+    """The migration directory or its manifest is missing or malformed (--migration / BXBATCH_MIGRATION)."""
+
+
 class ConnectionFailed(BxbatchError):
     exit_code = ExitCode.CONNECTION
 

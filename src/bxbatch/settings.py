@@ -10,6 +10,7 @@ from typing import Any, Literal, get_args
 
 from bxbatch.db.dsn import parse, remember_secret
 from bxbatch.errors import UsageError
+from bxbatch.migrations.loader import load_migration
 
 LogFormat = Literal["auto", "console", "json"]
 
@@ -63,6 +64,16 @@ class Settings:
             "--dsn",
             "PostgreSQL connection URI, e.g. postgresql://user@host:5432/baserow. Falls back to DATABASE_URL, "
             "then the libpq PG* variables. Passwords are never printed.",
+            panel=CONNECTION,
+            show_default=False,
+        ),
+    )
+    migration: str | None = field(
+        default=None,
+        metadata=flag(
+            "--migration",
+            "The migration directory (a migration.toml, ddl/, backfill/...: docs/migration-format.md). "
+            "Default: the shipped Baserow expansion.",
             panel=CONNECTION,
             show_default=False,
         ),
@@ -447,6 +458,7 @@ class Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
 
     def validate(self) -> Settings:
+        load_migration(self.migration)  # a missing directory or a bad manifest: MigrationError (exit 2)
         if self.dsn:
             for port in parse(self.dsn).params.get("port", "").split(","):
                 if port and not 1 <= int(port) <= 65535:

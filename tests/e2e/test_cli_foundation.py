@@ -10,7 +10,10 @@ import asyncpg
 import pytest
 
 from bxbatch.errors import ExitCode
+from bxbatch.migrations.loader import load_migration
 from tests.e2e.clirun import run_cli, spawn_cli
+
+MIGRATION = load_migration()  # the shipped Baserow expansion
 
 BASE_SCHEMA = (Path(__file__).parent.parent / "base_schema.sql").read_text()
 
@@ -96,10 +99,8 @@ async def test_resume_without_a_run_says_so(db_factory) -> None:  # type: ignore
 async def test_syntax_error_in_a_ddl_file_names_file_and_line(db_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     import shutil
 
-    from bxbatch.db.sqlfiles import sql_root
-
-    root = tmp_path / "sql"
-    shutil.copytree(sql_root(), root)
+    root = tmp_path / "mig"
+    shutil.copytree(MIGRATION.root, root, ignore=shutil.ignore_patterns("__pycache__"))
     (root / "ddl" / "008_typo.sql").write_text(
         "SELECT 1;\nALTER TABLE database_comment ADD COLUMN x integr;\nSELEC 2;\n"
     )
@@ -107,9 +108,9 @@ async def test_syntax_error_in_a_ddl_file_names_file_and_line(db_factory, tmp_pa
     conn = await asyncpg.connect(dsn)
     await conn.execute(BASE_SCHEMA)
     await conn.close()
-    result = await asyncio.to_thread(run_cli, "run", "--dsn", dsn, "--log-format", "json", BXBATCH_SQL_DIR=str(root))
+    result = await asyncio.to_thread(run_cli, "run", "--dsn", dsn, "--log-format", "json", BXBATCH_MIGRATION=str(root))
     assert result.returncode == ExitCode.SQL_FILE
-    assert "sql/ddl/008_typo.sql, line 3: syntax error" in _one_line_error(result.stderr) or (
+    assert "ddl/008_typo.sql, line 3: syntax error" in _one_line_error(result.stderr) or (
         "008_typo.sql, line 3: syntax error" in result.stderr
     )
     conn = await asyncpg.connect(dsn)
@@ -129,7 +130,7 @@ async def test_sigkill_in_the_middle_of_the_schema_phase_then_run_again(db_facto
         # The FK file needs a lock on database_field: hold it so the run stops there, retrying.
         await blocker.execute("BEGIN; LOCK TABLE database_field IN ACCESS EXCLUSIVE MODE")
         proc = spawn_cli("run", "--dsn", dsn, "--lock-timeout-ms", "50", "--log-format", "json", "--no-progress")
-        before_fks = len([p for p in Path(__file__).parents[2].joinpath("sql", "ddl").glob("*.sql") if p.name < "010"])
+        before_fks = len([p for p in (MIGRATION.root / "ddl").glob("*.sql") if p.name < "010"])
         applied = 0
         for _ in range(300):
             # (a CASE around the subquery would not do: the missing table fails at parse time)
@@ -152,7 +153,7 @@ async def test_sigkill_in_the_middle_of_the_schema_phase_then_run_again(db_facto
         assert await conn.fetchval("SELECT count(*) FROM bxbatch.run") == 1, "the killed run is continued"
         assert await conn.fetchval("SELECT status FROM bxbatch.run") == "completed"
         files = await conn.fetchval("SELECT count(*) FROM bxbatch.ddl_file")
-        assert files == len(list(Path(__file__).parents[2].joinpath("sql", "ddl").glob("*.sql")))
+        assert files == len(list((MIGRATION.root / "ddl").glob("*.sql")))
         fks = await conn.fetch("SELECT convalidated FROM pg_constraint WHERE contype = 'f' AND conname LIKE 'fk\\_%'")
         assert len(fks) == 43 and all(r["convalidated"] for r in fks)
     finally:

@@ -10,9 +10,11 @@ import time
 import asyncpg
 import pytest
 
-from bxbatch.phases import triggers
+from bxbatch.migrations.loader import load_migration
 from tests.e2e.clirun import run_cli, spawn_cli
 from tests.phase_support import DECOYS, ORPHAN_SEED, many_tables_db, schema_applied_db
+
+MIGRATION = load_migration()  # the shipped Baserow expansion
 
 pytestmark = pytest.mark.slow
 
@@ -121,7 +123,7 @@ async def test_sigkill_during_trigger_phase_then_run_again(pg_server, db_factory
         rows = await conn.fetch(
             "SELECT c.relname, count(*) AS n FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
             "WHERE NOT t.tgisinternal AND t.tgname = ANY($1::text[]) GROUP BY c.relname",
-            list(triggers.TRIGGERS),
+            list(MIGRATION.trigger.events),
         )
         have = {r["relname"]: r["n"] for r in rows}
         assert have == {f"database_table_{i}": 3 for i in range(1, n + 1)}

@@ -25,8 +25,11 @@ import pexpect
 import pytest
 
 from bxbatch.errors import ExitCode
+from bxbatch.migrations.loader import load_migration
 from tests.backfill_support import synth_template
 from tests.e2e.clirun import BXBATCH, cli_env, run_cli, spawn_cli
+
+MIGRATION = load_migration()  # the shipped Baserow expansion
 
 SCHEMA = json.loads((resources.files("bxbatch") / "status.schema.json").read_text())
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -326,19 +329,17 @@ async def test_stalled_interrupted_and_failed_are_told_apart(pg_server: Any, db_
     # a statement that fails: FAILED, with the reason and what to run
     import shutil
 
-    from bxbatch.db.sqlfiles import sql_root
-
-    root = tmp_path / "sql"
-    shutil.copytree(sql_root(), root)
+    root = tmp_path / "mig"
+    shutil.copytree(MIGRATION.root, root, ignore=shutil.ignore_patterns("__pycache__"))
     (root / "ddl" / "008_fails.sql").write_text("-- bxbatch: phase=schema\nSELECT 1 / 0;\n")
     other = await db_factory(template=await synth_template(pg_server, 0.02, 16))
-    result = await asyncio.to_thread(run_cli, "run", "--dsn", other, "--no-progress", BXBATCH_SQL_DIR=str(root))
+    result = await asyncio.to_thread(run_cli, "run", "--dsn", other, "--no-progress", BXBATCH_MIGRATION=str(root))
     assert result.returncode == ExitCode.SQL_FILE, result.stderr
-    report = json.loads(run_cli("status", "--dsn", other, "--json", BXBATCH_SQL_DIR=str(root)).stdout)
+    report = json.loads(run_cli("status", "--dsn", other, "--json", BXBATCH_MIGRATION=str(root)).stdout)
     jsonschema.validate(report, SCHEMA)
     assert report["state"] == "FAILED" and "008_fails.sql" in report["reason"]
     assert {p["name"]: p["status"] for p in report["phases"]}["schema"] == "failed"
-    assert run_cli("status", "--dsn", other, "--check", BXBATCH_SQL_DIR=str(root)).returncode == 21
+    assert run_cli("status", "--dsn", other, "--check", BXBATCH_MIGRATION=str(root)).returncode == 21
 
 
 async def _more_chunks(conn: asyncpg.Connection, than: int) -> bool:

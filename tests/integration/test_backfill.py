@@ -26,7 +26,7 @@ from tests.backfill_support import (
 from bxbatch.backfill.report import backfill_status
 from bxbatch.errors import ChangedFileError
 from bxbatch.ledger.backfill import ENGINE_LOCK_CLASS, LOCK_PASS_CREATE
-from bxbatch.migrations.baserow_expansion.synth import mutate_once
+from bxbatch.migrations.baserow_expansion.synth_live import mutate_once
 from bxbatch.ops.run import run_migration
 from bxbatch.ops.status import collect_status, render_status
 from bxbatch.settings import Settings

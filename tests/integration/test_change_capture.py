@@ -9,9 +9,11 @@ import pytest
 from tests.backfill_support import assert_no_duplicates, expected_derived, only_phases, snapshot, synth_template
 
 from bxbatch.backfill import changes
-from bxbatch.migrations.jobs import job_by_name
+from bxbatch.migrations.loader import load_migration
 from bxbatch.ops.run import run_migration
 from bxbatch.settings import Settings
+
+MIGRATION = load_migration()  # the shipped Baserow expansion
 
 SMALL_CHUNKS: dict[str, Any] = {
     "target_chunk_ms": 20,
@@ -105,8 +107,8 @@ async def test_writes_after_the_main_pass_are_reconciled_by_key(
     only_phases(monkeypatch)
     summary = await run_migration(Settings(dsn=dsn, concurrency=2, **SMALL_CHUNKS))
     assert summary.status == "completed"
-    assert seen["triggers"] == len(changes.wanted(job_by_name("enhanced_views"))) + len(
-        changes.wanted(job_by_name("permissions"))
+    assert seen["triggers"] == len(changes.wanted(MIGRATION.job("enhanced_views"))) + len(
+        changes.wanted(MIGRATION.job("permissions"))
     ), "the capture triggers must be in place while the main passes run"
     parts = await _reconcile_parts(app, summary.run_id)
     covered = {job: sorted({k for lo, hi in ranges for k in range(lo + 1, hi + 1)}) for job, ranges in parts.items()}

@@ -8,14 +8,16 @@ import json
 import pytest
 from tests.phase_support import LOG, ORPHAN_SEED, schema_applied_db
 
-from bxbatch.db.sqlfiles import ddl_files
 from bxbatch.errors import ExitCode, OrphansFound
 from bxbatch.ledger import runs as ledger
+from bxbatch.migrations.loader import load_migration
 from bxbatch.phases import constraints
 from bxbatch.phases.context import RunContext
 from bxbatch.settings import Settings
 
-VALIDATE_FILE = next(f for f in ddl_files(phase="constraints"))
+MIGRATION = load_migration()  # the shipped Baserow expansion
+
+VALIDATE_FILE = next(f for f in MIGRATION.ddl_files("constraints"))
 
 
 async def _seeded(pg_server, db_factory, conn_to):  # type: ignore[no-untyped-def]

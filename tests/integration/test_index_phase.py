@@ -11,13 +11,15 @@ import asyncpg
 import pytest
 from tests.phase_support import LOG, run_context, schema_applied_db
 
-from bxbatch.db.sqlfiles import ddl_files
+from bxbatch.migrations.loader import load_migration
 from bxbatch.observe import monitor
 from bxbatch.phases import indexes, schema
 from bxbatch.phases.context import RunContext
 from bxbatch.settings import Settings
 
-INDEX_NAMES = [t.name for t in indexes.index_tasks(ddl_files(phase="indexes"))]
+MIGRATION = load_migration()  # the shipped Baserow expansion
+
+INDEX_NAMES = [t.name for t in indexes.index_tasks(MIGRATION.ddl_files("indexes"), MIGRATION.schema)]
 
 
 async def _ctx(conn: asyncpg.Connection, settings: Settings) -> RunContext:
@@ -40,9 +42,9 @@ async def test_builds_every_index_and_keeps_the_ddl_ledger(pg_server, db_factory
     detail = await indexes.run(await _ctx(conn, settings))
     assert detail["indexes_built"] == len(INDEX_NAMES) and detail["skipped_valid"] == 0
     assert await _index_validity(conn) == dict.fromkeys(INDEX_NAMES, True)
-    files = {f.name for f in ddl_files(phase="indexes")}
+    files = {f.name for f in MIGRATION.ddl_files("indexes")}
     assert {r["file"] for r in await conn.fetch("SELECT file FROM bxbatch.ddl_file WHERE phase = 'indexes'")} == files
-    assert await schema.pending_files(conn, phase="indexes") == []
+    assert await schema.pending_files(conn, MIGRATION, phase="indexes") == []
     builds = await conn.fetch("SELECT * FROM bxbatch.index_build ORDER BY id")
     assert sorted(b["index_name"] for b in builds) == sorted(INDEX_NAMES)  # grouped by table
     assert {(b["status"], b["action"], b["maintenance_work_mem"]) for b in builds} == {("done", "build", "64MB")}
@@ -168,7 +170,9 @@ async def test_build_left_running_by_a_dead_client_is_adopted(pg_server, db_fact
     writer = await conn_to(dsn)
     await writer.execute("BEGIN; INSERT INTO database_comment (row_id, content) VALUES (1, 'held')")
     stmt = next(
-        t.stmt.sql for t in indexes.index_tasks(ddl_files(phase="indexes")) if t.name == "idx_comment_table_row"
+        t.stmt.sql
+        for t in indexes.index_tasks(MIGRATION.ddl_files("indexes"), MIGRATION.schema)
+        if t.name == "idx_comment_table_row"
     )
     orphan_build = asyncio.ensure_future(orphan.execute(stmt))
     with anyio.fail_after(20):

@@ -11,10 +11,12 @@ from tests.safety_support import build_tiny, bxbatch_traces
 
 from bxbatch.errors import LockBusy, PreflightFailed
 from bxbatch.ledger import runs as ledger
-from bxbatch.migrations.profile import GUIDE
+from bxbatch.migrations.loader import load_migration
 from bxbatch.ops.run import run_migration
 from bxbatch.phases import preflight
 from bxbatch.settings import Settings
+
+MIGRATION = load_migration()  # the shipped Baserow expansion
 
 
 @pytest.fixture
@@ -35,7 +37,7 @@ async def _refused(dsn: str, conn: asyncpg.Connection, error: type[Exception], *
 
 async def test_ready_install_passes_every_check(tiny_dsn, conn_to):
     conn = await conn_to(tiny_dsn)
-    report = await preflight.collect(conn, Settings(dsn=tiny_dsn), GUIDE)
+    report = await preflight.collect(conn, Settings(dsn=tiny_dsn))
     assert report.ok, preflight.render(report)
     assert set(_status(report)) == {
         "server_version",
@@ -57,7 +59,7 @@ async def test_ready_install_passes_every_check(tiny_dsn, conn_to):
 
 async def test_forced_group_above_the_lock_budget_is_a_warning(tiny_dsn, conn_to):
     conn = await conn_to(tiny_dsn)
-    report = await preflight.collect(conn, Settings(dsn=tiny_dsn, table_group_size=100_000), GUIDE)
+    report = await preflight.collect(conn, Settings(dsn=tiny_dsn, table_group_size=100_000))
     budget = next(c for c in report.checks if c.name == "lock_budget")
     assert budget.status == "warn" and "--table-group-size 100000" in budget.reason
     assert report.ok  # a warning: the operator chose it
@@ -74,7 +76,7 @@ async def test_old_server_version_is_refused(tiny_dsn, conn_to, monkeypatch):
 async def test_missing_base_table_is_refused(tiny_dsn, conn_to):
     conn = await conn_to(tiny_dsn)
     await conn.execute("DROP TABLE database_view")
-    report = await preflight.collect(conn, Settings(dsn=tiny_dsn), GUIDE)
+    report = await preflight.collect(conn, Settings(dsn=tiny_dsn))
     assert _status(report)["base_schema"] == "fail"
     assert "database_view" in report.failed[0].reason
     await _refused(tiny_dsn, conn, PreflightFailed)
@@ -89,7 +91,7 @@ async def test_role_without_privileges_is_refused(pg_server, tiny_dsn, conn_to):
         await admin.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
         weak_dsn = tiny_dsn.replace("postgres@", f"{role}@")
         weak = await conn_to(weak_dsn)
-        report = await preflight.collect(weak, Settings(dsn=weak_dsn), GUIDE)
+        report = await preflight.collect(weak, Settings(dsn=weak_dsn))
         status = _status(report)
         assert status["privileges"] == "fail"
         reason = next(c.reason for c in report.checks if c.name == "privileges")
@@ -97,7 +99,7 @@ async def test_role_without_privileges_is_refused(pg_server, tiny_dsn, conn_to):
         assert "TRIGGER on 2 user table(s)" in str(report.checks[2].detail)
         # a role that may not read data_directory cannot measure the disk: fail unless skipped
         assert status["disk"] == "fail"
-        skipped = await preflight.collect(weak, Settings(dsn=weak_dsn, skip_disk_check=True), GUIDE)
+        skipped = await preflight.collect(weak, Settings(dsn=weak_dsn, skip_disk_check=True))
         assert _status(skipped)["disk"] == "warn"
         message = await _refused(weak_dsn, admin, PreflightFailed)
         assert "privileges" in message
@@ -114,13 +116,13 @@ async def test_long_transaction_is_refused(tiny_dsn, conn_to):
     await other.fetchval("SELECT txid_current()")
     await asyncio.sleep(1.2)
     try:
-        report = await preflight.collect(conn, Settings(dsn=tiny_dsn, long_transaction_s=1.0), GUIDE)
+        report = await preflight.collect(conn, Settings(dsn=tiny_dsn, long_transaction_s=1.0))
         assert _status(report)["long_transactions"] == "fail"
         assert str(other.get_server_pid()) in report.failed[0].reason
         await _refused(tiny_dsn, conn, PreflightFailed, long_transaction_s=1.0)
     finally:
         await tx.rollback()
-    report = await preflight.collect(conn, Settings(dsn=tiny_dsn, long_transaction_s=1.0), GUIDE)
+    report = await preflight.collect(conn, Settings(dsn=tiny_dsn, long_transaction_s=1.0))
     assert _status(report)["long_transactions"] == "pass"
 
 
@@ -128,7 +130,7 @@ async def test_lock_held_by_another_run_is_refused(tiny_dsn, conn_to):
     conn = await conn_to(tiny_dsn)
     other = await conn_to(tiny_dsn)
     await other.execute("SELECT pg_advisory_lock($1, $2)", ledger.LOCK_CLASS, ledger.LOCK_DDL)
-    report = await preflight.collect(conn, Settings(dsn=tiny_dsn), GUIDE)
+    report = await preflight.collect(conn, Settings(dsn=tiny_dsn))
     assert _status(report)["other_bxbatch_run"] == "fail"
     assert str(other.get_server_pid()) in report.failed[0].reason
     await _refused(tiny_dsn, conn, LockBusy)
@@ -137,9 +139,9 @@ async def test_lock_held_by_another_run_is_refused(tiny_dsn, conn_to):
 async def test_backup_directory_is_checked_before_anything_changes(tiny_dsn, conn_to, tmp_path):
     conn = await conn_to(tiny_dsn)
     settings = Settings(dsn=tiny_dsn, backup_path=str(tmp_path / "missing") + "/")
-    report = await preflight.collect(conn, settings, GUIDE)
+    report = await preflight.collect(conn, settings)
     assert _status(report)["backup_space"] == "fail"
     assert "does not exist" in report.failed[0].reason
     await _refused(tiny_dsn, conn, PreflightFailed, backup_path=str(tmp_path / "missing") + "/")
-    ok = await preflight.collect(conn, settings.with_(backup_path=str(tmp_path)), GUIDE)
+    ok = await preflight.collect(conn, settings.with_(backup_path=str(tmp_path)))
     assert _status(ok)["backup_space"] == "pass"

@@ -8,9 +8,12 @@ from tests.safety_support import build_small_install, build_tiny, catalog_snapsh
 
 from bxbatch.errors import LockBusy, RollbackRefused
 from bxbatch.ledger import runs as ledger
+from bxbatch.migrations.loader import load_migration
 from bxbatch.ops.rollback import plan_steps, rollback, rollback_database
 from bxbatch.ops.run import run_migration
 from bxbatch.settings import Settings
+
+MIGRATION = load_migration()  # the shipped Baserow expansion
 
 
 def _settings(dsn: str) -> Settings:
@@ -74,7 +77,7 @@ async def test_interrupted_rollback_resumes_and_keeps_preexisting_tables(pg_serv
         "view_id integer, last_seen timestamptz DEFAULT now(), cursor_position jsonb, is_active boolean DEFAULT TRUE)"
     )
     await run_migration(_settings(dsn))
-    steps = await plan_steps(conn)
+    steps = await plan_steps(conn, MIGRATION)
     assert "table:database_userpresence" not in {s.key for s in steps}
     # interrupt after the trigger steps: a lock held on a new table makes a later step time out
     locker = await conn_to(dsn)
@@ -104,7 +107,7 @@ async def test_trigger_drops_share_transactions_but_never_queue_behind_a_busy_ta
     count = "SELECT count(DISTINCT tgrelid) FROM pg_trigger WHERE tgname LIKE 'bxbatch_activity%'"
     tables = await conn.fetchval(count)
     assert tables >= 10
-    steps = [s for s in await plan_steps(conn) if s.key.startswith("trigger:")]
+    steps = [s for s in await plan_steps(conn, MIGRATION) if s.key.startswith("trigger:")]
     assert len(steps) == tables and all(s.sql.count("DROP TRIGGER") == 3 for s in steps)  # one step a table
     busy = steps[len(steps) // 2]
 

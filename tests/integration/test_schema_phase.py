@@ -12,12 +12,13 @@ import pytest
 import structlog
 from tests.guide_catalog import FOREIGN_KEYS, INDEXES, NAMED_FKS, PRIMARY_KEYS, TABLES, UNIQUE
 
-from bxbatch.db.sqlfiles import sql_root
 from bxbatch.errors import ChangedFileError, LockBusy, SqlFileError, StoppedForFix
 from bxbatch.ledger import runs as ledger
-from bxbatch.migrations.profile import GUIDE
+from bxbatch.migrations.loader import load_migration
 from bxbatch.phases import schema, triggers
 from bxbatch.settings import Settings
+
+MIGRATION = load_migration()  # the shipped Baserow expansion
 
 BASE_SCHEMA = (Path(__file__).parent.parent / "base_schema.sql").read_text()
 LOG = structlog.get_logger("test")
@@ -126,21 +127,21 @@ async def test_applying_twice_is_a_no_op(db_factory, conn_to) -> None:  # type: 
 
 
 @pytest.fixture
-def sql_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "sql"
-    shutil.copytree(sql_root(), root)
-    monkeypatch.setenv("BXBATCH_SQL_DIR", str(root))
+def sql_copy(tmp_path: Path) -> Path:
+    """A copy of the shipped migration directory, for a test to edit (Settings(migration=...) points at it)."""
+    root = tmp_path / "mig"
+    shutil.copytree(MIGRATION.root, root, ignore=shutil.ignore_patterns("__pycache__"))
     return root
 
 
 async def test_an_edited_applied_file_is_refused_by_name(db_factory, conn_to, sql_copy: Path) -> None:  # type: ignore[no-untyped-def]
     dsn, conn = await _base_db(db_factory, conn_to)
-    await schema.apply_phase(conn, Settings(dsn=dsn), None, LOG, phase="schema")
+    await schema.apply_phase(conn, Settings(dsn=dsn, migration=str(sql_copy)), None, LOG, phase="schema")
     target = sql_copy / "ddl" / "003_collaboration_tables.sql"
     target.write_text(target.read_text().replace("user_agent text", "user_agent varchar(500)"))
     before = await conn.fetchval("SELECT count(*) FROM bxbatch.ddl_file")
-    with pytest.raises(ChangedFileError, match=r"sql/ddl/003_collaboration_tables\.sql was changed"):
-        await schema.apply_phase(conn, Settings(dsn=dsn), None, LOG, phase="indexes")
+    with pytest.raises(ChangedFileError, match=r"ddl/003_collaboration_tables\.sql was changed"):
+        await schema.apply_phase(conn, Settings(dsn=dsn, migration=str(sql_copy)), None, LOG, phase="indexes")
     assert await conn.fetchval("SELECT count(*) FROM bxbatch.ddl_file") == before
 
 
@@ -150,7 +151,7 @@ async def test_syntax_error_stops_before_any_change(db_factory, conn_to, sql_cop
         "-- fine\nCREATE TABLE ok_one (id int);\n\nCREATE TABL nope (id int);\n"
     )
     with pytest.raises(SqlFileError, match=r"008_broken\.sql, line 4: syntax error"):
-        await schema.apply_phase(conn, Settings(dsn=dsn), None, LOG, phase="schema")
+        await schema.apply_phase(conn, Settings(dsn=dsn, migration=str(sql_copy)), None, LOG, phase="schema")
     assert await conn.fetchval("SELECT count(*) FROM bxbatch.ddl_file") == 0
     assert await conn.fetchval("SELECT to_regclass('database_kanbanview')") is None
 
@@ -162,7 +163,7 @@ async def test_failing_statement_rolls_back_its_file(db_factory, conn_to, sql_co
     )
     # a relation that does not exist is not the statement's fault to fix: the run stops for the fix (exit 13)
     with pytest.raises(StoppedForFix, match=r"008_fails\.sql, line 3: relation \"no_such_table\" does not exist"):
-        await schema.apply_phase(conn, Settings(dsn=dsn), None, LOG, phase="schema")
+        await schema.apply_phase(conn, Settings(dsn=dsn, migration=str(sql_copy)), None, LOG, phase="schema")
     files = [r["file"] for r in await conn.fetch("SELECT file FROM bxbatch.ddl_file ORDER BY file")]
     assert files == [
         f"00{i}_{n}"
@@ -222,11 +223,11 @@ async def test_activity_trigger_function_corrected(db_factory, conn_to) -> None:
         'CREATE TABLE database_table_3 (id serial PRIMARY KEY, created_on timestamptz, "order" numeric, field_7 text);'
         "INSERT INTO database_table_3 (field_7) VALUES ('before');"
     )
-    high_water = await triggers.install_one(conn, Settings(dsn=dsn), GUIDE, 3, "database_table_3", None)
+    high_water = await triggers.install_one(conn, Settings(dsn=dsn), MIGRATION.profile, 3, "database_table_3", None)
     assert high_water == 1
     # idempotent: a second install neither adds a trigger nor moves the high-water mark
     await conn.execute("INSERT INTO database_table_3 (field_7) VALUES ('after')")
-    assert await triggers.install_one(conn, Settings(dsn=dsn), GUIDE, 3, "database_table_3", None) == 1
+    assert await triggers.install_one(conn, Settings(dsn=dsn), MIGRATION.profile, 3, "database_table_3", None) == 1
     # statement-level, one trigger per event (transition tables need single-event triggers)
     assert await conn.fetchval("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'database_table_3'::regclass") == 3
 

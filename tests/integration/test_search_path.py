@@ -16,14 +16,17 @@ from tests.backfill_support import ALL_PHASES, expected_derived, present_rows_lo
 
 from bxbatch.db.session import connect
 from bxbatch.errors import Interrupted, PreflightFailed
-from bxbatch.migrations.profile import GUIDE
+from bxbatch.migrations.loader import load_migration
 from bxbatch.ops import run as app
 from bxbatch.ops.run import run_migration
 from bxbatch.phases import preflight, triggers
 from bxbatch.phases.context import RunContext
+from bxbatch.phases.preflight_schema import split_search_path
 from bxbatch.settings import Settings
 
-BASE_TABLES = sorted(GUIDE.required_columns)
+MIGRATION = load_migration()  # the shipped Baserow expansion
+
+BASE_TABLES = sorted(MIGRATION.profile.required_columns)
 
 # Rows the shadow copy holds instead of the real ones: half of them, and every member an editor.
 SHADOW_CHANGES = {
@@ -157,7 +160,7 @@ async def test_every_bxbatch_session_pins_search_path(install, conn_to):
 
 
 def test_split_search_path_reads_values_as_postgresql_does():
-    assert preflight.split_search_path('"$user", public') == ["$user", "public"]
-    assert preflight.split_search_path("Shadow ,PUBLIC") == ["shadow", "public"]
-    assert preflight.split_search_path('"We""ird", "A,B" , x') == ['We"ird', "A,B", "x"]
-    assert preflight.split_search_path("") == []
+    assert split_search_path('"$user", public') == ["$user", "public"]
+    assert split_search_path("Shadow ,PUBLIC") == ["shadow", "public"]
+    assert split_search_path('"We""ird", "A,B" , x') == ['We"ird', "A,B", "x"]
+    assert split_search_path("") == []

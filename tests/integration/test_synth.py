@@ -14,14 +14,12 @@ import pytest
 
 from bxbatch.db.session import quote_ident
 from bxbatch.errors import UsageError
-from bxbatch.migrations.baserow_expansion.synth import (
-    FIELD_COLUMN_TYPES,
-    SynthReport,
-    SynthSpec,
-    build_install,
-    mutate_once,
-)
-from bxbatch.migrations.profile import GUIDE, USER_TABLE_REGEX_SQL
+from bxbatch.migrations.baserow_expansion.synth import SynthReport, SynthSpec, build_install
+from bxbatch.migrations.baserow_expansion.synth_live import mutate_once
+from bxbatch.migrations.baserow_expansion.synth_sql import FIELD_COLUMN_TYPES
+from bxbatch.migrations.loader import load_migration
+
+MIGRATION = load_migration()  # the shipped Baserow expansion
 
 SMALL = SynthSpec(scale=0.02, seed=42)
 BASE_TABLES = (
@@ -67,14 +65,14 @@ async def _user_table_ids(conn: asyncpg.Connection) -> list[int]:
     rows = await conn.fetch(
         "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind = 'r' "
         "AND relname ~ $1 ORDER BY relname",
-        USER_TABLE_REGEX_SQL,
+        MIGRATION.profile.user_table_regex_sql,
     )
-    ids = [GUIDE.user_table_id(r["relname"]) for r in rows]
+    ids = [MIGRATION.profile.user_table_id(r["relname"]) for r in rows]
     return sorted(i for i in ids if i is not None)
 
 
 def _t(table_id: int) -> str:
-    return quote_ident(GUIDE.user_table_name(table_id))
+    return quote_ident(MIGRATION.profile.user_table_name(table_id))
 
 
 # --- schema ------------------------------------------------------------------------------------
@@ -142,12 +140,12 @@ async def test_base_schema_shape(conn: asyncpg.Connection) -> None:
 
 async def test_user_tables_have_one_column_per_field(conn: asyncpg.Connection, built: Built) -> None:
     for tid in await _user_table_ids(conn):
-        if GUIDE.user_table_name(tid) == built.report.orphan_user_table:
+        if MIGRATION.profile.user_table_name(tid) == built.report.orphan_user_table:
             continue
         cols = await conn.fetch(
             """SELECT attname, format_type(atttypid, atttypmod) AS type, attnotnull FROM pg_attribute
             WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum""",
-            GUIDE.user_table_name(tid),
+            MIGRATION.profile.user_table_name(tid),
         )
         names = [c["attname"] for c in cols]
         assert names[:5] == ["id", "created_on", "updated_on", "trashed", "order"]
@@ -275,16 +273,16 @@ async def test_views(conn: asyncpg.Connection, built: Built) -> None:
 async def test_decoy_tables(conn: asyncpg.Connection, built: Built) -> None:
     r = built.report
     assert r.orphan_user_table is not None
-    orphan_id = GUIDE.user_table_id(r.orphan_user_table)
+    orphan_id = MIGRATION.profile.user_table_id(r.orphan_user_table)
     assert orphan_id is not None
     assert not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM database_table WHERE id = $1)", orphan_id)
     assert orphan_id in await _user_table_ids(conn)
     old = [d for d in r.decoy_tables if d.endswith("_old")]
     assert len(old) == 1
-    assert GUIDE.user_table_id(old[0]) is None
+    assert MIGRATION.profile.user_table_id(old[0]) is None
     for name in ("database_tablewebhook", "database_table_backup", old[0], r.orphan_user_table):
         assert name in r.decoy_tables
-        assert GUIDE.user_table_id(name) is None or name == r.orphan_user_table
+        assert MIGRATION.profile.user_table_id(name) is None or name == r.orphan_user_table
         assert await conn.fetchval(f"SELECT count(*) FROM {quote_ident(name)}") > 0, name
 
 
@@ -292,7 +290,7 @@ async def test_statistics_exist(conn: asyncpg.Connection, built: Built) -> None:
     assert built.report.giant_table_id is not None
     assert await conn.fetchval(
         "SELECT count(*) FROM pg_stats WHERE schemaname = 'public' AND tablename = $1",
-        GUIDE.user_table_name(built.report.giant_table_id),
+        MIGRATION.profile.user_table_name(built.report.giant_table_id),
     )
     assert await conn.fetchval("SELECT reltuples FROM pg_class WHERE oid = 'database_table'::regclass") > 0
 

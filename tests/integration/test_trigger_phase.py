@@ -7,8 +7,11 @@ import asyncio
 import asyncpg
 from tests.phase_support import DECOYS, many_tables_db, run_context
 
+from bxbatch.migrations.loader import load_migration
 from bxbatch.phases import triggers
 from bxbatch.settings import Settings
+
+MIGRATION = load_migration()  # the shipped Baserow expansion
 
 N_TABLES = 2000
 GROUP = 10
@@ -60,7 +63,7 @@ async def test_trigger_on_every_user_table_and_nothing_else(pg_server, db_factor
     assert detail["installed"] == N_TABLES and detail["tables_with_trigger"] == N_TABLES
 
     have = await trigger_map(conn)
-    expected = sorted(triggers.TRIGGERS)
+    expected = sorted(MIGRATION.trigger.events)
     assert set(have) == {f"database_table_{i}" for i in range(1, N_TABLES + 1)}
     assert all(names == expected for names in have.values())
     assert not set(DECOYS) & set(have)
@@ -120,7 +123,7 @@ async def test_busy_table_waits_alone_and_legacy_trigger_is_replaced(pg_server, 
     assert len(marks) == 40 and marks[5] == 1  # the in-flight row committed before the trigger: seeded, not logged
     await app.execute("INSERT INTO database_table_3 (field_3) VALUES ('once')")
     assert await app.fetchval("SELECT count(*) FROM database_activitylog WHERE table_id = 3") == 1
-    assert (await trigger_map(conn))["database_table_3"] == sorted(triggers.TRIGGERS)
+    assert (await trigger_map(conn))["database_table_3"] == sorted(MIGRATION.trigger.events)
 
 
 class CapturedLog:

@@ -8,9 +8,11 @@ import pytest
 from bxbatch.db.dsn import redact_dsn
 from bxbatch.db.session import quote_ident, translate_connect_error
 from bxbatch.errors import ConnectionFailed, ExitCode, UsageError
-from bxbatch.migrations.profile import GUIDE
+from bxbatch.migrations.loader import load_migration
 from bxbatch.observe.log import scrub
 from bxbatch.settings import Settings
+
+MIGRATION = load_migration()  # the shipped Baserow expansion
 
 
 @pytest.mark.parametrize(
@@ -77,6 +79,6 @@ def test_settings_validation() -> None:
 
 
 def test_profile_matches_user_tables_exactly() -> None:
-    assert GUIDE.user_table_id("database_table_42") == 42
+    assert MIGRATION.profile.user_table_id("database_table_42") == 42
     for other in ("database_tablewebhook", "database_table_backup", "database_table_12_old", "xdatabase_table_1"):
-        assert GUIDE.user_table_id(other) is None
+        assert MIGRATION.profile.user_table_id(other) is None

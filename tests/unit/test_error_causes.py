@@ -8,9 +8,11 @@ import asyncpg.exceptions as pgexc
 import pytest
 
 from bxbatch.db.retry import is_connection_lost, is_hopeless, is_retryable, needs_fix
-from bxbatch.db.sqlfiles import ddl_files
 from bxbatch.errors import ExitCode, SqlFileError, StoppedForFix
+from bxbatch.migrations.loader import load_migration
 from bxbatch.phases import schema
+
+MIGRATION = load_migration()  # the shipped Baserow expansion
 
 
 @pytest.mark.parametrize(
@@ -56,7 +58,7 @@ def test_hopeless_errors_stop_with_exit_13_naming_the_cause() -> None:
 
 
 def test_a_dropped_table_in_a_ddl_file_is_not_reported_as_a_statement_to_fix() -> None:
-    f = ddl_files()[0]
+    f = MIGRATION.ddl_files()[0]
     stmt = f.statements[0]
     dropped = schema._statement_error(f, stmt, pgexc.UndefinedTableError('relation "database_view" does not exist'))
     assert isinstance(dropped, StoppedForFix)

@@ -6,16 +6,19 @@ from pathlib import Path
 
 import pytest
 
-from bxbatch.db.sqlfiles import ddl_files, load_file
+from bxbatch.db.sqlfiles import load_file
 from bxbatch.errors import SqlFileError
+from bxbatch.migrations.loader import load_migration
 from bxbatch.observe.monitor import Blocker, ProgressSample, eta_seconds, render_builds, restarted_count
 from bxbatch.phases.constraints import ForeignKey, constraint_tasks
 from bxbatch.phases.indexes import index_tasks
-from bxbatch.phases.triggers import TRIGGERS, _create_sql
+from bxbatch.phases.triggers import create_sql
+
+MIGRATION = load_migration()  # the shipped Baserow expansion
 
 
 def test_index_tasks_come_from_the_ddl_files() -> None:
-    tasks = index_tasks(ddl_files(phase="indexes"))
+    tasks = index_tasks(MIGRATION.ddl_files("indexes"), MIGRATION.schema)
     assert len(tasks) == 25
     by_name = {t.name: t for t in tasks}
     assert by_name["idx_comment_content_search"].table == "database_comment"
@@ -27,15 +30,15 @@ def test_index_phase_refuses_plain_and_unnamed_builds(tmp_path: Path) -> None:
     plain = tmp_path / "120_plain.sql"
     plain.write_text("-- bxbatch: phase=indexes\nCREATE INDEX idx_x ON t (a);\n")
     with pytest.raises(SqlFileError, match="not built CONCURRENTLY"):
-        index_tasks([load_file(plain)])
+        index_tasks([load_file(plain)], "public")
     unnamed = tmp_path / "121_unnamed.sql"
     unnamed.write_text("-- bxbatch: phase=indexes\nCREATE INDEX CONCURRENTLY ON t (a);\n")
     with pytest.raises(SqlFileError, match="only named CREATE INDEX"):
-        index_tasks([load_file(unnamed)])
+        index_tasks([load_file(unnamed)], "public")
 
 
 def test_constraint_tasks_name_table_and_constraint() -> None:
-    tasks = constraint_tasks(ddl_files(phase="constraints"))
+    tasks = constraint_tasks(MIGRATION.ddl_files("constraints"), MIGRATION.schema)
     assert len(tasks) == 43
     assert (tasks[0].table, tasks[0].constraint) == ("database_kanbanview", "fk_kanbanview_view_ptr")
     assert all(t.constraint for t in tasks)
@@ -142,7 +145,9 @@ def test_render_builds_names_the_blocker() -> None:
 
 
 def test_trigger_ddl_is_statement_level_per_event() -> None:
-    sql = _create_sql('"public"."database_table_5"', 5, list(TRIGGERS))
+    spec = MIGRATION.trigger
+    assert spec is not None
+    sql = create_sql(spec, '"public"."database_table_5"', 5, list(spec.events))
     assert sql.count("FOR EACH STATEMENT") == 3
     assert 'AFTER UPDATE ON "public"."database_table_5" REFERENCING OLD TABLE AS bxbatch_old NEW TABLE' in sql
-    assert "log_table_activity_stmt('5')" in sql
+    assert '"public"."log_table_activity_stmt"(\'5\')' in sql

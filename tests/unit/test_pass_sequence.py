@@ -15,7 +15,7 @@ import anyio
 from bxbatch.backfill.engine import PassResult
 from bxbatch.backfill.passes import MAX_SETTLE_ROUNDS, Sequencer
 from bxbatch.migrations.jobs import Job
-from bxbatch.migrations.profile import GUIDE
+from bxbatch.migrations.loader import load_migration
 from bxbatch.settings import Settings
 
 
@@ -52,7 +52,7 @@ class FakeEngine:
     settings: Settings = field(default_factory=Settings)
     run_id: int = 1
     log: Any = field(default_factory=_Log)
-    profile: Any = GUIDE
+    profile: Any = load_migration().profile
 
     async def run_pass(self, job: Job, seq: int, kind: str, round_: int, after: int = 0) -> PassResult:
         self.calls.append((job.name, seq, kind, round_, after))

@@ -8,11 +8,14 @@ import pytest
 from pglast import parse_sql
 
 from bxbatch.errors import SqlFileError
-from bxbatch.migrations.jobs import load_job, load_jobs, render_segments
+from bxbatch.migrations.jobs import load_job, render_segments
+from bxbatch.migrations.loader import load_migration
+
+MIGRATION = load_migration()  # the shipped Baserow expansion
 
 
 def test_shipped_jobs() -> None:
-    jobs = {j.name: j for j in load_jobs()}
+    jobs = {j.name: j for j in MIGRATION.jobs}
     assert list(jobs) == ["enhanced_views", "permissions", "activity_seed"]
     assert jobs["permissions"].key_table == "database_workspaceuser"
     assert jobs["permissions"].key_column == "user_id"  # the unique key's leading column
@@ -29,7 +32,7 @@ def test_shipped_jobs() -> None:
 
 
 def test_grouped_chunk_quotes_every_table_and_indexes_the_arrays() -> None:
-    job = {j.name: j for j in load_jobs()}["activity_seed"]
+    job = {j.name: j for j in MIGRATION.jobs}["activity_seed"]
     sql = render_segments(job, ["database_table_1", 'evil"; DROP TABLE x; --'], schema="public")
     assert '"public"."database_table_1" AS r' in sql
     assert '"public"."evil""; DROP TABLE x; --" AS r' in sql
@@ -37,7 +40,7 @@ def test_grouped_chunk_quotes_every_table_and_indexes_the_arrays() -> None:
     assert sql.count("UNION ALL") == 1
     assert len(parse_sql(sql)) == 1  # one statement, whatever the names
     with pytest.raises(ValueError, match="segment"):
-        render_segments(job, [])
+        render_segments(job, [], "public")
 
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:

@@ -8,14 +8,15 @@ import pytest
 
 from bxbatch.db.sqlfiles import (
     checksum,
-    ddl_files,
     load_file,
     parse_directives,
     parse_named_queries,
     split_statements,
-    sql_root,
 )
 from bxbatch.errors import SqlFileError
+from bxbatch.migrations.loader import load_migration
+
+MIGRATION = load_migration()  # the shipped Baserow expansion
 
 FUNCTION_WITH_SEMICOLONS = """
 -- a comment; with a semicolon
@@ -101,7 +102,7 @@ def test_named_queries() -> None:
 
 
 def test_shipped_ddl_files_parse_and_are_ordered() -> None:
-    files = ddl_files()
+    files = MIGRATION.ddl_files()
     names = [f.name for f in files]
     assert names == sorted(names)
     assert {f.phase for f in files} == {"schema", "backfill", "indexes", "constraints"}
@@ -111,14 +112,3 @@ def test_shipped_ddl_files_parse_and_are_ordered() -> None:
             if s.kind == "IndexStmt":
                 assert s.concurrent, f"{f.name}: {s.sql}"
                 assert not f.transactional
-
-
-def test_sql_dir_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "ddl").mkdir()
-    (tmp_path / "ddl" / "001_only.sql").write_text("SELECT 1;\n")
-    monkeypatch.setenv("BXBATCH_SQL_DIR", str(tmp_path))
-    assert sql_root() == tmp_path
-    assert [f.name for f in ddl_files()] == ["001_only.sql"]
-    monkeypatch.setenv("BXBATCH_SQL_DIR", str(tmp_path / "missing"))
-    with pytest.raises(SqlFileError, match="has no ddl/ directory"):
-        sql_root()

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
+from bxbatch.backfill.worker import live_user_tables_sql
 from bxbatch.db.render import render, union_all
 from bxbatch.db.retry import RetryPolicy, retry
 from bxbatch.db.session import qualified
@@ -107,7 +108,8 @@ class PartFinder:
 
         async def count() -> dict[int, int]:
             live = [
-                int(r["i"]) - 1 for r in await self.conn.fetch(Q["live_user_tables"], tids, rels, self.profile.schema)
+                int(r["i"]) - 1
+                for r in await self.conn.fetch(live_user_tables_sql(self.profile), tids, rels, self.profile.schema)
             ]
             if not live:
                 return {}

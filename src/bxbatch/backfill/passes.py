@@ -137,7 +137,7 @@ class Sequencer:
                 # the chunks already done came from the old statement: mixing two versions in one
                 # run would make its result neither the old nor the new job's
                 raise ChangedFileError(
-                    f"sql/backfill/{job.file} changed since this run started job {job.name}",
+                    f"backfill/{job.file} changed since this run started job {job.name}",
                     hint="restore the file, or finish the run with the bxbatch version that started it",
                 )
             else:

@@ -22,8 +22,9 @@ from bxbatch.db.session import create_pool
 from bxbatch.ledger.backfill import BackfillLedger
 from bxbatch.live.control import guard
 from bxbatch.live.throttle import Throttle
-from bxbatch.migrations.jobs import Job, load_jobs
-from bxbatch.migrations.profile import GUIDE, Profile
+from bxbatch.migrations.jobs import Job
+from bxbatch.migrations.loader import load_migration
+from bxbatch.migrations.profile import Profile
 from bxbatch.settings import Settings
 
 
@@ -35,7 +36,7 @@ async def run_backfill_jobs(
     *,
     jobs: list[Job] | None = None,
     throttle: Throttle | None = None,
-    profile: Profile = GUIDE,
+    profile: Profile | None = None,
     install_missing: Callable[[], Awaitable[Any]] | None = None,
     history_counts: bool = True,
     before_settle: Callable[[Any], Awaitable[Any]] | None = None,
@@ -45,7 +46,9 @@ async def run_backfill_jobs(
     throttle = throttle or Throttle(settings, log=log)
     size = max(1, int(getattr(throttle, "workers", throttle.max_concurrency)))
     pool = await create_pool(settings, size=size, role="worker")
-    jobs = list(jobs if jobs is not None else load_jobs())
+    migration = load_migration(settings.migration)  # the one settings name: default jobs and profile
+    jobs = list(jobs if jobs is not None else migration.jobs)
+    profile = profile or migration.profile
     warm_jobs = [j for j in jobs if not j.per_user_table]
     try:
         # Open every connection now, not in the first chunks (they would pay the connection set-up),

@@ -21,6 +21,7 @@ import asyncpg
 import asyncpg.exceptions as pgexc
 
 from bxbatch.backfill.split import SplitOutcome, split_or_fail
+from bxbatch.db.render import render
 from bxbatch.db.retry import Outcome, Retry, RetryPolicy, classify, is_connection_lost, needs_fix, retry
 from bxbatch.db.sqlfiles import queries
 from bxbatch.ledger import backfill as chunk_ledger
@@ -101,6 +102,11 @@ class WorkerState:
     rows_done: int = 0
 
 
+def live_user_tables_sql(profile: Profile) -> str:
+    """The query keeping the (table id, relname) pairs that still exist, physically and in the registry."""
+    return render(Q["live_user_tables"], registry=(profile.schema, str(profile.user_table_registry)))
+
+
 async def _apply(conn: Conn, ref: PassRef, row: asyncpg.Record) -> int:
     """Run the job's statement for the claimed chunk; returns rows written (or changed)."""
     job = ref.job
@@ -112,7 +118,7 @@ async def _apply(conn: Conn, ref: PassRef, row: asyncpg.Record) -> int:
         return _affected(await conn.execute(job.sql("chunk"), *args))
     parts = [int(p) for p in row["parts"]]
     relnames: list[str] = row["relnames"]
-    live = await conn.fetch(Q["live_user_tables"], parts, relnames, ref.profile.schema)
+    live = await conn.fetch(live_user_tables_sql(ref.profile), parts, relnames, ref.profile.schema)
     keep = [int(r["i"]) - 1 for r in live]
     if not keep:
         return 0  # every table of the chunk was dropped: nothing to seed, the range is done

@@ -33,14 +33,16 @@ def synth(
         int | None, typer.Option("--user-tables", help="Override the number of user tables.")
     ] = None,
 ) -> None:
-    """Build a synthetic pre-expansion Baserow install in an empty database (for staging and benchmarks)."""
+    """Build the migration's synthetic install (default: a pre-expansion Baserow one) in an empty database."""
     from bxbatch.db.session import connect
-    from bxbatch.migrations.baserow_expansion.synth import SynthSpec, build_install
+    from bxbatch.migrations.loader import load_migration
 
     async def go() -> Any:
+        generator = load_migration(settings.migration).generator_module()
+        options = {"user_tables": user_tables} if user_tables is not None else {}
         conn = await connect(settings, role="synth")
         try:
-            return await build_install(conn, SynthSpec(scale=scale, seed=seed, user_tables=user_tables))
+            return await generator.generate(conn, scale=scale, seed=seed, **options)
         finally:
             await conn.close()
 
@@ -55,6 +57,7 @@ def demo(
         Flags(
             "concurrency",
             "report_path",
+            "migration",
             "log_format",
             "progress",
             "debug",
@@ -81,7 +84,7 @@ def demo(
     ] = "embedded",
     keep: Annotated[bool, typer.Option("--keep", help="Leave the server running and print its DSN.")] = False,
 ) -> None:
-    """Start a throwaway PostgreSQL, generate a Baserow install, run the whole migration, print a summary."""
+    """Start a throwaway PostgreSQL, generate the migration's install, run the whole migration, print a summary."""
     from bxbatch.devtools.demo import run_demo
 
     if pg not in ("embedded", "system"):

@@ -30,13 +30,12 @@ def preflight(
     check fails (7 when only the lock is held); `bxbatch run` refuses to start in the same cases.
     """
     from bxbatch.db.session import connect
-    from bxbatch.migrations.profile import GUIDE
     from bxbatch.phases.preflight import collect, raise_for, render
 
     async def go() -> Any:
         conn = await connect(settings, role="preflight")
         try:
-            return await collect(conn, settings, GUIDE)
+            return await collect(conn, settings)
         finally:
             await conn.close()
 

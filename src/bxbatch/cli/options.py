@@ -100,4 +100,4 @@ def flags_of(annotation: Any) -> Flags | None:
 
 
 # The options most commands take, and those of a command that connects and prints.
-BASIC = ("dsn", "log_format", "debug")
+BASIC = ("dsn", "migration", "log_format", "debug")

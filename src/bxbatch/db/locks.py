@@ -25,7 +25,7 @@ import asyncpg
 from bxbatch.db.retry import is_out_of_locks
 from bxbatch.db.sqlfiles import queries
 from bxbatch.errors import LocksExhausted
-from bxbatch.migrations.profile import USER_TABLE_REGEX_SQL
+from bxbatch.migrations.loader import load_migration
 from bxbatch.settings import Settings
 
 Q = queries("locks")
@@ -117,9 +117,12 @@ def budget_from(
     )
 
 
-async def lock_budget(conn: asyncpg.Connection, settings: Settings, schema: str = "public") -> LockBudget:
-    """Read the server's lock settings and the user tables' index counts (one statement); remember the result."""
-    row = await conn.fetchrow(Q["lock_settings"], schema, USER_TABLE_REGEX_SQL)
+async def lock_budget(conn: asyncpg.Connection, settings: Settings, schema: str | None = None) -> LockBudget:
+    """Read the server's lock settings and the user tables' index counts (one statement); remember the result.
+
+    The user tables are those of ``settings.migration`` (in ``schema``, default the migration's)."""
+    profile = load_migration(settings.migration).profile
+    row = await conn.fetchrow(Q["lock_settings"], schema or profile.schema, profile.user_table_regex_sql)
     assert row is not None, "one row of settings"
     budget = budget_from(
         int(row["max_locks_per_transaction"]),

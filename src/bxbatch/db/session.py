@@ -8,25 +8,16 @@ import asyncpg
 import asyncpg.exceptions as pgexc
 
 from bxbatch.db.dsn import describe_target, for_asyncpg, redact_dsn
+from bxbatch.db.idents import qualified as qualified  # re-exported: callers quote through db.idents
+from bxbatch.db.idents import quote_ident as quote_ident
 from bxbatch.errors import ConnectionFailed
-from bxbatch.migrations.profile import GUIDE
+from bxbatch.migrations.loader import load_migration
 from bxbatch.settings import Settings
 
 APP_NAME = "bxbatch"
 
 
-def quote_ident(name: str) -> str:
-    """Quote one SQL identifier. The only way a table name reaches SQL text in bxbatch."""
-    if not name or "\x00" in name:
-        raise ValueError(f"invalid SQL identifier: {name!r}")
-    return '"' + name.replace('"', '""') + '"'
-
-
-def qualified(schema: str, name: str) -> str:
-    return f"{quote_ident(schema)}.{quote_ident(name)}"
-
-
-def pinned_search_path(schema: str = GUIDE.schema) -> str:
+def pinned_search_path(schema: str) -> str:
     """The search_path of every bxbatch session: the migration's schema, then pg_temp, nothing else.
 
     pg_catalog is not named: PostgreSQL then searches it first (built-in functions and types can
@@ -40,7 +31,10 @@ def pinned_search_path(schema: str = GUIDE.schema) -> str:
 
 
 def _server_settings(settings: Settings, role: str) -> dict[str, str]:
-    server_settings = {"application_name": f"{APP_NAME}:{role}"[:63], "search_path": pinned_search_path()}
+    server_settings = {
+        "application_name": f"{APP_NAME}:{role}"[:63],
+        "search_path": pinned_search_path(load_migration(settings.migration).profile.schema),
+    }
     if role == "probe":  # the application probe (--probe-sql) only ever reads
         server_settings["default_transaction_read_only"] = "on"
     return server_settings

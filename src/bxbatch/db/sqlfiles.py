@@ -1,4 +1,4 @@
-"""SQL files: find the shipped ones, split them with PostgreSQL's own parser, read header directives, checksum them.
+"""SQL files: split them with PostgreSQL's own parser, read header directives, checksum them.
 
 Also loads the engine's named queries (``-- name: claim_chunk`` blocks, as procrastinate does).
 """
@@ -6,7 +6,6 @@ Also loads the engine's named queries (``-- name: claim_chunk`` blocks, as procr
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from dataclasses import dataclass, field
 from functools import cache
@@ -24,27 +23,6 @@ _NAME = re.compile(r"^--\s*name:\s*(?P<name>[a-z_][a-z0-9_]*)\s*$", re.MULTILINE
 _FILE_NAME = re.compile(r"^(?P<num>\d{3})_[a-z0-9_]+\.sql$")
 
 PHASES = ("schema", "backfill", "indexes", "constraints")  # the run phases that apply DDL files
-
-
-def sql_root() -> Path:
-    """The migration's SQL directory: BXBATCH_SQL_DIR, else inside the installed wheel, else the source tree's.
-
-    BXBATCH_SQL_DIR (a directory with ``ddl/`` and ``backfill/``) exists for tests and for
-    operators who extend the migration with files of their own.
-    """
-    override = os.environ.get("BXBATCH_SQL_DIR")
-    if override:
-        path = Path(override)
-        if not (path / "ddl").is_dir():
-            raise SqlFileError(f"BXBATCH_SQL_DIR={override} has no ddl/ directory", hint="point it at a copy of sql/")
-        return path
-    packaged = resources.files("bxbatch") / "sql"
-    if packaged.is_dir():
-        return Path(str(packaged))
-    source_tree = Path(__file__).resolve().parents[3] / "sql"
-    if source_tree.is_dir():
-        return source_tree
-    raise SqlFileError("bxbatch's SQL files are missing from this installation", hint="reinstall bxbatch")
 
 
 @dataclass(frozen=True)
@@ -161,9 +139,9 @@ def load_file(path: Path) -> SqlFile:
     )
 
 
-def ddl_files(root: Path | None = None, phase: str | None = None) -> list[SqlFile]:
-    """Every ``NNN_name.sql`` in ``sql/ddl`` in order (optionally one phase's)."""
-    directory = (root or sql_root()) / "ddl"
+def ddl_files(root: Path, phase: str | None = None) -> list[SqlFile]:
+    """Every ``NNN_name.sql`` in the migration directory ``root``'s ``ddl/`` in order (optionally one phase's)."""
+    directory = root / "ddl"
     files = []
     for path in sorted(directory.glob("*.sql")):
         if not _FILE_NAME.match(path.name):

@@ -1,4 +1,4 @@
-"""`bxbatch demo`: throwaway PostgreSQL + synthetic Baserow install + the whole migration + a summary."""
+"""`bxbatch demo`: throwaway PostgreSQL + the migration's synthetic install + the whole migration + a summary."""
 
 from __future__ import annotations
 
@@ -10,18 +10,17 @@ import asyncpg
 
 from bxbatch.db.dsn import describe_target
 from bxbatch.devtools.embedded import start_server
+from bxbatch.migrations.loader import load_migration
 from bxbatch.observe.console import summary_lines
 from bxbatch.observe.log import get_logger
 from bxbatch.ops.run import run_migration
+from bxbatch.phases.validate import render_short, validate
 from bxbatch.settings import Settings
-
-# What the demo's throttle probes: the views of one table, as the application's page load reads them.
-DEMO_PROBE = "SELECT id, type FROM database_view WHERE table_id = (SELECT min(id) FROM database_table)"
 
 
 async def run_demo(settings: Settings, *, scale: float, flavor: str = "embedded", keep: bool = False) -> Any:
-    from bxbatch.migrations.baserow_expansion.synth import SynthSpec, build_install
-
+    migration = load_migration(settings.migration)
+    generator = migration.generator_module()  # refused before a server starts when there is none
     log = get_logger("bxbatch.devtools.demo")
     t0 = time.monotonic()
     server = start_server(flavor)
@@ -40,30 +39,29 @@ async def run_demo(settings: Settings, *, scale: float, flavor: str = "embedded"
         )
         conn = await asyncpg.connect(dsn)
         try:
-            report = await build_install(conn, SynthSpec(scale=scale))
+            report = await generator.generate(conn, scale=scale)
         finally:
             await conn.close()
         log.debug(  # the summary header says it
             "demo_install_generated",
-            message=f"{report.user_rows:,} user rows in {report.user_tables} user tables, {report.tables:,} tables, "
-            f"{report.views:,} views",
+            message=report.summary(),
             seconds=report.seconds,
         )
         backup_dir = Path(server.owns_dir or server.datadir.parent) / "backup"  # removed with the server
         backup_dir.mkdir(exist_ok=True)
-        # the throttle watches a typical application read, so the run (and its report) shows its latency
-        probe = settings.probe_sql or DEMO_PROBE
+        # the throttle watches a typical application read (the manifest's [demo] probe_sql), so the run
+        # (and its report) shows its latency
+        probe = settings.probe_sql or migration.probe_sql
         summary = await run_migration(
             settings.with_(dsn=dsn, backup_path=f"{backup_dir}/", probe_sql=probe), command="demo"
         )
         print(
             f"bxbatch demo: PostgreSQL {version} ({flavor}), synthetic install at scale {scale}: "
-            f"{report.user_rows:,} user rows in {report.user_tables} user tables, "
-            f"{report.tables:,} tables, {report.views:,} views, built in {report.seconds:.1f}s"
+            f"{report.summary()}, built in {report.seconds:.1f}s"
         )
         for line in summary_lines(summary):  # one line per phase, one per backfill job
             print(line)
-        print(await _validation_report(dsn))
+        print(await _validation_report(settings.with_(dsn=dsn)))
         if keep:
             print(f"server left running: {dsn}")
         return summary
@@ -72,12 +70,10 @@ async def run_demo(settings: Settings, *, scale: float, flavor: str = "embedded"
             server.close()
 
 
-async def _validation_report(dsn: str) -> str:
+async def _validation_report(settings: Settings) -> str:
     """The validation report of the migrated install (what `bxbatch validate` prints)."""
-    from bxbatch.phases.validate import render_short, validate
-
-    conn = await asyncpg.connect(dsn)
+    conn = await asyncpg.connect(settings.dsn)
     try:
-        return render_short(await validate(conn, Settings(dsn=dsn)))
+        return render_short(await validate(conn, Settings(dsn=settings.dsn, migration=settings.migration)))
     finally:
         await conn.close()

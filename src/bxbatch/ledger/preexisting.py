@@ -5,26 +5,27 @@ from __future__ import annotations
 import asyncpg
 
 from bxbatch.db.sqlfiles import queries
-from bxbatch.migrations.expected import expected_schema
+from bxbatch.migrations.loader import Migration
 
 Q = queries("preexisting")
 
 
-async def record_preexisting(conn: asyncpg.Connection, run_id: int | None, schema: str = "public") -> bool:
+async def record_preexisting(conn: asyncpg.Connection, run_id: int | None, migration: Migration) -> bool:
     """Before bxbatch's first DDL: remember which of its objects the install already had. Once per database."""
     if await conn.fetchval(Q["preexisting_taken"]):
         return False
     if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM bxbatch.ddl_file)"):
         return False  # DDL applied by a bxbatch without this record: nothing trustworthy to take
-    exp = expected_schema()
+    exp = migration.expected
     async with conn.transaction():
         await conn.execute(
             Q["record_preexisting"],
-            schema,
+            migration.schema,
             list(exp.tables),
             list(exp.indexes),
             [c.name for c in exp.foreign_keys],
             list(exp.functions),
+            [f"{table}.{column}" for table, column in exp.added_columns],
         )
         await conn.execute(Q["mark_preexisting_taken"], run_id)
     return True

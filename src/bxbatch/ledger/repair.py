@@ -18,10 +18,10 @@ import asyncpg
 from bxbatch.db.render import set_local_timeouts
 from bxbatch.db.retry import RetryPolicy, retry
 from bxbatch.db.session import qualified
-from bxbatch.db.sqlfiles import SqlFile, ddl_files
+from bxbatch.db.sqlfiles import SqlFile
 from bxbatch.ledger import ddl
-from bxbatch.migrations.expected import AT_VALIDATE_CONSTRAINT, enum_name, expected_schema
-from bxbatch.migrations.profile import GUIDE, Profile
+from bxbatch.migrations.expected import AT_VALIDATE_CONSTRAINT, enum_name
+from bxbatch.migrations.loader import load_migration
 from bxbatch.settings import Settings
 
 
@@ -37,16 +37,15 @@ def _validate_statement(files: list[SqlFile], constraint: str) -> tuple[SqlFile,
     return None
 
 
-async def forget_missing(
-    conn: asyncpg.Connection, settings: Settings, log: Any, profile: Profile = GUIDE
-) -> dict[str, list[str]]:
+async def forget_missing(conn: asyncpg.Connection, settings: Settings, log: Any) -> dict[str, list[str]]:
     """Make the next phases rebuild the indexes and foreign keys a completed run made but the catalog lacks."""
     if not await conn.fetchval("SELECT to_regclass('bxbatch.ddl_statement') IS NOT NULL"):
         return {}
-    exp = expected_schema()
-    files = ddl_files()
+    migration = load_migration(settings.migration)
+    exp = migration.expected
+    files = migration.ddl_files()
     by_name = {f.name: f for f in files}
-    schema = profile.schema
+    schema = migration.schema
     repaired: dict[str, list[str]] = {"indexes": [], "foreign_keys": [], "validations": []}
 
     states = await ddl.index_states(conn, schema, list(exp.indexes))

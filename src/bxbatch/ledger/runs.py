@@ -22,7 +22,8 @@ import asyncpg
 from bxbatch import __version__
 from bxbatch.db.render import set_local_timeouts
 from bxbatch.db.sqlfiles import queries
-from bxbatch.errors import LockBusy, NothingToResume
+from bxbatch.errors import LockBusy, NothingToResume, UsageError
+from bxbatch.migrations.loader import load_migration
 from bxbatch.observe.log import iso
 from bxbatch.settings import Settings
 
@@ -138,7 +139,22 @@ class RunRecord:
 
 def _settings_json(settings: Settings) -> str:
     public = {k: v for k, v in vars(settings).items() if k != "dsn"}
+    migration = load_migration(settings.migration)  # which migration the run applies: resume checks it
+    public.update(migration_name=migration.name, migration_sha256=migration.sha256)
     return json.dumps(public, default=str)
+
+
+async def _check_same_migration(conn: asyncpg.Connection, run_id: int, settings: Settings) -> None:
+    """Refuse to continue run ``run_id`` with another migration than the one it started with."""
+    run = await conn.fetchrow(Q["run_by_id"], run_id)
+    stored = run["settings"] if run is not None else None
+    started = (json.loads(stored) if isinstance(stored, str) else dict(stored or {})).get("migration_name")
+    current = load_migration(settings.migration).name
+    if started is not None and started != current:  # runs of earlier versions recorded none: the shipped one
+        raise UsageError(
+            f"run #{run_id} applies migration {started}, not {current}",
+            hint=f"resume it with --migration pointing at {started}, or roll it back first",
+        )
 
 
 async def start_or_continue_run(
@@ -163,6 +179,7 @@ async def start_or_continue_run(
             settings=json.loads(stored) if isinstance(stored, str) else dict(stored or {}),
         )  # fmt: skip
     if row is not None:
+        await _check_same_migration(conn, int(row["id"]), settings)
         await _take_ownership(conn, int(row["id"]), settings)
         return RunRecord(id=row["id"], status="running", command=row["command"], resumed=True)
     if resume_only:

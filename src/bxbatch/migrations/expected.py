@@ -1,4 +1,4 @@
-"""What the migration creates, read from the parse trees of ``sql/ddl`` (never from a hand-kept list).
+"""What a migration creates, read from the parse trees of its ``ddl/`` files (never from a hand-kept list).
 
 Validation checks the catalog against it, rollback removes it, cleanup vacuums its tables and
 plan lists it. Implicit names follow PostgreSQL's own rules (``<table>_pkey``, ``<table>_<col>_key``).
@@ -7,15 +7,15 @@ plan lists it. Implicit names follow PostgreSQL's own rules (``<table>_pkey``, `
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from functools import cache
 from typing import Any
 
-from bxbatch.db.sqlfiles import SqlFile, ddl_files
+from bxbatch.db.sqlfiles import SqlFile
 
 _CONSTR_PRIMARY = "CONSTR_PRIMARY"
 _CONSTR_UNIQUE = "CONSTR_UNIQUE"
 _CONSTR_FOREIGN = "CONSTR_FOREIGN"
 _AT_ADD_CONSTRAINT = "AT_AddConstraint"
+_AT_ADD_COLUMN = "AT_AddColumn"
 AT_VALIDATE_CONSTRAINT = "AT_ValidateConstraint"
 
 
@@ -48,6 +48,8 @@ class ExpectedSchema:
     constraints: dict[str, Constraint] = field(default_factory=dict)  # every named or implied one
     functions: dict[str, str] = field(default_factory=dict)  # function name -> schema
     validated_later: set[str] = field(default_factory=set)  # constraints a VALIDATE statement validates
+    # columns ALTER TABLE ... ADD COLUMN adds to tables the DDL does not create: (table, column), in order
+    added_columns: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def foreign_keys(self) -> list[Constraint]:
@@ -93,7 +95,7 @@ def _table_constraint(table: str, node: Any, columns: tuple[str, ...], file: str
     return None
 
 
-def _add_file(schema: ExpectedSchema, f: SqlFile) -> None:
+def _add_file(schema: ExpectedSchema, f: SqlFile, default_schema: str) -> None:
     for stmt in f.statements:
         node = stmt.node
         kind = stmt.kind
@@ -121,7 +123,13 @@ def _add_file(schema: ExpectedSchema, f: SqlFile) -> None:
             table = str(node.relation.relname)
             for cmd in node.cmds or ():
                 sub = enum_name(cmd.subtype)
-                if sub == _AT_ADD_CONSTRAINT and cmd.def_ is not None:
+                if sub == _AT_ADD_COLUMN and cmd.def_ is not None:
+                    column = str(cmd.def_.colname)
+                    if table in schema.tables:
+                        schema.tables[table] = (*schema.tables[table], column)
+                    elif (table, column) not in schema.added_columns:
+                        schema.added_columns.append((table, column))
+                elif sub == _AT_ADD_CONSTRAINT and cmd.def_ is not None:
                     c = _table_constraint(table, cmd.def_, (), f.name)
                     if c is not None:
                         schema.constraints[c.name] = replace(c, sql=stmt.sql)
@@ -129,17 +137,12 @@ def _add_file(schema: ExpectedSchema, f: SqlFile) -> None:
                     schema.validated_later.add(str(cmd.name))
         elif kind == "CreateFunctionStmt":
             parts = _names(node.funcname)
-            schema.functions[parts[-1]] = parts[0] if len(parts) > 1 else "public"
+            schema.functions[parts[-1]] = parts[0] if len(parts) > 1 else default_schema
 
 
-def expected_from(files: list[SqlFile]) -> ExpectedSchema:
+def expected_from(files: list[SqlFile], default_schema: str) -> ExpectedSchema:
+    """What ``files`` create; an unqualified function lands in ``default_schema`` (the migration's)."""
     schema = ExpectedSchema()
     for f in files:
-        _add_file(schema, f)
+        _add_file(schema, f, default_schema)
     return schema
-
-
-@cache
-def expected_schema() -> ExpectedSchema:
-    """The objects every shipped DDL file creates (parsed once per process)."""
-    return expected_from(ddl_files())

@@ -1,16 +1,16 @@
-"""Backfill jobs: loading ``sql/backfill/*.sql`` (header directives + named statements) and rendering chunk SQL.
+"""Backfill jobs: loading a migration's ``backfill/*.sql`` (header directives + named statements), rendering chunks.
 
 A job file has ``-- bxbatch: key=value`` directives in its leading comment block and ``-- name: x``
 statements below it:
 
 * ``source=table``: one source table walked on ``key_table.key_column``; statements ``chunk``
-  (binds ``$1`` lo, ``$2`` hi, optionally ``$3`` = the profile value named by ``extra_param``),
+  (binds ``$1`` lo, ``$2`` hi, optionally ``$3`` = the manifest's ``[params]`` value named by ``extra_param``),
   ``main_bound`` (the largest key now), ``expected`` (rows the job writes), ``set_based`` (the
   guide's single statement, fixed: for tests and benchmarks), and with ``reconcile=true`` also
   ``reconcile`` (same binds, returns rows changed) and ``reconcile_bound``; ``changes=`` lists the
   base tables the job reads with the column of each that holds the job's key (``table.*`` when a
   row maps to no one key), so the settle rounds reconcile only what changed (backfill/changes.py).
-* ``source=user_tables``: every user table ``database_table_<id>`` up to its trigger high-water
+* ``source=user_tables``: every user table of the migration (``[user_tables]``) up to its trigger high-water
   mark; statements ``chunk`` (with ``{segments}``) and ``segment`` (with ``{table}`` and ``{i}``).
 
 Every statement is parsed with PostgreSQL's parser when the file is loaded, so a broken file
@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from bxbatch.db.session import qualified
-from bxbatch.db.sqlfiles import checksum, parse_directives, parse_named_queries, split_statements, sql_root
+from bxbatch.db.idents import qualified
+from bxbatch.db.sqlfiles import checksum, parse_directives, parse_named_queries, split_statements
 from bxbatch.errors import SqlFileError
-from bxbatch.migrations.profile import GUIDE, Profile
+from bxbatch.migrations.profile import Profile
 
 _FILE_NAME = re.compile(r"^(?P<num>\d{3})_(?P<name>[a-z0-9_]+)\.sql$")
 SOURCES = ("table", "user_tables")
@@ -48,7 +48,7 @@ class Job:
     key_table: str | None
     key_column: str | None
     reconcile: bool
-    extra_param: str | None  # a Profile attribute bound as the last parameter (e.g. grid_view_type)
+    extra_param: str | None  # a [params] value of the manifest bound as the last parameter (e.g. grid_view_type)
     statements: dict[str, str] = field(repr=False, compare=False)
     # base tables the job reads and the key column of each ("*": a change maps to no one key);
     # their writes are captured for the settle rounds (backfill/changes.py)
@@ -59,7 +59,7 @@ class Job:
         return self.source == "user_tables"
 
     def extra_args(self, profile: Profile) -> tuple[object, ...]:
-        return (getattr(profile, self.extra_param),) if self.extra_param else ()
+        return (profile.params[self.extra_param],) if self.extra_param else ()
 
     def sql(self, name: str) -> str:
         try:
@@ -68,7 +68,7 @@ class Job:
             raise SqlFileError(f"{self.file}: no statement named {name!r}") from None
 
 
-def render_segments(job: Job, relnames: list[str], schema: str = GUIDE.schema) -> str:
+def render_segments(job: Job, relnames: list[str], schema: str) -> str:
     """The chunk statement of a per-user-table job for these tables (segment i reads array element i)."""
     if not relnames:
         raise ValueError("a chunk needs at least one segment")
@@ -89,7 +89,7 @@ def _check_parses(file: str, name: str, sql: str) -> None:
 def load_job(path: Path) -> Job:
     match = _FILE_NAME.match(path.name)
     if not match:
-        raise SqlFileError(f"unexpected file name {path.name} in sql/backfill", hint="name job files NNN_name.sql")
+        raise SqlFileError(f"unexpected file name {path.name} in backfill/", hint="name job files NNN_name.sql")
     text = path.read_text(encoding="utf-8")
     d = parse_directives(text)
     name = d.get("job", match.group("name"))
@@ -113,8 +113,6 @@ def load_job(path: Path) -> Job:
         changes.append((table, column))
     if changes and not reconcile:
         raise SqlFileError(f"{path.name}: changes= needs reconcile=true", hint="only reconciled jobs use it")
-    if extra is not None and not hasattr(GUIDE, extra):
-        raise SqlFileError(f"{path.name}: extra_param={extra} is not a profile attribute")
     job = Job(
         name=name,
         order=int(match.group("num")),
@@ -134,23 +132,16 @@ def load_job(path: Path) -> Job:
             continue
         _check_parses(path.name, stmt_name, sql)
     if source == "user_tables":
-        _check_parses(path.name, "chunk", render_segments(job, ["database_table_1", "database_table_2"]))
+        _check_parses(path.name, "chunk", render_segments(job, ["t_1", "t_2"], "s"))
     return job
 
 
 @cache
-def load_jobs(root: Path | None = None) -> tuple[Job, ...]:
-    """Every job in ``sql/backfill``, in file order."""
-    directory = (root or sql_root()) / "backfill"
+def load_jobs(root: Path) -> tuple[Job, ...]:
+    """Every job in the migration directory ``root``'s ``backfill/``, in file order (none without one)."""
+    directory = root / "backfill"
     jobs = tuple(load_job(p) for p in sorted(directory.glob("*.sql")))
     names = [j.name for j in jobs]
     if len(set(names)) != len(names):
         raise SqlFileError("two backfill files define the same job name", hint=", ".join(names))
     return jobs
-
-
-def job_by_name(name: str) -> Job:
-    for job in load_jobs():
-        if job.name == name:
-            return job
-    raise SqlFileError(f"no backfill job named {name!r}", hint=", ".join(j.name for j in load_jobs()))

@@ -18,9 +18,9 @@ from typing import Any
 
 import asyncpg
 
-from bxbatch.db.sqlfiles import ddl_files
-from bxbatch.errors import NothingToResume
+from bxbatch.errors import MigrationError, NothingToResume
 from bxbatch.ledger import observations as obs
+from bxbatch.migrations.loader import load_migration
 
 MAX_BUCKETS = 400  # throughput points per job
 MAX_DURATIONS = 2000  # chunk durations per job kept for the distribution
@@ -151,10 +151,15 @@ def _clip(holds: list[dict[str, Any]], end: str | None) -> list[dict[str, Any]]:
     return kept
 
 
-def _constraint_names() -> dict[tuple[str, int], str]:
-    """(file, statement index) -> what the statement validates, for the timeline's labels."""
+def _constraint_names(migration_dir: str | None) -> dict[tuple[str, int], str]:
+    """(file, statement index) -> what the statement validates, for the timeline's labels ({}: the run's
+    migration directory is not on this host)."""
     names: dict[tuple[str, int], str] = {}
-    for f in ddl_files():
+    try:
+        files = load_migration(migration_dir).ddl_files()
+    except MigrationError:
+        return names
+    for f in files:
         if f.phase != "constraints":
             continue
         for idx, stmt in enumerate(f.statements):
@@ -288,7 +293,7 @@ async def _live_report(conn: asyncpg.Connection, run_id: int) -> dict[str, Any] 
                     "detail": f"on {b['table_name']}, attempt {b['attempt']}, waited {b['waited_ms'] or 0} ms",
                 }
             )
-    names = _constraint_names()
+    names = _constraint_names(settings.get("migration"))
     for c in await obs.constraint_statements(conn, run_id):
         end: datetime = c["applied_at"]
         start = end.timestamp() - float(c["duration_ms"]) / 1000.0

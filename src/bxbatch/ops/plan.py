@@ -30,10 +30,11 @@ from bxbatch.db.session import connect, qualified
 from bxbatch.db.sqlfiles import queries
 from bxbatch.ledger import runs as ledger
 from bxbatch.ledger.observations import has_estimate, save_estimate
-from bxbatch.migrations.expected import expected_schema
-from bxbatch.migrations.jobs import Job, load_jobs, render_segments
-from bxbatch.migrations.profile import GUIDE, Profile
+from bxbatch.migrations.jobs import Job, render_segments
+from bxbatch.migrations.loader import Migration, load_migration
+from bxbatch.migrations.profile import Profile
 from bxbatch.phases import PHASE_ORDER, preflight
+from bxbatch.phases.preflight_server import local_data_directory
 from bxbatch.phases.schema import pending_files
 from bxbatch.phases.triggers import user_tables
 from bxbatch.settings import Settings
@@ -43,7 +44,6 @@ ESTIMATE_TIMEOUT_S = 30.0  # a run waits at most this long for its plan estimate
 
 # Default costs, microseconds per row written by one worker, measured on the reference machine
 # (PG 18, 2 cores; DESIGN.md): used when --sample is not given.
-DEFAULT_US_PER_ROW = {"enhanced_views": 10.0, "permissions": 13.0, "activity_seed": 20.0}
 FALLBACK_US_PER_ROW = 20.0
 CHUNK_OVERHEAD_S = 0.002  # claim + ledger row + commit, per chunk
 POOL_CONNECT_S = 0.06  # per worker connection, once per backfill phase
@@ -137,13 +137,13 @@ def _speedup(settings: Settings, chunks: int, local_cpus: int | None) -> float:
 async def _local_cpus(conn: asyncpg.Connection) -> int | None:
     """CPU count of the server when it runs on this machine (as preflight's disk check proves it)."""
     try:
-        local = await preflight._local_data_directory(conn)
+        local = await local_data_directory(conn)
     except asyncpg.PostgresError:
         return None
     return os.cpu_count() if local is not None else None
 
 
-async def _apply_pending_schema(conn: asyncpg.Connection) -> int:
+async def _apply_pending_schema(conn: asyncpg.Connection, migration: Migration) -> int:
     """Inside the caller's transaction: the schema phase's pending files, as the run would apply them.
 
     The backfills then pay what they pay in a real run (the foreign keys are checked on every
@@ -151,7 +151,7 @@ async def _apply_pending_schema(conn: asyncpg.Connection) -> int:
     rollback.
     """
     applied = 0
-    for f in await pending_files(conn, phase="schema"):
+    for f in await pending_files(conn, migration, phase="schema"):
         for stmt in f.statements:
             await conn.execute(stmt.sql)
         applied += 1
@@ -227,9 +227,9 @@ async def _sample_user_tables_job(
 
 
 async def estimate_backfills(
-    conn: asyncpg.Connection, settings: Settings, profile: Profile, *, sample: bool, sample_chunks: int = 3
+    conn: asyncpg.Connection, settings: Settings, migration: Migration, *, sample: bool, sample_chunks: int = 3
 ) -> list[BackfillEstimate]:
-    jobs = list(load_jobs())
+    jobs, profile = list(migration.jobs), migration.profile
     budget = await lock_budget(conn, settings, profile.schema)
     segments = min(MAX_SEGMENTS, budget.group_size)  # as the engine cuts them
     tables = await _user_table_rows(conn, profile, budget, max_ids=sample)
@@ -240,7 +240,7 @@ async def estimate_backfills(
             est_rows = sum(t[2] for t in tables)
         else:
             est_rows = await _explain_rows(conn, _select_of(job.sql("set_based")), *job.extra_args(profile))
-        us = DEFAULT_US_PER_ROW.get(job.name, FALLBACK_US_PER_ROW)
+        us = migration.us_per_row.get(job.name, FALLBACK_US_PER_ROW)
         estimates.append(
             BackfillEstimate(job.name, job.target, job.source, est_rows, settings.initial_chunk_rows, 0, us, 0.0)
         )
@@ -249,7 +249,7 @@ async def estimate_backfills(
         await tx.start()
         try:
             await set_local_timeouts(conn, lock=settings.lock_timeout_ms, statement=settings.statement_timeout_ms)
-            created = await _apply_pending_schema(conn)
+            created = await _apply_pending_schema(conn, migration)
             for job, est in zip(jobs, estimates, strict=True):
                 if job.per_user_table:
                     got = await _sample_user_tables_job(
@@ -275,14 +275,16 @@ async def estimate_backfills(
     return estimates
 
 
-async def _index_plan(conn: asyncpg.Connection, profile: Profile, rows_after: dict[str, int]) -> list[dict[str, Any]]:
-    exp = expected_schema()
+async def _index_plan(
+    conn: asyncpg.Connection, migration: Migration, rows_after: dict[str, int]
+) -> list[dict[str, Any]]:
+    exp = migration.expected
     state = {
         r["name"]: r["valid"]
         for r in await conn.fetch(
             "SELECT c.relname AS name, i.indisvalid AS valid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
             "WHERE c.relnamespace = to_regnamespace($1) AND c.relname = ANY($2::text[])",
-            profile.schema,
+            migration.schema,
             list(exp.indexes),
         )
     }
@@ -306,15 +308,15 @@ async def _index_plan(conn: asyncpg.Connection, profile: Profile, rows_after: di
 
 
 async def _constraint_plan(
-    conn: asyncpg.Connection, profile: Profile, rows_after: dict[str, int]
+    conn: asyncpg.Connection, migration: Migration, rows_after: dict[str, int]
 ) -> list[dict[str, Any]]:
-    exp = expected_schema()
+    exp = migration.expected
     state = {
         r["conname"]: r["convalidated"]
         for r in await conn.fetch(
             "SELECT conname, convalidated FROM pg_constraint WHERE connamespace = to_regnamespace($1) "
             "AND conname = ANY($2::text[])",
-            profile.schema,
+            migration.schema,
             [c.name for c in exp.foreign_keys],
         )
     }
@@ -334,20 +336,19 @@ async def _constraint_plan(
     return out
 
 
-async def build_plan(
-    settings: Settings, *, sample: bool = False, sample_chunks: int = 3, profile: Profile = GUIDE
-) -> dict[str, Any]:
+async def build_plan(settings: Settings, *, sample: bool = False, sample_chunks: int = 3) -> dict[str, Any]:
     """The plan of a run against this database. Reads only (a sample's writes are rolled back)."""
     conn = await connect(settings, role="plan")
     try:
-        await preflight.check_essentials(conn, profile)
+        migration = load_migration(settings.migration)
+        await preflight.check_essentials(conn, settings, everything=False)
         has_ledger = await ledger.ledger_exists(conn)
         done: dict[str, str] = {}
         if has_ledger:
             run = await ledger.last_run(conn)  # its phases: done ones cost nothing more
             if run is not None:
                 done = await ledger.phase_states(conn, run["id"])
-        pending = await pending_files(conn)
+        pending = await pending_files(conn, migration)
         ddl = [
             {
                 "file": f.name,
@@ -357,14 +358,14 @@ async def build_plan(
             }
             for f in pending
         ]
-        tables = await user_tables(conn, profile)
+        tables = await user_tables(conn, migration.profile)
         installed = 0
         if has_ledger:
             installed = int(await conn.fetchval("SELECT count(*) FROM bxbatch.trigger_install"))
-        backfills = await estimate_backfills(conn, settings, profile, sample=sample, sample_chunks=sample_chunks)
+        backfills = await estimate_backfills(conn, settings, migration, sample=sample, sample_chunks=sample_chunks)
         rows_after = {b.target: b.est_rows for b in backfills}
-        indexes = await _index_plan(conn, profile, rows_after)
-        constraints = await _constraint_plan(conn, profile, rows_after)
+        indexes = await _index_plan(conn, migration, rows_after)
+        constraints = await _constraint_plan(conn, migration, rows_after)
     finally:
         await conn.close()
     seconds = {
@@ -383,7 +384,12 @@ async def build_plan(
     return {
         "phases": phases,
         "pending_ddl": ddl,
-        "triggers": {"user_tables": len(tables), "installed": installed, "pending": max(0, len(tables) - installed)},
+        "triggers": {
+            "user_tables": len(tables),
+            "installed": installed,
+            "pending": max(0, len(tables) - installed) if migration.trigger is not None else 0,
+            "label": migration.trigger.label if migration.trigger is not None else None,
+        },
         "backfills": [vars(b) for b in backfills],
         "indexes": indexes,
         "constraints": constraints,
@@ -405,7 +411,8 @@ def render(plan: dict[str, Any], *, sql: bool = False) -> str:
         if sql:
             lines.extend("      " + s.replace("\n", "\n      ") + ";" for s in item["statements"])
     t = plan["triggers"]
-    lines.append(f"triggers: {t['pending']} of {t['user_tables']} user tables to equip with the activity trigger")
+    if t.get("label"):
+        lines.append(f"triggers: {t['pending']} of {t['user_tables']} user tables to equip with the {t['label']}")
     lines.append("backfills" + (" (sampled: chunks timed in a rolled-back transaction):" if plan["sampled"] else ":"))
     for b in plan["backfills"]:
         how = "sampled" if b["sampled"] else "default cost"

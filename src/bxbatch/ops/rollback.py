@@ -1,7 +1,7 @@
 """``bxbatch rollback``: remove what bxbatch added, in reverse order, each step recorded and resumable.
 
-Order: activity triggers on user tables, foreign keys, indexes, the new tables of sql/ddl, the
-trigger function, and the ``bxbatch`` schema (the ledger) last. What to remove is derived from
+Order: the migration's triggers on user tables, foreign keys, indexes, the new tables of its ddl/,
+its functions, and the ``bxbatch`` schema (the ledger) last. What to remove is derived from
 the DDL parse trees and the catalog, minus what the install already had before bxbatch first
 changed anything (``bxbatch.preexisting``): base tables are never touched. Each step is one
 short transaction under lock_timeout (retried), recorded in ``bxbatch.rollback_step`` in the
@@ -27,11 +27,10 @@ from bxbatch.db.sqlfiles import queries
 from bxbatch.errors import LockBusy, RollbackRefused
 from bxbatch.ledger import runs as ledger
 from bxbatch.ledger.preexisting import preexisting, safety_ledger_present
-from bxbatch.migrations.expected import expected_schema
-from bxbatch.migrations.profile import GUIDE, Profile
+from bxbatch.migrations.loader import Migration, load_migration
 from bxbatch.observe.history import archive_runs, record_rollback
 from bxbatch.observe.log import get_logger
-from bxbatch.phases.preflight import check_other_run
+from bxbatch.phases.preflight_server import check_other_run
 from bxbatch.settings import Settings
 
 Q = queries("rollback")
@@ -62,13 +61,13 @@ class RollbackResult:
     app_data: list[str]
 
 
-async def plan_steps(conn: asyncpg.Connection, profile: Profile = GUIDE, *, drop_history: bool = False) -> list[Step]:
+async def plan_steps(conn: asyncpg.Connection, migration: Migration, *, drop_history: bool = False) -> list[Step]:
     """The steps still to do, in order, from the catalog as it is now.
 
     The run history (``bxbatch_history``: every run's summary and report data, archived in the
     last step's transaction) stays, unless ``drop_history``: then the catalog is exactly as before."""
-    schema = profile.schema
-    exp = expected_schema()
+    schema = migration.schema
+    exp = migration.expected
     ledger_present = await ledger.ledger_exists(conn)
     history = [Step(HISTORY_STEP, "DROP SCHEMA IF EXISTS bxbatch_history CASCADE")] if drop_history else []
     if not ledger_present:
@@ -101,6 +100,13 @@ async def plan_steps(conn: asyncpg.Connection, profile: Profile = GUIDE, *, drop
     for name in reversed(list(exp.indexes)):
         if name in present and ("index", name) not in kept:
             steps.append(Step(f"index:{name}", f"DROP INDEX IF EXISTS {qualified(schema, name)}"))
+    added = [f"{table}.{column}" for table, column in exp.added_columns]
+    columns = {r["name"] for r in await conn.fetch(Q["added_columns_present"], schema, added)}
+    for table, column in reversed(exp.added_columns):  # columns added to base tables: the tables stay
+        name = f"{table}.{column}"
+        if name in columns and ("column", name) not in kept:
+            sql = f"ALTER TABLE {qualified(schema, table)} DROP COLUMN IF EXISTS {quote_ident(column)}"
+            steps.append(Step(f"column:{name}", sql))
     for table in reversed(list(exp.tables)):
         if table in present and ("table", table) not in kept:
             steps.append(Step(f"table:{table}", f"DROP TABLE IF EXISTS {qualified(schema, table)}"))
@@ -120,32 +126,28 @@ async def plan_steps(conn: asyncpg.Connection, profile: Profile = GUIDE, *, drop
     return steps + history
 
 
-async def application_data(conn: asyncpg.Connection, profile: Profile = GUIDE) -> list[str]:
-    """Data in the new tables that no bxbatch backfill wrote: what a rollback would destroy."""
-    from bxbatch.migrations.jobs import load_jobs
+async def application_data(conn: asyncpg.Connection, migration: Migration) -> list[str]:
+    """Data in the new tables that no bxbatch backfill wrote: what a rollback would destroy.
 
-    exp = expected_schema()
-    targets = {job.target for job in load_jobs()}
+    Tables no job writes must be empty; the migration's rollback guards count rows added to the
+    others after the last run ended (entries the application logged, permissions it granted)."""
+    exp, schema = migration.expected, migration.schema
+    targets = {job.target for job in migration.jobs}
     kept = {name for kind, name in await preexisting(conn) if kind == "table"}
-    present = {r["relname"] for r in await conn.fetch(Q["relations_present"], profile.schema, list(exp.tables))}
+    present = {r["relname"] for r in await conn.fetch(Q["relations_present"], schema, list(exp.tables))}
     found: list[str] = []
     for table in exp.tables:
         if table in present and table not in kept and table not in targets:
-            sql = f"SELECT EXISTS (SELECT 1 FROM {qualified(profile.schema, table)})"
+            sql = f"SELECT EXISTS (SELECT 1 FROM {qualified(schema, table)})"
             if await conn.fetchval(sql):
                 found.append(f"{table} has rows (no backfill writes it: the application did)")
     run_end = await conn.fetchval(Q["last_run_end"])
     if run_end is not None:
-        if "database_activitylog" in present and "database_activitylog" not in kept:
-            n = await conn.fetchval(Q["activity_after"], run_end)
-            if n:
-                found.append(
-                    f"database_activitylog has {n} entries newer than the run's end ({run_end:%Y-%m-%d %H:%M})"
-                )
-        if "database_permission" in present and "database_permission" not in kept:
-            n = await conn.fetchval(Q["permissions_after"], run_end)
-            if n:
-                found.append(f"database_permission has {n} permissions granted after the run's end")
+        for guard in migration.guards:
+            if guard.table in present and guard.table not in kept:
+                n = await conn.fetchval(migration.rollback_queries[guard.query], run_end)
+                if n:
+                    found.append(guard.message.format(n=n, run_end=f"{run_end:%Y-%m-%d %H:%M}"))
     return found
 
 
@@ -153,7 +155,6 @@ async def rollback(
     conn: asyncpg.Connection,
     settings: Settings,
     *,
-    profile: Profile = GUIDE,
     force: bool = False,
     drop_history: bool = False,
     log: Any = None,
@@ -169,11 +170,12 @@ async def rollback(
         other = await check_other_run(conn, settings)
         if other.status != "pass":  # a run in progress (lock or live workers): never pull the schema from under it
             raise LockBusy(other.reason, hint="wait for the run to finish, or `bxbatch cancel` it first")
-        steps = await plan_steps(conn, profile, drop_history=drop_history)
+        migration = load_migration(settings.migration)
+        steps = await plan_steps(conn, migration, drop_history=drop_history)
         if not steps:
             log.info("rollback_nothing_to_do")
             return RollbackResult([], 0, 0, 0.0, [])
-        app_data = await application_data(conn, profile)
+        app_data = await application_data(conn, migration)
         if app_data and not force:
             raise RollbackRefused(
                 f"rollback would destroy data written by the application: {'; '.join(app_data[:3])}",
@@ -185,7 +187,7 @@ async def rollback(
         pending = [s for s in steps if s.key not in done_keys]
         skipped = len(steps) - len(pending)
         done = 0
-        group_tables = min(TRIGGER_DROP_GROUP, (await lock_budget(conn, settings, profile.schema)).group_size)
+        group_tables = min(TRIGGER_DROP_GROUP, (await lock_budget(conn, settings)).group_size)
         index = 0
         busy: list[Step] = []  # trigger steps whose table was in use: alone, waiting, after the others
         while index < len(pending) or busy:
@@ -276,10 +278,11 @@ async def rollback_database(
     conn = await connect(settings, role="rollback")
     try:
         if not confirmed:
-            steps = await plan_steps(conn, drop_history=drop_history)
+            migration = load_migration(settings.migration)
+            steps = await plan_steps(conn, migration, drop_history=drop_history)
             if not steps:
                 return RollbackResult([], 0, 0, 0.0, [])
-            summary = await summarize(conn, steps)
+            summary = await summarize(conn, steps, migration.schema)
             kinds = ", ".join(f"{n} {k}" for k, n in summary["kinds"].items() if k != "schema")
             raise RollbackRefused(
                 f"rollback would run {len(steps)} step(s) ({kinds}, {summary['rows']:,} rows in dropped tables)",
@@ -294,7 +297,7 @@ async def rollback_database(
 ROW_COUNT_CAP = 1_000_000  # tables are counted exactly up to this many rows
 
 
-async def summarize(conn: asyncpg.Connection, steps: list[Step], profile: Profile = GUIDE) -> dict[str, Any]:
+async def summarize(conn: asyncpg.Connection, steps: list[Step], schema: str) -> dict[str, Any]:
     """What the steps remove, by kind, with the rows of every table they drop (exact up to ROW_COUNT_CAP)."""
     kinds: dict[str, int] = {}
     tables: list[dict[str, Any]] = []
@@ -302,7 +305,7 @@ async def summarize(conn: asyncpg.Connection, steps: list[Step], profile: Profil
         kind, _, name = step.key.partition(":")
         kinds[kind] = kinds.get(kind, 0) + 1
         if kind == "table":
-            sql = f"SELECT count(*) FROM (SELECT 1 FROM {qualified(profile.schema, name)} LIMIT {ROW_COUNT_CAP + 1}) s"
+            sql = f"SELECT count(*) FROM (SELECT 1 FROM {qualified(schema, name)} LIMIT {ROW_COUNT_CAP + 1}) s"
             rows = int(await conn.fetchval(sql))
             tables.append({"table": name, "rows": min(rows, ROW_COUNT_CAP), "more": rows > ROW_COUNT_CAP})
     tables.sort(key=lambda t: -t["rows"])
@@ -317,7 +320,8 @@ async def summarize(conn: asyncpg.Connection, steps: list[Step], profile: Profil
 def render_summary(summary: dict[str, Any], limit: int = 8) -> list[str]:
     """A few lines: counts by kind, then the tables with the most rows."""
     labels = {
-        "trigger": "activity triggers",
+        "trigger": "triggers",
+        "column": "added columns",
         "constraint": "foreign keys",
         "index": "indexes",
         "table": "tables",
@@ -343,12 +347,13 @@ def render_summary(summary: dict[str, Any], limit: int = 8) -> list[str]:
 async def rollback_plan(settings: Settings) -> dict[str, Any]:
     conn = await connect(settings, role="rollback")
     try:
-        steps = await plan_steps(conn)
-        app_data = await application_data(conn) if steps else []
+        migration = load_migration(settings.migration)
+        steps = await plan_steps(conn, migration)
+        app_data = await application_data(conn, migration) if steps else []
         return {
             "steps": [{"step": s.key, "sql": s.sql} for s in steps],
             "application_data": app_data,
-            "summary": await summarize(conn, steps),
+            "summary": await summarize(conn, steps, migration.schema),
         }
     finally:
         await conn.close()

@@ -13,7 +13,6 @@ import asyncpg
 from bxbatch.db.locks import exhausted
 from bxbatch.db.retry import is_connection_lost, is_hopeless, needs_fix
 from bxbatch.db.session import connect
-from bxbatch.db.sqlfiles import ddl_files
 from bxbatch.errors import (
     BxbatchError,
     ChangedFileError,
@@ -28,6 +27,7 @@ from bxbatch.errors import (
 from bxbatch.ledger import runs as ledger
 from bxbatch.ledger.repair import forget_missing
 from bxbatch.live import control, health
+from bxbatch.migrations.loader import load_migration
 from bxbatch.observe.console import heartbeat, phase_summary
 from bxbatch.observe.log import get_logger
 from bxbatch.observe.observatory import observatory
@@ -105,14 +105,16 @@ async def run_migration(
     ``join``: add this process to the run another process owns, with that run's settings.
     """
     log = get_logger("bxbatch")
-    ddl_files()  # parse every shipped file before touching the database
+    migration = load_migration(settings.migration)
+    migration.ddl_files()  # parse every DDL file before touching the database
+    migration.jobs  # noqa: B018  (and every backfill job file)
     started = time.monotonic()
     conn = await connect(settings, role="main")
     record: ledger.RunRecord | None = None
     try:
         # Preflight's essentials first: nothing (not even the ledger) is created in a database
-        # that is not a Baserow install.
-        await preflight.check_essentials(conn, ledger_profile(), settings)  # the whole check table
+        # that is not an install of the migration's application.
+        await preflight.check_essentials(conn, settings)  # the whole check table
         await health.check_probe(settings)  # a --probe-sql typo or a writing probe: refused before any change
         if resume_only and not await ledger.ledger_exists(conn):  # nothing to resume: create nothing either
             raise NothingToResume(
@@ -134,7 +136,7 @@ async def run_migration(
             resumed=record.resumed,
             paused=control_state == "paused" or None,
         )
-        ctx = RunContext(settings=settings, conn=conn, run_id=record.id, log=log)
+        ctx = RunContext(settings=settings, conn=conn, run_id=record.id, log=log, migration=migration)
         summary = RunSummary(
             run_id=record.id, status="running", resumed=record.resumed, seconds=0.0, joined=record.joined
         )
@@ -231,12 +233,6 @@ async def _write_report(conn: asyncpg.Connection, run_id: int, path: str, log: A
             log.warning("report_not_written", path=path, error=f"{type(exc).__name__}: {exc}"[:300])
     if scope.cancelled_caught:
         log.warning("report_not_written", path=path, error="took longer than 60 s")
-
-
-def ledger_profile() -> Any:
-    from bxbatch.migrations.profile import GUIDE
-
-    return GUIDE
 
 
 def _telling_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:

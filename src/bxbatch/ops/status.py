@@ -16,11 +16,11 @@ import asyncpg
 from bxbatch.backfill.report import backfill_status, render_backfill_lines
 from bxbatch.db.dsn import target_parts
 from bxbatch.db.session import connect
-from bxbatch.db.sqlfiles import ddl_files
 from bxbatch.errors import ExitCode
 from bxbatch.ledger import ddl as ddl_ledger
 from bxbatch.ledger import runs as ledger
 from bxbatch.live import control
+from bxbatch.migrations.loader import load_migration
 from bxbatch.observe import monitor
 from bxbatch.observe.log import human_count, human_duration, iso
 from bxbatch.ops import safety_status
@@ -89,7 +89,7 @@ async def collect_status_on(conn: asyncpg.Connection, settings: Settings) -> dic
         "target": target_parts(settings.dsn),
         "generated_at": await conn.fetchval("SELECT now()"),
     }
-    files = ddl_files()
+    files = load_migration(settings.migration).ddl_files()
     if not await ledger.ledger_exists(conn):
         report.update(
             state="NO_RUN",

@@ -1,4 +1,4 @@
-"""Backfill phase: the jobs of ``sql/backfill`` run by the chunk engine (see backfill/runner.py)."""
+"""Backfill phase: the migration's backfill jobs run by the chunk engine (see backfill/runner.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from bxbatch.backfill.runner import run_backfill_jobs
 from bxbatch.db.retry import RetryPolicy, retry
 from bxbatch.errors import CompletedWithFailures, Interrupted, LockBusy
 from bxbatch.live.throttle import Throttle
-from bxbatch.migrations.jobs import load_jobs
 from bxbatch.phases import indexes, schema, triggers
 from bxbatch.phases.context import RunContext
 from bxbatch.settings import Settings
@@ -33,7 +32,7 @@ async def add_target_keys(
     """Apply the ``phase=backfill`` DDL files: the foreign keys of the tables only bxbatch writes.
 
     Called by the engine after every job's main and catch-up passes, before the settle rounds
-    (sql/ddl/050_backfill_target_keys.sql says why). Another process of the same run may be
+    (the Baserow expansion's ddl/050_backfill_target_keys.sql says why). Another process of the same run may be
     applying them at the same moment: wait for it rather than fail. Returns the files applied.
     """
     try:
@@ -59,7 +58,7 @@ async def run(ctx: RunContext) -> dict[str, Any]:
             ctx.settings,
             ctx.run_id,
             ctx.log,
-            jobs=list(load_jobs()),
+            jobs=list(ctx.migration.jobs),
             throttle=throttle,
             profile=ctx.profile,
             # user tables created since the trigger phase get the trigger (and a high-water mark)

@@ -2,7 +2,7 @@
 
 VACUUM cannot run in a transaction block: each table is its own autocommit statement, under
 lock_timeout (retried with backoff) and without statement_timeout (a big activity log takes a
-while). The backfilled tables are among the new ones (sql/ddl creates them all).
+while). The backfilled tables are among the new ones (the migration's ddl/ creates them all).
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from typing import Any
 
 import asyncpg
 
+from bxbatch.backfill import changes
 from bxbatch.db.retry import RetryCount, RetryPolicy, retry
 from bxbatch.db.session import qualified
-from bxbatch.migrations.expected import expected_schema
+from bxbatch.migrations.loader import load_migration
 from bxbatch.observe import progress
 from bxbatch.phases.context import RunContext
 from bxbatch.settings import Settings
@@ -25,7 +26,7 @@ VACUUM_RETRY = RetryPolicy(event="vacuum_retry")
 
 
 async def vacuum_tables(conn: asyncpg.Connection, settings: Settings, schema: str, log: Any) -> dict[str, Any]:
-    wanted = list(expected_schema().tables)
+    wanted = list(load_migration(settings.migration).expected.tables)
     present = {r["relname"] for r in await conn.fetch(EXISTING_SQL, schema, wanted)}
     tables = [t for t in wanted if t in present]
     started = time.monotonic()
@@ -52,10 +53,7 @@ async def vacuum_tables(conn: asyncpg.Connection, settings: Settings, schema: st
 
 
 async def run(ctx: RunContext) -> dict[str, Any]:
-    from bxbatch.backfill import changes
-    from bxbatch.migrations.jobs import load_jobs
-
-    for job in load_jobs():  # change-capture triggers the backfill phase could not drop (a busy table)
+    for job in ctx.migration.jobs:  # change-capture triggers the backfill phase could not drop (a busy table)
         if job.changes:
             await changes.remove(ctx.conn, job, ctx.profile.schema, ctx.settings, ctx.log)
     return await vacuum_tables(ctx.conn, ctx.settings, ctx.profile.schema, ctx.log)

@@ -32,7 +32,7 @@ from pglast.enums import AlterTableType
 
 from bxbatch.db.retry import is_retryable
 from bxbatch.db.session import qualified, quote_ident
-from bxbatch.db.sqlfiles import SqlFile, Statement, ddl_files, queries
+from bxbatch.db.sqlfiles import SqlFile, Statement, queries
 from bxbatch.errors import ChangedFileError, OrphansFound, SqlFileError
 from bxbatch.ledger import ddl as ddl_ledger
 from bxbatch.ledger import runs as ledger
@@ -57,7 +57,7 @@ class ConstraintTask:
     constraint: str | None  # None: not a VALIDATE CONSTRAINT statement (runs as plain DDL)
 
 
-def constraint_tasks(files: list[SqlFile], default_schema: str = "public") -> list[ConstraintTask]:
+def constraint_tasks(files: list[SqlFile], default_schema: str) -> list[ConstraintTask]:
     tasks: list[ConstraintTask] = []
     for f in files:
         for idx, stmt in enumerate(f.statements):
@@ -319,8 +319,7 @@ class ConstraintPhase:
             fk = await foreign_key(conn, task.schema, task.table, task.constraint)
             if fk is None:
                 raise SqlFileError(
-                    f"sql/ddl/{task.file.name}, line {task.stmt.line}: no foreign key {task.constraint} on "
-                    f"{task.table}",
+                    f"ddl/{task.file.name}, line {task.stmt.line}: no foreign key {task.constraint} on {task.table}",
                     hint="the schema phase adds it NOT VALID; was it dropped by hand?",
                 )
             fks[i] = fk
@@ -366,7 +365,7 @@ async def _pending(conn: asyncpg.Connection, files: list[SqlFile], schema_name: 
         done = await ddl_ledger.applied_statements(conn, f.name)
         if any(sha != f.sha256 for sha in done.values()):
             raise ChangedFileError(
-                f"sql/ddl/{f.name} was changed after some of its statements were applied",
+                f"ddl/{f.name} was changed after some of its statements were applied",
                 hint="restore the applied version and put the change in a new, higher-numbered file",
             )
         pending += [t for t in constraint_tasks([f], schema_name) if t.idx not in done]
@@ -374,7 +373,7 @@ async def _pending(conn: asyncpg.Connection, files: list[SqlFile], schema_name: 
 
 
 async def run(ctx: RunContext) -> dict[str, Any]:
-    all_files = ddl_files()
+    all_files = ctx.migration.ddl_files()
     files = [f for f in all_files if f.phase == "constraints"]
     conn = ctx.conn
     async with ledger.advisory_lock(conn, ledger.LOCK_DDL, "applying DDL", wait_for_bxbatch=True, log=ctx.log):

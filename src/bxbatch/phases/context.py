@@ -1,4 +1,4 @@
-"""RunContext: what every phase receives (settings, the main connection, the run id, a logger)."""
+"""RunContext: what every phase receives (settings, the migration, the main connection, the run id, a logger)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Any
 
 import asyncpg
 
-from bxbatch.migrations.profile import GUIDE, Profile
+from bxbatch.migrations.loader import Migration, load_migration
+from bxbatch.migrations.profile import Profile
 from bxbatch.settings import Settings
 
 
@@ -17,5 +18,13 @@ class RunContext:
     conn: asyncpg.Connection  # the run's own connection (ledger writes, DDL); workers use a pool
     run_id: int
     log: Any
-    profile: Profile = GUIDE
+    migration: Migration = None  # type: ignore[assignment]  # None: the one settings.migration names
     summary: dict[str, Any] = field(default_factory=dict)  # phase name -> figures for the final report
+
+    def __post_init__(self) -> None:
+        if self.migration is None:
+            self.migration = load_migration(self.settings.migration)
+
+    @property
+    def profile(self) -> Profile:
+        return self.migration.profile

@@ -36,7 +36,7 @@ import asyncpg
 
 from bxbatch.db.retry import Outcome, Retry, RetryPolicy, is_retryable, retry
 from bxbatch.db.session import connect, qualified, server_version_num
-from bxbatch.db.sqlfiles import SqlFile, Statement, ddl_files, queries
+from bxbatch.db.sqlfiles import SqlFile, Statement, queries
 from bxbatch.errors import ChangedFileError, SqlFileError, UsageError
 from bxbatch.ledger import ddl as ddl_ledger
 from bxbatch.ledger import runs as ledger
@@ -71,7 +71,7 @@ class IndexTask:
         return f"{self.file.name}#{self.idx}"
 
 
-def index_tasks(files: list[SqlFile], default_schema: str = "public") -> list[IndexTask]:
+def index_tasks(files: list[SqlFile], default_schema: str) -> list[IndexTask]:
     """The index phase's statements; anything but a named CREATE INDEX CONCURRENTLY is refused."""
     tasks: list[IndexTask] = []
     for f in files:
@@ -79,12 +79,12 @@ def index_tasks(files: list[SqlFile], default_schema: str = "public") -> list[In
             node = stmt.node
             if stmt.kind != "IndexStmt" or not getattr(node, "idxname", None):
                 raise SqlFileError(
-                    f"sql/ddl/{f.name}, line {stmt.line}: the index phase runs only named CREATE INDEX statements",
+                    f"ddl/{f.name}, line {stmt.line}: the index phase runs only named CREATE INDEX statements",
                     hint="move other statements to a phase=schema file",
                 )
             if not stmt.concurrent:
                 raise SqlFileError(
-                    f"sql/ddl/{f.name}, line {stmt.line}: {node.idxname} is not built CONCURRENTLY",
+                    f"ddl/{f.name}, line {stmt.line}: {node.idxname} is not built CONCURRENTLY",
                     hint="use CREATE INDEX CONCURRENTLY IF NOT EXISTS so that writes are never blocked",
                 )
             rel = node.relation
@@ -398,7 +398,7 @@ class EarlyBuilds:
     async def _start(self, job: Any) -> None:
         conn = await connect(self.ctx.settings, role="index")
         try:
-            files = [f for f in ddl_files() if f.phase == "indexes"]
+            files = self.ctx.migration.ddl_files("indexes")
             tasks = [t for t in await pending_tasks(conn, files, self.ctx.profile.schema) if t.table == job.target]
             # A transaction of the application open for a while: a CONCURRENTLY build would wait for it at
             # its end ("waiting for old snapshots") and hold the backfill phase with it. Leave the builds
@@ -457,14 +457,14 @@ async def pending_tasks(conn: asyncpg.Connection, files: list[SqlFile], schema_n
         f = next(t.file for t in pending if t.file.name == name)
         if any(sha != f.sha256 for sha in done[name].values()):
             raise ChangedFileError(
-                f"sql/ddl/{name} was changed after some of its statements were applied",
+                f"ddl/{name} was changed after some of its statements were applied",
                 hint="restore the applied version and put the change in a new, higher-numbered file",
             )
     return [t for t in pending if t.idx not in done[t.file.name]]
 
 
 async def run(ctx: RunContext) -> dict[str, Any]:
-    all_files = ddl_files()
+    all_files = ctx.migration.ddl_files()
     files = [f for f in all_files if f.phase == "indexes"]
     phase = IndexPhase(ctx)
     conn = ctx.conn

@@ -1,4 +1,4 @@
-"""The DDL runner: applies sql/ddl files in order, each once, recorded with its checksum.
+"""The DDL runner: applies a migration's ddl/ files in order, each once, recorded with its checksum.
 
 A transactional file runs in one transaction together with its ledger row, so it is applied
 entirely or not at all. A file that cannot run in a transaction (CREATE INDEX CONCURRENTLY,
@@ -17,12 +17,13 @@ from typing import Any
 
 import asyncpg
 
+from bxbatch.db.idents import qualified
 from bxbatch.db.retry import RetryCount, RetryPolicy, is_hopeless, is_retryable, needs_fix, retry
-from bxbatch.db.session import quote_ident
-from bxbatch.db.sqlfiles import SqlFile, Statement, ddl_files
+from bxbatch.db.sqlfiles import SqlFile, Statement
 from bxbatch.errors import BxbatchError, ChangedFileError, SqlFileError
 from bxbatch.ledger import ddl as ddl_ledger
 from bxbatch.ledger import runs as ledger
+from bxbatch.migrations.loader import Migration, load_migration
 from bxbatch.settings import Settings
 
 
@@ -42,7 +43,7 @@ async def check_checksums(conn: asyncpg.Connection, files: list[SqlFile]) -> dic
         row = applied.get(f.name)
         if row is not None and row["sha256"] != f.sha256:
             raise ChangedFileError(
-                f"sql/ddl/{f.name} was changed after it was applied "
+                f"ddl/{f.name} was changed after it was applied "
                 f"(run #{row['run_id']}, {row['applied_at']:%Y-%m-%d %H:%M})",
                 hint="restore the applied version and put the change in a new, higher-numbered file",
             )
@@ -57,9 +58,9 @@ def _statement_error(f: SqlFile, stmt: Statement, exc: asyncpg.PostgresError) ->
             line += stmt.sql.count("\n", 0, int(position) - 1)
     message = getattr(exc, "message", None) or str(exc)
     if is_hopeless(exc):  # the statement is fine; the database lacks what it names (a dropped table, a privilege)
-        return needs_fix(exc, f"applying sql/ddl/{f.name}, line {line}")
+        return needs_fix(exc, f"applying ddl/{f.name}, line {line}")
     return SqlFileError(
-        f"sql/ddl/{f.name}, line {line}: {message}",
+        f"ddl/{f.name}, line {line}: {message}",
         hint="fix the statement and run again; this file was not recorded as applied",
     )
 
@@ -113,15 +114,16 @@ async def _apply_transactional(
     return FileResult(f.name, "applied", int((time.monotonic() - started) * 1000), len(f.statements), retries)
 
 
-async def _index_state(conn: asyncpg.Connection, stmt: Statement) -> str | None:
+async def _index_state(conn: asyncpg.Connection, schema: str, stmt: Statement) -> str | None:
     """For CREATE INDEX: 'valid', 'invalid' or None (absent)."""
     name = getattr(stmt.node, "idxname", None)
     if not name:
         return None
     row = await conn.fetchrow(
         "SELECT i.indisvalid, i.indisready FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-        "WHERE c.relname = $1 AND c.relnamespace = 'public'::regnamespace",
+        "WHERE c.relname = $1 AND c.relnamespace = to_regnamespace($2)",
         name,
+        schema,
     )
     if row is None:
         return None
@@ -131,12 +133,13 @@ async def _index_state(conn: asyncpg.Connection, stmt: Statement) -> str | None:
 async def _apply_statementwise(
     conn: asyncpg.Connection, f: SqlFile, settings: Settings, run_id: int | None, log: Any
 ) -> FileResult:
+    schema = load_migration(settings.migration).schema
     started = time.monotonic()
     done = await ddl_ledger.applied_statements(conn, f.name)
     for sha in set(done.values()):
         if sha != f.sha256:
             raise ChangedFileError(
-                f"sql/ddl/{f.name} was changed after some of its statements were applied",
+                f"ddl/{f.name} was changed after some of its statements were applied",
                 hint="restore the applied version and put the change in a new, higher-numbered file",
             )
     retries = 0
@@ -145,12 +148,12 @@ async def _apply_statementwise(
             continue
         t0 = time.monotonic()
         if stmt.kind == "IndexStmt" and stmt.concurrent:
-            state = await _index_state(conn, stmt)
+            state = await _index_state(conn, schema, stmt)
             if state == "invalid":
                 # Left by an interrupted CREATE INDEX CONCURRENTLY: unusable, and IF NOT EXISTS
                 # would silently keep it. Drop it and build again.
                 log.warning("index_invalid_dropped", index=stmt.node.idxname, file=f.name)
-                await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS public.{quote_ident(stmt.node.idxname)}")
+                await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {qualified(schema, stmt.node.idxname)}")
 
         async def attempt(stmt: Statement = stmt, idx: int = idx, t0: float = t0) -> None:
             async def execute_and_record() -> None:
@@ -176,10 +179,10 @@ async def _apply_statementwise(
     return FileResult(f.name, "applied", duration, len(f.statements), retries)
 
 
-async def pending_files(conn: asyncpg.Connection, phase: str | None = None) -> list[SqlFile]:
-    """DDL files not yet applied (checksums of applied ones verified)."""
-    files = ddl_files(phase=phase)
-    applied = await check_checksums(conn, ddl_files()) if await ledger.ledger_exists(conn) else {}
+async def pending_files(conn: asyncpg.Connection, migration: Migration, phase: str | None = None) -> list[SqlFile]:
+    """The migration's DDL files not yet applied (checksums of applied ones verified)."""
+    files = migration.ddl_files(phase)
+    applied = await check_checksums(conn, migration.ddl_files()) if await ledger.ledger_exists(conn) else {}
     return [f for f in files if f.name not in applied]
 
 
@@ -191,7 +194,9 @@ async def apply_phase(
     phase: str = "schema",
 ) -> list[FileResult]:
     """Apply every pending file of ``phase`` in order, holding the DDL advisory lock."""
-    all_files = ddl_files()  # parse everything first: a syntax error anywhere stops before any change
+    all_files = load_migration(
+        settings.migration
+    ).ddl_files()  # parse everything first: a syntax error anywhere stops before any change
     files = [f for f in all_files if f.phase == phase]
     results: list[FileResult] = []
     # within a run, a process sharing it may be applying the same files: wait for it, never exit 7

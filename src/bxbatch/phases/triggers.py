@@ -1,9 +1,11 @@
-"""Trigger phase: the activity triggers on every user table, a small group of tables per short transaction.
+"""Trigger phase: the migration's trigger on every user table, a small group of tables per short transaction.
 
-User tables are ``database_table_<id>`` matched exactly (regex, never ``LIKE``) whose id is in
-``database_table``. Each table gets three statement-level triggers calling
-``log_table_activity_stmt`` (sql/ddl/009) with transition tables: one INSERT ... SELECT per
-statement instead of a plpgsql call and an INSERT per row (benchmarks/trigger_overhead.py).
+User tables are the names of the migration's ``[user_tables]`` form matched exactly (regex, never
+``LIKE``) whose id is in its registry table. Each table gets the statement-level triggers of
+``[trigger.events]`` calling ``[trigger] function`` with the table id as argument (the Baserow
+expansion: three activity triggers calling ``log_table_activity_stmt``, its ddl/009, with
+transition tables: one INSERT ... SELECT per statement instead of a plpgsql call and an INSERT per
+row, benchmarks/trigger_overhead.py).
 
 A transaction covers ``trigger_group_size`` tables (a handful of locks each, far below
 ``max_locks_per_transaction``; one transaction over thousands of tables would exhaust it). It
@@ -11,8 +13,9 @@ takes SHARE ROW EXCLUSIVE on the group's tables with NOWAIT, so a group never qu
 application behind a busy table: a busy table is set aside and installed alone afterwards,
 waiting at most ``lock_timeout`` per attempt, retried with backoff. Under that lock every earlier
 insert has committed and every later one fires the trigger, so ``max(id)`` read in the same
-transaction is the table's high-water mark, recorded in ``bxbatch.trigger_install`` with the
-install: the activity seeding logs rows up to it, the trigger logs the rest. A committed group is
+transaction is the table's high-water mark (``[trigger] high_water``), recorded in
+``bxbatch.trigger_install`` with the install: a per-table job reads rows up to it, the trigger
+sees the rest. A committed group is
 never redone (resumable); installing on a table that has the triggers is a no-op (idempotent).
 """
 
@@ -24,42 +27,42 @@ from typing import Any
 import asyncpg
 
 from bxbatch.db.locks import lock_budget
+from bxbatch.db.render import render
 from bxbatch.db.retry import RetryPolicy, is_retryable, retry
 from bxbatch.db.session import qualified, quote_ident
 from bxbatch.db.sqlfiles import queries
-from bxbatch.migrations.profile import USER_TABLE_REGEX_SQL, Profile
+from bxbatch.migrations.loader import TriggerSpec, load_migration
+from bxbatch.migrations.profile import Profile
 from bxbatch.observe import progress
 from bxbatch.phases.context import RunContext
 from bxbatch.settings import Settings
 
 Q = queries("triggers")
 
-FUNCTION = "log_table_activity_stmt"
-# name -> (event clause, REFERENCING clause)
-TRIGGERS: dict[str, tuple[str, str]] = {
-    "bxbatch_activity_ins": ("AFTER INSERT", "REFERENCING NEW TABLE AS bxbatch_new"),
-    "bxbatch_activity_upd": ("AFTER UPDATE", "REFERENCING OLD TABLE AS bxbatch_old NEW TABLE AS bxbatch_new"),
-    "bxbatch_activity_del": ("AFTER DELETE", "REFERENCING OLD TABLE AS bxbatch_old"),
-}
-LEGACY_TRIGGERS = ("bxbatch_activity_log",)  # the row-level trigger of earlier builds: replaced, never doubled
-TRIGGER_NAME = "bxbatch_activity_ins"  # kept for callers that look for "the" trigger
+Table = tuple[int, str]  # (user table id, relname)
 
-Table = tuple[int, str]  # (database_table id, relname)
+
+async def _user_table_rows(conn: asyncpg.Connection, profile: Profile, lacking: list[str] | None) -> list[Any]:
+    if not profile.has_user_tables:
+        return []
+    sql = render(Q["user_tables"], registry=(profile.schema, str(profile.user_table_registry)))
+    return list(await conn.fetch(sql, profile.schema, profile.user_table_regex_sql, lacking))
 
 
 async def user_tables(conn: asyncpg.Connection, profile: Profile) -> list[Table]:
-    """(table_id, relname) of every user data table: name matched exactly and id known to database_table."""
-    rows = await conn.fetch(Q["user_tables"], profile.schema, USER_TABLE_REGEX_SQL, None)
-    return [(r["table_id"], r["relname"]) for r in rows]
+    """(table_id, relname) of every user table: name matched exactly and id known to the registry table."""
+    return [(r["table_id"], r["relname"]) for r in await _user_table_rows(conn, profile, None)]
 
 
-def _create_sql(table: str, table_id: int, missing: list[str]) -> str:
+def create_sql(spec: TriggerSpec, table: str, table_id: int, missing: list[str]) -> str:
+    """CREATE TRIGGER statements of the ``missing`` triggers of ``spec`` on ``table`` (quoted), for ``table_id``."""
+    function = qualified(spec.schema, spec.function)
     parts = []
     for name in missing:
-        event, referencing = TRIGGERS[name]
+        timing, event, *referencing = spec.events[name].split(maxsplit=2)  # "AFTER UPDATE REFERENCING ..."
         parts.append(
-            f"CREATE TRIGGER {quote_ident(name)} {event} ON {table} {referencing} "
-            f"FOR EACH STATEMENT EXECUTE PROCEDURE public.{FUNCTION}('{int(table_id)}')"
+            f"CREATE TRIGGER {quote_ident(name)} {timing} {event} ON {table} {' '.join(referencing)} "
+            f"FOR EACH STATEMENT EXECUTE PROCEDURE {function}('{int(table_id)}')"
         )
     return ";\n".join(parts)
 
@@ -69,24 +72,25 @@ class GroupBusy(Exception):
 
 
 async def _install_locked(
-    conn: asyncpg.Connection, profile: Profile, tables: list[Table], run_id: int | None
+    conn: asyncpg.Connection, spec: TriggerSpec, profile: Profile, tables: list[Table], run_id: int | None
 ) -> dict[int, int]:
     """Inside the group's transaction, with the tables locked: create what is missing, record high-water marks."""
     names = [qualified(profile.schema, rel) for _tid, rel in tables]
     present: dict[str, set[str]] = {}
-    for r in await conn.fetch(Q["present_triggers"], names, list(TRIGGERS) + list(LEGACY_TRIGGERS)):
+    for r in await conn.fetch(Q["present_triggers"], names, list(spec.events) + list(spec.legacy)):
         present.setdefault(r["relname"], set()).add(r["tgname"])
     ddl: list[str] = []
     for (tid, rel), table in zip(tables, names, strict=True):
         have = present.get(rel, set())
-        ddl += [f"DROP TRIGGER {quote_ident(old)} ON {table}" for old in LEGACY_TRIGGERS if old in have]
-        missing = [t for t in TRIGGERS if t not in have]
+        ddl += [f"DROP TRIGGER {quote_ident(old)} ON {table}" for old in spec.legacy if old in have]
+        missing = [t for t in spec.events if t not in have]
         if missing:
-            ddl.append(_create_sql(table, tid, missing))
+            ddl.append(create_sql(spec, table, tid, missing))
     if ddl:
         await conn.execute(";\n".join(ddl))
+    hw = quote_ident(spec.high_water)
     hw_sql = " UNION ALL ".join(
-        f"SELECT {int(tid)} AS table_id, coalesce(max(id), 0)::bigint AS hw FROM {table}"
+        f"SELECT {int(tid)} AS table_id, coalesce(max({hw}), 0)::bigint AS hw FROM {table}"
         for (tid, _rel), table in zip(tables, names, strict=True)
     )
     marks = {int(r["table_id"]): int(r["hw"]) for r in await conn.fetch(hw_sql)}
@@ -125,7 +129,7 @@ async def _install_group(
                     await conn.execute(f"LOCK TABLE {names} IN SHARE ROW EXCLUSIVE MODE NOWAIT")
             except (asyncpg.LockNotAvailableError, asyncpg.UndefinedTableError) as exc:
                 raise GroupBusy(type(exc).__name__) from exc
-        return await _install_locked(conn, profile, tables, run_id)
+        return await _install_locked(conn, _spec(settings), profile, tables, run_id)
 
 
 async def install_tables(
@@ -201,17 +205,26 @@ async def install_one(
     return await _install_alone(conn, settings, profile, (table_id, relname), run_id, None)
 
 
+def _spec(settings: Settings) -> TriggerSpec:
+    spec = load_migration(settings.migration).trigger
+    assert spec is not None, "installs happen only for a migration with a [trigger]"
+    return spec
+
+
 async def install_missing(ctx: RunContext, *, show_progress: bool = False) -> dict[int, int]:
     """Install on every user table lacking one of the triggers. Returns table_id -> high_water of those."""
+    spec = ctx.migration.trigger
+    if spec is None:
+        return {}  # a migration without a per-table trigger
     installed = {r["table_id"] for r in await ctx.conn.fetch(Q["installed_ids"])}
-    rows = await ctx.conn.fetch(Q["user_tables"], ctx.profile.schema, USER_TABLE_REGEX_SQL, list(TRIGGERS))
+    rows = await _user_table_rows(ctx.conn, ctx.profile, list(spec.events))
     todo = [(int(r["table_id"]), str(r["relname"])) for r in rows]
     for table_id, relname in todo:
         if table_id in installed:
             ctx.log.warning("activity_trigger_missing", table=relname, action="installed again, first high-water kept")
     if not todo:
         return {}
-    bar = progress.bar(ctx.settings, len(todo), "activity triggers", unit="table") if show_progress else None
+    bar = progress.bar(ctx.settings, len(todo), f"{spec.label}s", unit="table") if show_progress else None
     budget = await lock_budget(ctx.conn, ctx.settings, ctx.profile.schema)
     try:
         return await install_tables(

@@ -1,14 +1,16 @@
 """Validate phase and ``bxbatch validate``: the catalog and the backfills against what they should be.
 
 Expected objects come from the DDL parse trees (``expected.py``); expected backfill results come
-from the base tables. Every comparison is an anti-join both ways (missing and extra), with a
-sample of offending keys. All checks read one snapshot, so the application writing meanwhile
-cannot produce false differences, without one transaction over every user table (which would take
-a lock per table and index and exhaust the server's lock table on a large install): a holder
-transaction (REPEATABLE READ, read-only) exports its snapshot (``pg_export_snapshot()``) and runs
-the checks that read a fixed set of tables; the per-user-table checks run in groups of
-``LockBudget.group_size`` tables, each group its own read-only transaction that imports the
-snapshot (``SET TRANSACTION SNAPSHOT``), on up to ``--concurrency`` connections at once.
+from the base tables, through the migration's named queries (``validate.sql``, listed in its
+manifest's ``[validate]``: backfill, per-table and orphan checks). Every comparison is an anti-join
+both ways (missing and extra), with a sample of offending keys. All checks read one snapshot, so the
+application writing meanwhile cannot produce false differences, without one transaction over every
+user table (which would take a lock per table and index and exhaust the server's lock table on a
+large install): a holder transaction (REPEATABLE READ, read-only) exports its snapshot
+(``pg_export_snapshot()``) and runs the checks that read a fixed set of tables; the per-user-table
+checks run in groups of ``LockBudget.group_size`` tables, each group its own read-only transaction
+that imports the snapshot (``SET TRANSACTION SNAPSHOT``), on up to ``--concurrency`` connections at
+once.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ import anyio
 import asyncpg
 
 from bxbatch.db.locks import LockBudget, lock_budget
-from bxbatch.db.session import connect, qualified, quote_ident
+from bxbatch.db.render import render as render_sql
+from bxbatch.db.session import connect
 from bxbatch.db.sqlfiles import queries
 from bxbatch.errors import ValidationFailed
 from bxbatch.ledger.observations import save_validation
-from bxbatch.migrations.expected import ExpectedSchema, expected_schema
-from bxbatch.migrations.profile import GUIDE, Profile
+from bxbatch.migrations.expected import ExpectedSchema
+from bxbatch.migrations.loader import Check, Migration, load_migration
 from bxbatch.observe import progress
 from bxbatch.observe.log import get_logger
 from bxbatch.phases.context import RunContext
@@ -34,7 +37,7 @@ from bxbatch.settings import Settings
 
 Q = queries("validate")
 SAMPLE = 5
-ALL_EVENTS = 4 | 8 | 16  # pg_trigger.tgtype bits: INSERT, DELETE, UPDATE
+EVENT_BITS = {"INSERT": 4, "UPDATE": 16, "DELETE": 8}  # pg_trigger.tgtype bits
 
 
 @dataclass
@@ -108,10 +111,13 @@ def render_short(report: ValidationReport) -> str:
 
 async def _structure(conn: asyncpg.Connection, exp: ExpectedSchema, schema: str) -> list[Finding]:
     tables = Finding("tables", len(exp.tables))
-    columns = Finding("columns", sum(len(c) for c in exp.tables.values()))
+    columns = Finding("columns", sum(len(c) for c in exp.tables.values()) + len(exp.added_columns))
     present: dict[str, set[str]] = {}
-    for r in await conn.fetch(Q["columns"], schema, list(exp.tables)):
+    for r in await conn.fetch(Q["columns"], schema, [*exp.tables, *(t for t, _c in exp.added_columns)]):
         present.setdefault(r["relname"], set()).add(r["attname"])
+    for table, col in exp.added_columns:  # added to a base table
+        if col not in present.get(table, set()):
+            columns.fail(f"{table}.{col}", "column missing")
     for table, cols in exp.tables.items():
         if table not in present:
             tables.fail(table, f"table missing (created by {exp.table_files[table]})")
@@ -161,39 +167,42 @@ def _compare(finding: Finding, obj: str, row: asyncpg.Record) -> None:
         finding.fail(obj, f"{row['wrong']} row(s) with wrong values", list(row["wrong_sample"] or []))
 
 
-async def _backfills(conn: asyncpg.Connection, profile: Profile) -> list[Finding]:
+async def _backfills(conn: asyncpg.Connection, migration: Migration) -> list[Finding]:
     """The backfills whose expected rows come from a fixed set of base tables (read in the holder)."""
-    views = Finding("backfill:enhanced_views", 1)
-    _compare(
-        views,
-        "database_tableview_enhanced",
-        await _one(conn, Q["enhanced_views"], profile.grid_view_type, SAMPLE),
-    )
-    perms = Finding("backfill:permissions", 1)
-    _compare(perms, "database_permission", await _one(conn, Q["permissions"], SAMPLE))
-    return [views, perms]
+    findings = []
+    for check in (c for c in migration.checks if c.kind == "backfill"):
+        finding = Finding(f"backfill:{check.job}", 1)
+        params = [migration.profile.params[p] for p in check.params]
+        _compare(finding, check.object, await _one(conn, migration.validate_queries[check.query], SAMPLE, *params))
+        findings.append(finding)
+    return findings
 
 
-async def _activity_group(
-    conn: asyncpg.Connection, snapshot: str, profile: Profile, group: list[tuple[int, str]]
+async def _per_table_group(
+    conn: asyncpg.Connection, snapshot: str, migration: Migration, check: Check, group: list[tuple[int, str]]
 ) -> Finding:
-    """The activity seeding of one group of user tables, in its own transaction on the exported snapshot.
+    """A per-table check of one group of user tables, in its own transaction on the exported snapshot.
 
     Returns the group's share of the finding (figures and problems only: memory stays O(groups))."""
-    part = Finding("backfill:activity_seed", len(group))
+    part = Finding(f"backfill:{check.job}", len(group))
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")  # pg_export_snapshot()'s id: [0-9A-F-]
         for table_id, relname in group:
-            sql = Q["activity_for_table"].replace("{table}", qualified(profile.schema, relname))
+            sql = render_sql(migration.validate_queries[check.query], table=(migration.schema, relname))
             _compare(part, relname, await _one(conn, sql, table_id, SAMPLE))
     return part
 
 
-async def _activity(
-    settings: Settings, snapshot: str, profile: Profile, tables: list[tuple[int, str]], budget: LockBudget
+async def _per_table(
+    settings: Settings,
+    snapshot: str,
+    migration: Migration,
+    check: Check,
+    tables: list[tuple[int, str]],
+    budget: LockBudget,
 ) -> Finding:
-    """Every user table's seeding, group by group on up to ``concurrency`` connections, in table order."""
-    finding = Finding("backfill:activity_seed", len(tables))
+    """Every user table's check, group by group on up to ``concurrency`` connections, in table order."""
+    finding = Finding(f"backfill:{check.job}", len(tables))
     groups = list(budget.groups(tables))
     results: list[Finding | None] = [None] * len(groups)
     todo = iter(range(len(groups)))
@@ -203,7 +212,7 @@ async def _activity(
         try:
             await conn.execute("SET statement_timeout = 0")  # a giant user table's anti-join takes a while
             for index in todo:  # one iterator shared by the workers: each group is read once
-                results[index] = await _activity_group(conn, snapshot, profile, groups[index])
+                results[index] = await _per_table_group(conn, snapshot, migration, check, groups[index])
         finally:
             await conn.close()
 
@@ -218,44 +227,55 @@ async def _activity(
     return finding
 
 
-async def _triggers(conn: asyncpg.Connection, profile: Profile, tables: list[tuple[int, str]]) -> Finding:
-    """Every user table logs inserts, updates and deletes through the activity functions; no other table does."""
+async def _triggers(conn: asyncpg.Connection, migration: Migration, tables: list[tuple[int, str]]) -> Finding:
+    """Every user table fires the migration's functions on the events of its trigger; no other table does."""
     finding = Finding("triggers", len(tables))
-    functions = list(expected_schema().functions)
-    have = {r["relname"]: r for r in await conn.fetch(Q["triggers"], profile.schema, functions)}
+    spec = migration.trigger
+    assert spec is not None, "only a migration with a [trigger] has this check"
+    wanted_events = 0
+    for event in spec.events.values():
+        wanted_events |= EVENT_BITS[event.split()[1]]
+    label = spec.label
+    functions = list(migration.expected.functions)
+    have = {r["relname"]: r for r in await conn.fetch(Q["triggers"], migration.schema, functions)}
     wanted = {relname for _id, relname in tables}
     for relname in sorted(wanted):
         row = have.get(relname)
         if row is None:
-            finding.fail(relname, "activity trigger missing")
-        elif row["events"] != ALL_EVENTS:
-            finding.fail(relname, f"activity trigger(s) {row['names']} do not cover insert, update and delete")
+            finding.fail(relname, f"{label} missing")
+        elif row["events"] != wanted_events:
+            finding.fail(relname, f"{label}(s) {row['names']} do not cover {_event_words(wanted_events)}")
         elif not row["enabled"]:
-            finding.fail(relname, f"activity trigger(s) {row['names']} disabled")
+            finding.fail(relname, f"{label}(s) {row['names']} disabled")
     for relname in sorted(set(have) - wanted):
-        finding.fail(relname, f"activity trigger on a table that is not a user table ({have[relname]['names']})")
+        finding.fail(relname, f"{label} on a table that is not a user table ({have[relname]['names']})")
     return finding
 
 
-async def _orphans(
-    conn: asyncpg.Connection, exp: ExpectedSchema, schema: str, tables: list[tuple[int, str]]
-) -> Finding:
+def _event_words(bits: int) -> str:
+    words = [word.lower() for word, bit in EVENT_BITS.items() if bits & bit]
+    return ", ".join(words[:-1]) + " and " + words[-1] if len(words) > 1 else "".join(words)
+
+
+async def _orphans(conn: asyncpg.Connection, migration: Migration, tables: list[tuple[int, str]]) -> Finding:
     """Rows pointing nowhere: through foreign keys the server has not validated, and polymorphic references."""
+    exp, schema = migration.expected, migration.schema
     validated = {
         r["name"]
         for r in await conn.fetch(Q["constraints"], schema, [c.name for c in exp.foreign_keys])
         if r["validated"]
     }
     unproven = [c for c in exp.foreign_keys if c.name not in validated and len(c.columns) == 1 and c.ref_table]
-    finding = Finding("orphans", len(unproven) + 2)
+    checks = [c for c in migration.checks if c.kind == "orphans"]
+    finding = Finding("orphans", len(unproven) + len(checks))
     for con in unproven:
         ref_column = con.ref_columns[0] if con.ref_columns else "id"
-        sql = (
-            Q["fk_orphans"]
-            .replace("{table}", qualified(schema, con.table))
-            .replace("{column}", quote_ident(con.columns[0]))
-            .replace("{ref_table}", qualified(schema, str(con.ref_table)))
-            .replace("{ref_column}", quote_ident(ref_column))
+        sql = render_sql(
+            Q["fk_orphans"],
+            table=(schema, con.table),
+            column=con.columns[0],
+            ref_table=(schema, str(con.ref_table)),
+            ref_column=ref_column,
         )
         try:
             row = await _one(conn, sql, SAMPLE)
@@ -267,67 +287,69 @@ async def _orphans(
                 f"{row['n']} row(s) point at no {con.ref_table} row ({con.name} is not validated)",
                 [f"{con.columns[0]}={v}" for v in row["sample"] or []],
             )
-    row = await _one(conn, Q["permission_orphans"], SAMPLE)
-    if row["n"]:
-        finding.fail(
-            "database_permission.resource_id", f"{row['n']} table permission(s) of deleted tables", list(row["sample"])
-        )
-    row = await _one(conn, Q["activity_orphan_tables"], [tid for tid, _rel in tables])
-    if row["n"]:
-        ids = ", ".join(str(i) for i in (row["ids"] or [])[:SAMPLE])
-        finding.fail(
-            "database_activitylog.table_id",
-            f"{row['n']} row_created entries of tables that are no user table (ids {ids})",
-        )
+    ids = [tid for tid, _rel in tables]
+    for check in checks:
+        statement = await conn.prepare(migration.validate_queries[check.query])
+        found = await statement.fetchrow(*[SAMPLE, ids][: len(statement.get_parameters())])  # $1 sample, $2 ids
+        assert found is not None, "aggregate queries return one row"
+        if found["n"]:
+            sample = [str(s) for s in found["sample"] or []]
+            reason = check.reason.format(n=found["n"], sample=", ".join(sample))
+            finding.fail(check.object, reason, None if "{sample}" in check.reason else sample)
     return finding
 
 
-async def validate(conn: asyncpg.Connection, settings: Settings, profile: Profile = GUIDE) -> ValidationReport:
-    """Every check, in one read-only snapshot: ``conn`` holds it; the user tables are read in groups on
-    connections of their own (``settings``: DSN, ``concurrency``, ``table_group_size``)."""
-    exp = expected_schema()
-    budget = await lock_budget(conn, settings, profile.schema)
+async def validate(conn: asyncpg.Connection, settings: Settings) -> ValidationReport:
+    """Every check of ``settings.migration``, in one read-only snapshot: ``conn`` holds it; the user tables
+    are read in groups on connections of their own (``settings``: DSN, ``concurrency``, ``table_group_size``)."""
+    migration = load_migration(settings.migration)
+    budget = await lock_budget(conn, settings, migration.schema)
     shown = progress.bar(settings, 4, "validate", unit="part")  # catalog, backfills, triggers, orphans
     try:
-        return await _validate(conn, settings, profile, exp, budget, shown)
+        return await _validate(conn, settings, migration, budget, shown)
     finally:
         shown.close()
 
 
 async def _validate(
-    conn: asyncpg.Connection, settings: Settings, profile: Profile, exp: ExpectedSchema, budget: LockBudget, shown: Any
+    conn: asyncpg.Connection, settings: Settings, migration: Migration, budget: LockBudget, shown: Any
 ) -> ValidationReport:
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         # a giant user table's anti-join takes a while; the holder then waits idle for the groups, and
         # its snapshot dies with it (a server-wide idle timeout must not end it)
         await conn.execute("SET LOCAL statement_timeout = 0; SET LOCAL idle_in_transaction_session_timeout = 0")
         snapshot = str(await conn.fetchval("SELECT pg_export_snapshot()"))
-        findings = await _structure(conn, exp, profile.schema)
+        findings = await _structure(conn, migration.expected, migration.schema)
         shown.update(1)
         if any(not f.ok for f in findings[:2]):
             return ValidationReport(findings)  # tables or columns missing: the data checks cannot run
-        tables = await user_tables(conn, profile)
-        activity: list[Finding] = []
+        tables = await user_tables(conn, migration.profile)
+        per_table_checks = [c for c in migration.checks if c.kind == "per_table"]
+        per_table_findings: list[Finding | None] = [None] * len(per_table_checks)
 
-        async def per_table() -> None:
-            activity.append(await _activity(settings, snapshot, profile, tables, budget))
+        async def per_table(i: int) -> None:
+            check = per_table_checks[i]
+            per_table_findings[i] = await _per_table(settings, snapshot, migration, check, tables, budget)
 
+        tail: list[Finding] = []
         async with anyio.create_task_group() as tg:  # the holder's own checks run meanwhile
-            tg.start_soon(per_table)
-            findings += await _backfills(conn, profile)
+            for i in range(len(per_table_checks)):
+                tg.start_soon(per_table, i)
+            findings += await _backfills(conn, migration)
             shown.update(1)
-            findings.append(await _triggers(conn, profile, tables))
+            if migration.trigger is not None:
+                tail.append(await _triggers(conn, migration, tables))
             shown.update(1)
-            findings.append(await _orphans(conn, exp, profile.schema, tables))
+            tail.append(await _orphans(conn, migration, tables))
             shown.update(1)
     # the report's order: structure, backfills, triggers, orphans
-    return ValidationReport([*findings[:-2], *activity, *findings[-2:]])
+    return ValidationReport([*findings, *(f for f in per_table_findings if f is not None), *tail])
 
 
-async def validate_database(settings: Settings, profile: Profile = GUIDE) -> ValidationReport:
+async def validate_database(settings: Settings) -> ValidationReport:
     conn = await connect(settings, role="validate")
     try:
-        report = await validate(conn, settings, profile)
+        report = await validate(conn, settings)
     finally:
         await conn.close()
     log = get_logger("bxbatch")
@@ -348,7 +370,7 @@ def raise_for(report: ValidationReport) -> None:
 
 
 async def run(ctx: RunContext) -> dict[str, Any]:
-    report = await validate(ctx.conn, ctx.settings, ctx.profile)
+    report = await validate(ctx.conn, ctx.settings)
     for problem in report.problems():
         ctx.log.error("validation_problem", **problem)
     ctx.summary["validation"] = report.as_dict()

@@ -13,8 +13,8 @@ SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {key} > $1 AND {key} <= $2 LIM
 SELECT greatest(c.reltuples, 0)::bigint FROM pg_class AS c WHERE c.oid = to_regclass($1)
 
 -- name: live_user_tables
--- Which of these (table id, relname) pairs still exist, physically and in database_table.
+-- Which of these (table id, relname) pairs still exist, physically and in the registry table {registry}.
 SELECT s.i::integer AS i
 FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY AS s (tid, rel, i)
 WHERE to_regclass(format('%I.%I', $3::text, s.rel)) IS NOT NULL
-  AND EXISTS (SELECT 1 FROM database_table AS t WHERE t.id = s.tid)
+  AND EXISTS (SELECT 1 FROM {registry} AS t WHERE t.id = s.tid)

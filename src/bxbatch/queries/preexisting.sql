@@ -5,7 +5,8 @@
 SELECT EXISTS (SELECT 1 FROM bxbatch.preexisting_taken)
 
 -- name: record_preexisting
--- $1 schema, $2 tables, $3 indexes, $4 foreign keys, $5 functions of sql/ddl: those present now.
+-- $1 schema, $2 tables, $3 indexes, $4 foreign keys, $5 functions, $6 added columns (table.column) of the
+-- migration's ddl/: those present now.
 INSERT INTO bxbatch.preexisting (kind, name)
 SELECT 'table', c.relname FROM pg_class c
 WHERE c.relnamespace = to_regnamespace($1) AND c.relkind IN ('r', 'p') AND c.relname = ANY($2::text[])
@@ -18,6 +19,10 @@ WHERE k.connamespace = to_regnamespace($1) AND k.conname = ANY($4::text[])
 UNION ALL
 SELECT 'function', p.proname FROM pg_proc p
 WHERE p.pronamespace = to_regnamespace($1) AND p.proname = ANY($5::text[])
+UNION ALL
+SELECT 'column', c.relname || '.' || a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+WHERE c.relnamespace = to_regnamespace($1) AND a.attnum > 0 AND NOT a.attisdropped
+  AND c.relname || '.' || a.attname = ANY($6::text[])
 ON CONFLICT DO NOTHING
 
 -- name: mark_preexisting_taken

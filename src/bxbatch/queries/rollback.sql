@@ -17,6 +17,13 @@ FROM pg_constraint k
 JOIN pg_class c ON c.oid = k.conrelid
 WHERE c.relnamespace = to_regnamespace($1) AND k.conname = ANY($2::text[])
 
+-- name: added_columns_present
+-- Which of these table.column names ($2) exist in schema $1.
+SELECT c.relname || '.' || a.attname AS name
+FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+WHERE c.relnamespace = to_regnamespace($1) AND a.attnum > 0 AND NOT a.attisdropped
+  AND c.relname || '.' || a.attname = ANY($2::text[])
+
 -- name: relations_present
 SELECT relname FROM pg_class WHERE relnamespace = to_regnamespace($1) AND relname = ANY($2::text[])
 
@@ -25,12 +32,6 @@ SELECT EXISTS (SELECT 1 FROM pg_proc WHERE pronamespace = to_regnamespace($1) AN
 
 -- name: last_run_end
 SELECT max(coalesce(finished_at, updated_at)) FROM bxbatch.run
-
--- name: activity_after
-SELECT count(*) FROM database_activitylog WHERE "timestamp" > $1
-
--- name: permissions_after
-SELECT count(*) FROM database_permission WHERE granted_at > $1
 
 -- name: steps_done
 SELECT step FROM bxbatch.rollback_step

@@ -1,9 +1,10 @@
 -- Named queries of the trigger phase (phases/triggers.py). Loaded by sqlfiles.queries("triggers").
 
 -- name: user_tables
--- User data tables: database_table_<id> matched exactly ($2 is an anchored regex, never LIKE,
--- whose _ would match any character), and the id present in database_table (an orphan
--- database_table_<n> left by a deleted table is not a user table). With $3 (trigger names),
+-- User tables: names of the migration's form (database_table_<id>) matched exactly ($2 is an anchored
+-- regex, never LIKE, whose _ would match any character), and the id present in the registry table
+-- {registry} (database_table: an orphan database_table_<n> left by a deleted table is not a user
+-- table; filled with db.idents.fill). With $3 (trigger names),
 -- only those lacking one of them: never equipped, or a trigger dropped by hand since
 -- (re-installed; the table keeps its first high-water mark).
 SELECT c.relname, x.table_id
@@ -18,7 +19,7 @@ CROSS JOIN LATERAL (
 WHERE c.relnamespace = to_regnamespace($1)
   AND c.relkind IN ('r', 'p')
   AND c.relname ~ $2
-  AND EXISTS (SELECT 1 FROM database_table t WHERE t.id = x.table_id)
+  AND EXISTS (SELECT 1 FROM {registry} t WHERE t.id = x.table_id)
   AND ($3::text[] IS NULL
        OR (SELECT count(*) FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = ANY($3::text[]))
           < cardinality($3::text[]))
