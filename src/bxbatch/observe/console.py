@@ -73,8 +73,10 @@ def phase_summary(name: str, d: dict[str, Any]) -> str:
             f"{_n(d.get('files_skipped', 0))} already applied{extra}"
         )
     if name == "triggers":
+        if "label" in d and d["label"] is None:
+            return "no per-table trigger in this migration"
         return (
-            f"activity trigger installed on {_n(d.get('installed', 0))} user tables "
+            f"{d.get('label') or 'activity trigger'} installed on {_n(d.get('installed', 0))} user tables "
             f"({_n(d.get('tables_with_trigger', 0))} in all)"
         )
     if name == "backfill":

@@ -252,4 +252,5 @@ async def run(ctx: RunContext) -> dict[str, Any]:
         "installed": len(done),
         "tables_with_trigger": total,
         "group_size": ctx.settings.trigger_group_size,
+        "label": ctx.migration.trigger.label if ctx.migration.trigger is not None else None,  # for the summary
     }
