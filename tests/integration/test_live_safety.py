@@ -442,7 +442,7 @@ def test_status_of_a_run_without_a_ledger_needs_no_control_tables() -> None:
 
 async def test_eta_rate_leaves_out_paused_and_throttled_time(fresh_db: str, conn_to: Any) -> None:
     from bxbatch.ledger import runs as ledger
-    from bxbatch.live.control import held_seconds
+    from bxbatch.ledger.control import held_seconds
 
     conn = await conn_to(fresh_db)
     await ledger.ensure_schema(conn)

@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 
 from bxbatch.ledger.backfill import active_workers, job_totals, jobs_table_present
-from bxbatch.live.control import held_seconds
+from bxbatch.ledger.control import held_seconds
 
 RATE_WINDOW_S = 30.0  # the rate (and so the ETA) is the throughput of the last 30 seconds
 ACTIVE_WORKER_S = 10.0  # a worker whose heartbeat is older than this is not shown as active

@@ -23,15 +23,14 @@ import asyncpg
 
 from bxbatch.db.retry import Retry, RetryPolicy, retry
 from bxbatch.db.session import connect
-from bxbatch.db.sqlfiles import queries
 from bxbatch.errors import ConnectionFailed, Interrupted, NothingToResume, UsageError
+from bxbatch.ledger import control as cl
 from bxbatch.live import stopping
 from bxbatch.live.health import HealthMonitor
 from bxbatch.live.throttle import Throttle
 from bxbatch.observe.observer import current as observer
 from bxbatch.settings import MAX_CONCURRENCY, Settings
 
-Q = queries("control")
 CHANNEL = "bxbatch_control"
 ACTIONS = ("pause", "continue", "cancel", "set", "hold", "release")
 # The control reader outlives a server restart: it reconnects with backoff, for as long as the run lasts,
@@ -81,7 +80,7 @@ class ControlLoop:
             self.seen = (state, concurrency)
 
     async def poll_once(self, conn: asyncpg.Connection) -> None:
-        row = await conn.fetchrow(Q["get_control"], self.run_id)
+        row = await cl.control_row(conn, self.run_id)
         if row is not None:
             knobs = row["knobs"]
             self.apply(
@@ -91,7 +90,7 @@ class ControlLoop:
                 json.loads(knobs) if isinstance(knobs, str) else knobs,
             )
         if self.throttle.rate_total > 0:  # the rate limit is the run's: shared by its live processes
-            self.throttle.set_processes(int(await conn.fetchval(Q["live_processes"], self.run_id, 3.0)))
+            self.throttle.set_processes(await cl.live_processes(conn, self.run_id, 3.0))
         await self.save(conn)
 
     async def save(self, conn: asyncpg.Connection) -> None:
@@ -99,31 +98,10 @@ class ControlLoop:
         unsaved, self.throttle.unsaved = self.throttle.unsaved, []
         try:
             async with conn.transaction():
-                await conn.execute(
-                    Q["save_throttle_state"],
-                    self.run_id,
-                    self.settings.host,
-                    self.pid,
-                    state["concurrency"],
-                    state["max_concurrency"],
-                    state["chunk_scale"],
-                    state["paused"],
-                    state["stopping"],
-                    state["reason"],
-                    json.dumps(state["signals"]),
-                    state["paused_seconds"],
-                    state["throttled_seconds"],
-                    float(state["rate_limit"]),
-                    float(state["duty"]),
-                    bool(state["throttle_on"]),
-                )
+                await cl.save_throttle_state(conn, self.run_id, self.settings.host, self.pid, state)
                 if unsaved:
-                    await conn.execute(
-                        Q["insert_throttle_events"],
-                        self.run_id,
-                        self.settings.host,
-                        self.pid,
-                        json.dumps([d.as_dict() for d in unsaved]),
+                    await cl.add_throttle_events(
+                        conn, self.run_id, self.settings.host, self.pid, [d.as_dict() for d in unsaved]
                     )
         except BaseException:
             self.throttle.unsaved[:0] = unsaved  # keep them for the next attempt
@@ -194,11 +172,11 @@ async def guard(settings: Settings, run_id: int, throttle: Throttle, log: Any) -
 async def between_phases(conn: asyncpg.Connection, run_id: int, settings: Settings, log: Any, phase: str) -> None:
     """Outside the backfill (whose workers obey the control row chunk by chunk), obey it between phases:
     wait while paused or held before this phase (`bxbatch hold-before`), stop (resumable) when cancelled."""
-    if await conn.fetchval("SELECT to_regclass('bxbatch.control') IS NULL"):
+    if not await cl.control_table_present(conn):
         return
     announced: str | None = None
     while True:  # a poller: until the control row lets this phase go (not a retry)
-        row = await conn.fetchrow(Q["get_control"], run_id)
+        row = await cl.control_row(conn, run_id)
         held = row is not None and row["hold_before"] == phase
         if row is None or (row["state"] == "running" and not held):
             if announced:
@@ -328,25 +306,25 @@ async def send(
     by = f"{settings.host}:{os.getpid()}"
     conn = await connect(settings, role="control-cli")
     try:
-        if await conn.fetchval("SELECT to_regclass('bxbatch.control') IS NULL"):
+        if not await cl.control_table_present(conn):
             raise NothingToResume("no bxbatch run in this database", hint="start one with `bxbatch run`")
         async with conn.transaction():
-            run = await conn.fetchrow(Q["target_run"])
+            run = await cl.target_run(conn)
             if run is None:
                 raise NothingToResume(
                     "no unfinished bxbatch run to control", hint="`bxbatch status` shows the last run"
                 )
             run_settings = json.loads(run["settings"]) if isinstance(run["settings"], str) else dict(run["settings"])
             if action == "set":
-                current = await conn.fetchrow(Q["get_control"], run["id"])
+                current = await cl.control_row(conn, run["id"])
                 now = json.loads(current["knobs"]) if current is not None else {}  # earlier `set`s count
                 knobs = parse_knobs(assignments or [], run_settings, now)
-                row = await conn.fetchrow(Q["set_knobs"], run["id"], knobs.get("concurrency"), json.dumps(knobs), by)
+                row = await cl.set_knobs(conn, run["id"], knobs.get("concurrency"), knobs, by)
             elif action in ("hold", "release"):
-                row = await conn.fetchrow(Q["set_hold"], run["id"], phase if action == "hold" else None, by)
+                row = await cl.set_hold(conn, run["id"], phase if action == "hold" else None, by)
             else:
-                row = await conn.fetchrow(Q["set_control"], run["id"], state, None, by)
-            await conn.execute(Q["notify_control"], str(run["id"]))
+                row = await cl.set_state(conn, run["id"], state, by)
+            await cl.notify(conn, run["id"])
         assert row is not None
         knobs_now = row["knobs"]
         return {
@@ -363,41 +341,33 @@ async def send(
 
 async def prepare_attempt(conn: asyncpg.Connection, run_id: int, settings: Settings) -> str | None:
     """At the start of a (re)attempt: a cancel and a `set` are spent; a pause stays. Returns the state."""
-    if await conn.fetchval("SELECT to_regclass('bxbatch.control') IS NULL"):
+    if not await cl.control_table_present(conn):
         return None
-    await conn.execute(Q["reset_cancelled"], run_id, f"{settings.host}:{os.getpid()} (new attempt)")
-    state = await conn.fetchval("SELECT state FROM bxbatch.control WHERE run_id = $1", run_id)
-    return None if state is None else str(state)
+    await cl.reset_cancelled(conn, run_id, f"{settings.host}:{os.getpid()} (new attempt)")
+    return await cl.control_state(conn, run_id)
 
 
 # --- what `bxbatch status` shows ------------------------------------------------------------------
-async def held_seconds(conn: asyncpg.Connection, run_id: int, window_s: float) -> float:
-    """Seconds of the last ``window_s`` during which the throttle held the run back (for the ETA)."""
-    if await conn.fetchval("SELECT to_regclass('bxbatch.throttle_event') IS NULL"):
-        return 0.0
-    return float(await conn.fetchval(Q["held_seconds"], run_id, window_s))
-
-
 async def status_section(conn: asyncpg.Connection, run_id: int | None, live_seconds: float = 10.0) -> dict[str, Any]:
-    if run_id is None or await conn.fetchval("SELECT to_regclass('bxbatch.control') IS NULL"):
+    if run_id is None or not await cl.control_table_present(conn):
         return {"control": None, "throttle": [], "throttle_events": [], "failed_keys": [], "failed_key_count": 0}
-    row = await conn.fetchrow(Q["get_control"], run_id)
+    row = await cl.control_row(conn, run_id)
     control = dict(row) if row else None
     if control is not None:
         control["knobs"] = json.loads(control["knobs"]) if isinstance(control["knobs"], str) else control["knobs"]
-    states = [dict(r) for r in await conn.fetch(Q["throttle_states"], run_id, live_seconds)]
+    states = await cl.throttle_states(conn, run_id, live_seconds)
     for s in states:
         s["signals"] = json.loads(s["signals"]) if isinstance(s["signals"], str) else s["signals"]
-    events = [dict(r) for r in await conn.fetch(Q["recent_throttle_events"], run_id, 5)]
+    events = await cl.recent_throttle_events(conn, run_id, 5)
     for e in events:
         e["signals"] = json.loads(e["signals"]) if isinstance(e["signals"], str) else e["signals"]
-    keys = [dict(r) for r in await conn.fetch(Q["failed_keys"], run_id, 50)]
+    keys = await cl.failed_keys(conn, run_id, 50)
     return {
         "control": control,
         "throttle": states,
         "throttle_events": events,
         "failed_keys": keys,
-        "failed_key_count": int(await conn.fetchval(Q["count_failed_keys"], run_id)),
+        "failed_key_count": await cl.count_failed_keys(conn, run_id),
     }
 
 

@@ -1,4 +1,4 @@
--- Named queries on the live-safety ledger tables. Loaded by sqlfiles.queries("control").
+-- Named queries on the live-safety ledger tables. Loaded by sqlfiles.queries("control_ledger") in ledger/control.py.
 
 -- name: target_run
 -- The run an operator command acts on: the newest one still running (or interrupted).
@@ -122,3 +122,12 @@ FROM (SELECT host, pid, sum(secs * held) AS s FROM clipped GROUP BY host, pid) A
 -- Processes of the run whose control loop wrote its throttle state in the last $2 seconds.
 SELECT count(*) FROM bxbatch.throttle_state
 WHERE run_id = $1 AND updated_at > now() - make_interval(secs => $2)
+
+-- name: control_table_present
+SELECT to_regclass('bxbatch.control') IS NOT NULL
+
+-- name: throttle_events_present
+SELECT to_regclass('bxbatch.throttle_event') IS NOT NULL
+
+-- name: control_state
+SELECT state FROM bxbatch.control WHERE run_id = $1
