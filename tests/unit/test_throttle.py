@@ -164,6 +164,7 @@ def test_every_decision_is_recorded_and_logged() -> None:
     assert events[0][2]["reason"] == "throttled: replication lag 12 MB > 8 MB"
     # a cut is in the heartbeat line (debug); a stop is news the operator must see (info)
     assert [level for level, _, _ in events] == ["debug", "info"]
+    assert set(events[1][2]) == {"action", "reason", "concurrency"}  # a short console line, not every field
 
 
 def test_retries_cut_like_a_bad_signal() -> None:

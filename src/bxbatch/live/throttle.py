@@ -187,8 +187,11 @@ class Throttle:
         self.unsaved.append(decision)
         if self.log is not None:
             # what the operator must hear of at once; cuts and recoveries are in the heartbeat line
-            level = "info" if action in ("pause", "unpause", "stop", "set_ceiling", "set", "knobs") else "debug"
-            getattr(self.log, level)("throttle_decision", **decision.as_dict())
+            if action in ("pause", "unpause", "stop", "set_ceiling", "set", "knobs"):
+                # one short console line (the reason names the signal); every field is in the ledger and at debug
+                self.log.info("throttle_decision", action=action, reason=reason, concurrency=self.concurrency)
+            else:
+                self.log.debug("throttle_decision", **decision.as_dict())
         self._notify()
         return decision
 
