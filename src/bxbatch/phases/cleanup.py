@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from bxbatch.backfill import changes
+from bxbatch.db.render import set_local_timeouts
 from bxbatch.db.retry import RetryCount, RetryPolicy, retry
 from bxbatch.db.session import qualified
 from bxbatch.migrations.loader import load_migration
@@ -31,8 +32,7 @@ async def vacuum_tables(conn: asyncpg.Connection, settings: Settings, schema: st
     tables = [t for t in wanted if t in present]
     started = time.monotonic()
     retries = RetryCount()
-    await conn.execute(f"SET lock_timeout = {int(settings.lock_timeout_ms)}")
-    await conn.execute("SET statement_timeout = 0")
+    await set_local_timeouts(conn, is_local=False, lock=settings.lock_timeout_ms, statement=0)
     try:
         with progress.bar(settings, total=len(tables), desc="vacuum analyze", unit="table") as bar:
             for table in tables:

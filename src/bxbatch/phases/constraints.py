@@ -30,6 +30,7 @@ from typing import Any
 import asyncpg
 from pglast.enums import AlterTableType
 
+from bxbatch.db.render import set_local_timeouts
 from bxbatch.db.retry import is_retryable
 from bxbatch.db.session import qualified, quote_ident
 from bxbatch.db.sqlfiles import SqlFile, Statement, queries
@@ -229,10 +230,9 @@ class ConstraintPhase:
 
         async def attempt() -> None:
             async with conn.transaction():
-                await conn.execute(f"SET LOCAL lock_timeout = {int(self.settings.lock_timeout_ms)}")
                 # VALIDATE holds SHARE UPDATE EXCLUSIVE: no reader or writer waits for its scan.
                 stmt_ms = 0 if task.constraint else self.settings.statement_timeout_ms
-                await conn.execute(f"SET LOCAL statement_timeout = {int(stmt_ms)}")
+                await set_local_timeouts(conn, lock=self.settings.lock_timeout_ms, statement=stmt_ms)
                 try:
                     await conn.execute(sql)
                 except asyncpg.ForeignKeyViolationError as exc:
@@ -267,8 +267,9 @@ class ConstraintPhase:
             async def batch() -> None:
                 nonlocal changed
                 async with conn.transaction():
-                    await conn.execute(f"SET LOCAL lock_timeout = {int(self.settings.lock_timeout_ms)}")
-                    await conn.execute(f"SET LOCAL statement_timeout = {int(self.settings.statement_timeout_ms)}")
+                    await set_local_timeouts(
+                        conn, lock=self.settings.lock_timeout_ms, statement=self.settings.statement_timeout_ms
+                    )
                     changed = int(await conn.fetchval(sql, self.ctx.run_id, CLEAN_BATCH, fk.name, fk.table, action))
 
             self.detail["retries"] += await schema.with_retry(batch, self.settings, self.log, f"clean {fk.name}")

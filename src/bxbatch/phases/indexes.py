@@ -34,6 +34,7 @@ from typing import Any
 import anyio
 import asyncpg
 
+from bxbatch.db.render import set_local_timeouts
 from bxbatch.db.retry import Outcome, Retry, RetryPolicy, is_retryable, retry
 from bxbatch.db.session import connect, qualified, server_version_num
 from bxbatch.db.sqlfiles import SqlFile, Statement, queries
@@ -145,7 +146,7 @@ async def set_build_memory(conn: asyncpg.Connection, flag: str, value: str) -> N
 async def prepare_build_session(conn: asyncpg.Connection, settings: Settings) -> None:
     """Session settings of a build connection: memory per the flag, no timeouts (see module doc)."""
     await set_build_memory(conn, "--maintenance-work-mem", settings.maintenance_work_mem)
-    await conn.execute("SELECT set_config('lock_timeout', '0', false), set_config('statement_timeout', '0', false)")
+    await set_local_timeouts(conn, is_local=False, lock=0, statement=0)
     if await server_version_num(conn) >= 140000:
         await conn.execute(
             "SELECT set_config('client_connection_check_interval', $1, false)", f"{CONNECTION_CHECK_MS}ms"

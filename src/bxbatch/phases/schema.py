@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 
 from bxbatch.db.idents import qualified
+from bxbatch.db.render import set_local_timeouts
 from bxbatch.db.retry import RetryCount, RetryPolicy, is_hopeless, is_retryable, needs_fix, retry
 from bxbatch.db.sqlfiles import SqlFile, Statement
 from bxbatch.errors import BxbatchError, ChangedFileError, SqlFileError
@@ -87,14 +88,12 @@ async def with_retry(op: Callable[[], Awaitable[Any]], settings: Settings, log: 
 
 
 async def _set_timeouts(conn: asyncpg.Connection, settings: Settings, local: bool, *, for_index: bool = False) -> None:
-    scope = "LOCAL " if local else ""
     # A concurrent index build waits for every older transaction to finish; a lock_timeout
     # there would abort it and leave an INVALID index, so it waits (the index phase reports
     # who it waits for) and relies on statement_timeout = 0.
     lock_ms = 0 if for_index else settings.lock_timeout_ms
     stmt_ms = 0 if for_index else settings.statement_timeout_ms
-    await conn.execute(f"SET {scope}lock_timeout = {int(lock_ms)}")
-    await conn.execute(f"SET {scope}statement_timeout = {int(stmt_ms)}")
+    await set_local_timeouts(conn, is_local=local, lock=lock_ms, statement=stmt_ms)
 
 
 async def _apply_transactional(
@@ -170,7 +169,7 @@ async def _apply_statementwise(
                 await execute_and_record()
             finally:
                 if not conn.is_closed():
-                    await conn.execute("RESET lock_timeout; RESET statement_timeout")
+                    await conn.execute("RESET lock_timeout; RESET statement_timeout")  # the session's own again
 
         retries += await with_retry(attempt, settings, log, f"{f.name}#{idx}")
         log.debug("ddl_statement_applied", file=f.name, statement=idx, kind=stmt.kind)
