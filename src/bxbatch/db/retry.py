@@ -208,7 +208,7 @@ def describe(exc: BaseException) -> str:
 
 # --- the loop ---------------------------------------------------------------------------------------
 def backoff_delay(attempt: int, base_ms: int, max_ms: int, rng: random.Random | None = None) -> float:
-    """Exponential backoff with full jitter, in seconds. ``attempt`` counts from 1."""
+    """Exponential backoff with jitter (half to all of the ceiling), in seconds. ``attempt`` counts from 1."""
     rng = rng or random.Random()
     ceiling = min(max_ms, base_ms * (2 ** max(0, attempt - 1)))
     return rng.uniform(ceiling / 2, ceiling) / 1000.0
