@@ -96,9 +96,9 @@ def test_knobs_apply_to_the_throttle_and_the_rate_is_shared_by_the_run() -> None
     throttle = Throttle(Settings(concurrency=4, max_rows_per_second=1000))
     throttle.apply_knobs({"concurrency": 2, "max_rows_per_second": 600, "target_chunk_ms": 50}, "set by ops")
     assert throttle.max_concurrency == 2 and throttle.settings.target_chunk_ms == 50
-    assert throttle.state()["rate_limit"] == 600 and throttle.chunk_rows_cap() == 600
+    assert throttle.state()["rate_limit"] == 600 and throttle._rate == 600  # this process's share
     throttle.set_processes(3)  # two joiners: each process takes a third of the run's limit
-    assert throttle.chunk_rows_cap() == 200 and throttle.state()["rate_limit"] == 600
+    assert throttle._rate == 200 and throttle.state()["rate_limit"] == 600
     assert throttle.wait_reason(3) == "held (concurrency 2)"
     assert throttle.apply_knobs({"concurrency": 2}, "again") is None  # unchanged: no decision
     throttle.apply_knobs({"throttle": False}, "set")

@@ -137,10 +137,6 @@ class LocalServer:
             timeout=90,
         )
 
-    def is_running(self) -> bool:
-        result = self._run([str(self.tool("pg_ctl")), "-D", str(self.datadir), "status"])
-        return result.returncode == 0
-
     def close(self) -> None:
         """Stop the server and remove everything it wrote."""
         if (self.datadir / "postmaster.pid").exists():

@@ -91,7 +91,6 @@ class Throttle:
         self._changed = anyio.Event()
         # pause has three independent owners: the engine/library (pause()), the operator (control
         # row) and the health signals; workers run only when none of them holds it.
-        self._manual_pause: str | None = None
         self._operator_pause: str | None = None
         self._health_pause: str | None = None
         self._signals: dict[str, list[Signal]] = {}
@@ -124,7 +123,7 @@ class Throttle:
     # --- state -----------------------------------------------------------------------------
     @property
     def paused(self) -> bool:
-        return bool(self._manual_pause or self._operator_pause or self._health_pause)
+        return bool(self._operator_pause or self._health_pause)
 
     @property
     def stopping(self) -> bool:
@@ -227,7 +226,7 @@ class Throttle:
                 self._signals.clear()
                 self._health_pause = None
                 self.concurrency, self.chunk_scale, self.duty = self.max_concurrency, 1.0, 1.0
-                self.reason = self._operator_pause or self._manual_pause
+                self.reason = self._operator_pause
         what = ", ".join(f"{k}={v}" for k, v in changed.items())
         return self._record("knobs", f"{reason}: {what}")
 
@@ -349,20 +348,6 @@ class Throttle:
         self.concurrency = min(self.concurrency, value) if held_back else value
         return self._record("set_ceiling", reason)
 
-    def pause(self, reason: str) -> None:
-        self._account()
-        self._manual_pause = reason
-        self.reason = reason
-        self._record("pause", reason)
-
-    def unpause(self) -> None:
-        self._account()
-        if self._manual_pause is None:
-            return
-        self._manual_pause = None
-        self.reason = self._health_pause or self._operator_pause
-        self._record("unpause", "resumed")
-
     def operator_pause(self, reason: str) -> Decision | None:
         if self._operator_pause is not None:
             return None
@@ -376,7 +361,7 @@ class Throttle:
             return None
         self._account()
         self._operator_pause = None
-        self.reason = self._health_pause or self._manual_pause
+        self.reason = self._health_pause
         return self._record("unpause", reason)
 
     def request_stop(self, reason: str) -> None:
@@ -440,10 +425,6 @@ class Throttle:
             self._pace_free_at = max(self.clock(), self._pace_free_at) + seconds * (1.0 / self.duty - 1.0)
         if self._rate > 0:
             self._rate_free_at = max(self.clock(), self._rate_free_at) + rows / self._rate
-
-    def chunk_rows_cap(self) -> int | None:
-        """With a rate limit, no chunk should take more than about a second's budget."""
-        return max(1, int(self._rate)) if self._rate > 0 else None
 
     def wake(self) -> None:
         """Make waiting workers look again (e.g. their pass was fully planned: they may retire)."""

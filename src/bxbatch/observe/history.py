@@ -21,10 +21,6 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-async def _exists(conn: asyncpg.Connection, relation: str) -> bool:
-    return bool(await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", relation))
-
-
 def _summary(r: asyncpg.Record) -> dict[str, Any]:
     hosts = sorted({h for h in (r["hosts"] or "").split(",") if h} | ({r["host"]} if r["host"] else set()))
     return {
