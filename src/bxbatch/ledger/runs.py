@@ -51,6 +51,7 @@ LOCAL_SETTINGS = frozenset(
         "metrics_port",
         "metrics_addr",
         "report_path",
+        "migration",  # where the migration directory is on this host (its name must match: checked)
     }
 )
 
@@ -173,6 +174,7 @@ async def start_or_continue_run(
                 "nothing to join: no bxbatch run is going on in this database",
                 hint="`bxbatch run` (without --join) starts or continues one",
             )
+        await _check_same_migration(conn, int(row["id"]), settings)
         stored = await conn.fetchval("SELECT settings FROM bxbatch.run WHERE id = $1", row["id"])
         return RunRecord(
             id=row["id"], status="running", command=row["command"], resumed=True, joined=True,
