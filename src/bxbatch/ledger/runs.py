@@ -299,3 +299,17 @@ async def advisory_lock(
     finally:
         if not conn.is_closed():
             await conn.execute("SELECT pg_advisory_unlock($1, $2)", LOCK_CLASS, key)
+
+
+async def run_in_progress(conn: asyncpg.Connection) -> bool:
+    """A run recorded as running (false on a database without a ledger)."""
+    if not await conn.fetchval(Q["run_table_present"]):
+        return False
+    return bool(await conn.fetchval(Q["run_running"]))
+
+
+async def other_live_workers(conn: asyncpg.Connection, host: str, pid: int, fresh_s: float) -> list[asyncpg.Record]:
+    """Workers of other processes whose heartbeat is fresher than ``fresh_s`` (a run in progress, any host)."""
+    if not await conn.fetchval(Q["worker_table_present"]):
+        return []
+    return list(await conn.fetch(Q["live_workers"], host, pid, fresh_s))

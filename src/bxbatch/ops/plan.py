@@ -28,6 +28,7 @@ from bxbatch.db.locks import LockBudget, lock_budget
 from bxbatch.db.render import Fragment, set_local_timeouts, union_all
 from bxbatch.db.session import connect, qualified
 from bxbatch.db.sqlfiles import queries
+from bxbatch.ledger import installs
 from bxbatch.ledger import runs as ledger
 from bxbatch.ledger.observations import has_estimate, save_estimate
 from bxbatch.migrations.jobs import Job, render_segments
@@ -361,7 +362,7 @@ async def build_plan(settings: Settings, *, sample: bool = False, sample_chunks:
         tables = await user_tables(conn, migration.profile)
         installed = 0
         if has_ledger:
-            installed = int(await conn.fetchval("SELECT count(*) FROM bxbatch.trigger_install"))
+            installed = await installs.installed_count(conn)
         backfills = await estimate_backfills(conn, settings, migration, sample=sample, sample_chunks=sample_chunks)
         rows_after = {b.target: b.est_rows for b in backfills}
         indexes = await _index_plan(conn, migration, rows_after)

@@ -210,29 +210,26 @@ async def check_other_run(conn: asyncpg.Connection, settings: Settings) -> Check
             f"another bxbatch process holds the run lock: {who}",
             {"pids": [h["pid"] for h in holders]},
         )
-    if await conn.fetchval(Q["worker_table_present"]):
-        live = [
-            r
-            for r in await conn.fetch(Q["live_workers"], settings.host, os.getpid(), WORKER_HEARTBEAT_FRESH_S)
-            if r["host"] != settings.host or _pid_alive(int(r["pid"]))  # a process of this host that exited is gone
-        ]
-        if live:
-            who = ", ".join(f"{r['workers']} worker(s) of pid {r['pid']} on {r['host']}" for r in live)
-            # Several processes may share one run (the engine's design): joining it is allowed.
-            return Check(
-                "other_bxbatch_run",
-                WARN,
-                f"another bxbatch process is working on the run: {who} (heartbeat under "
-                f"{WORKER_HEARTBEAT_FRESH_S:g}s old); this process would join it",
-                {"processes": [f"{r['host']}:{r['pid']}" for r in live]},
-            )
+    live = [
+        r
+        for r in await ledger.other_live_workers(conn, settings.host, os.getpid(), WORKER_HEARTBEAT_FRESH_S)
+        if r["host"] != settings.host or _pid_alive(int(r["pid"]))  # a process of this host that exited is gone
+    ]
+    if live:
+        who = ", ".join(f"{r['workers']} worker(s) of pid {r['pid']} on {r['host']}" for r in live)
+        # Several processes may share one run (the engine's design): joining it is allowed.
+        return Check(
+            "other_bxbatch_run",
+            WARN,
+            f"another bxbatch process is working on the run: {who} (heartbeat under "
+            f"{WORKER_HEARTBEAT_FRESH_S:g}s old); this process would join it",
+            {"processes": [f"{r['host']}:{r['pid']}" for r in live]},
+        )
     return Check("other_bxbatch_run", PASS, "no other bxbatch process holds the lock or runs workers")
 
 
 async def _run_in_progress(conn: asyncpg.Connection) -> bool:
-    if not await conn.fetchval("SELECT to_regclass('bxbatch.run') IS NOT NULL"):
-        return False
-    return bool(await conn.fetchval(Q["run_running"]))
+    return await ledger.run_in_progress(conn)
 
 
 def _pid_alive(pid: int) -> bool:

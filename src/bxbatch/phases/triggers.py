@@ -31,6 +31,7 @@ from bxbatch.db.render import render
 from bxbatch.db.retry import RetryPolicy, is_retryable, retry
 from bxbatch.db.session import qualified, quote_ident
 from bxbatch.db.sqlfiles import queries
+from bxbatch.ledger import installs
 from bxbatch.migrations.loader import TriggerSpec, load_migration
 from bxbatch.migrations.profile import Profile
 from bxbatch.observe import progress
@@ -95,14 +96,7 @@ async def _install_locked(
     )
     marks = {int(r["table_id"]): int(r["hw"]) for r in await conn.fetch(hw_sql)}
     # A table installed earlier keeps its first mark: rows above it were logged by the trigger.
-    rows = await conn.fetch(
-        Q["record_installs"],
-        [tid for tid, _ in tables],
-        [rel for _, rel in tables],
-        [marks[tid] for tid, _ in tables],
-        run_id,
-    )
-    return {int(r["table_id"]): int(r["high_water"]) for r in rows}
+    return await installs.record_installs(conn, tables, marks, run_id)
 
 
 async def _install_group(
@@ -216,7 +210,7 @@ async def install_missing(ctx: RunContext, *, show_progress: bool = False) -> di
     spec = ctx.migration.trigger
     if spec is None:
         return {}  # a migration without a per-table trigger
-    installed = {r["table_id"] for r in await ctx.conn.fetch(Q["installed_ids"])}
+    installed = await installs.installed_ids(ctx.conn)
     rows = await _user_table_rows(ctx.conn, ctx.profile, list(spec.events))
     todo = [(int(r["table_id"]), str(r["relname"])) for r in rows]
     for table_id, relname in todo:
@@ -245,7 +239,7 @@ async def install_missing(ctx: RunContext, *, show_progress: bool = False) -> di
 async def run(ctx: RunContext) -> dict[str, Any]:
     t0 = time.monotonic()
     done = await install_missing(ctx, show_progress=True)
-    total = await ctx.conn.fetchval(Q["installed_count"])
+    total = await installs.installed_count(ctx.conn)
     seconds = time.monotonic() - t0
     ctx.log.debug("triggers_installed", tables=len(done), total=total, seconds=round(seconds, 3))
     return {

@@ -77,3 +77,23 @@ WHERE id = $1
 -- name: run_by_id
 SELECT id, status, command, started_at, updated_at, finished_at, host, pid, error, settings, owned_since
 FROM bxbatch.run WHERE id = $1
+
+-- name: worker_table_present
+SELECT to_regclass('bxbatch.worker') IS NOT NULL
+
+-- name: live_workers
+-- Workers of another process (not host $1 / pid $2) whose heartbeat is fresher than $3 seconds:
+-- a run in progress, possibly on another host.
+SELECT host, pid, count(*) AS workers, max(heartbeat_at) AS last_beat
+FROM bxbatch.worker
+WHERE state <> 'stopped'
+  AND heartbeat_at > now() - make_interval(secs => $3)
+  AND NOT (host = $1 AND pid = $2)
+GROUP BY host, pid
+ORDER BY host, pid
+
+-- name: run_running
+SELECT EXISTS (SELECT 1 FROM bxbatch.run WHERE status = 'running')
+
+-- name: run_table_present
+SELECT to_regclass('bxbatch.run') IS NOT NULL

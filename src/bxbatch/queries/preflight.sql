@@ -86,20 +86,6 @@ ORDER BY xact_start
 SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
     OR pg_has_role(current_user, 'pg_read_all_stats', 'MEMBER')
 
--- name: worker_table_present
-SELECT to_regclass('bxbatch.worker') IS NOT NULL
-
--- name: live_workers
--- Workers of another process (not host $1 / pid $2) whose heartbeat is fresher than $3 seconds:
--- a run in progress, possibly on another host.
-SELECT host, pid, count(*) AS workers, max(heartbeat_at) AS last_beat
-FROM bxbatch.worker
-WHERE state <> 'stopped'
-  AND heartbeat_at > now() - make_interval(secs => $3)
-  AND NOT (host = $1 AND pid = $2)
-GROUP BY host, pid
-ORDER BY host, pid
-
 -- name: search_path_settings
 -- Every search_path set for this database or for all databases, per role or for everyone
 -- (ALTER DATABASE / ALTER ROLE ... SET search_path): what the application's sessions start with.
@@ -176,6 +162,3 @@ SELECT current_setting('max_connections')::int
        (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database())::int AS database_used,
        (SELECT rolconnlimit FROM pg_roles WHERE rolname = current_user) AS role_limit,
        (SELECT count(*) FROM pg_stat_activity WHERE usename = current_user)::int AS role_used
-
--- name: run_running
-SELECT EXISTS (SELECT 1 FROM bxbatch.run WHERE status = 'running')

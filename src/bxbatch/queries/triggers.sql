@@ -30,17 +30,3 @@ SELECT c.relname, t.tgname
 FROM pg_trigger t
 JOIN pg_class c ON c.oid = t.tgrelid
 WHERE t.tgrelid = ANY($1::text[]::regclass[]) AND t.tgname = ANY($2::text[])
-
--- name: record_installs
--- One row per table; a table recorded earlier keeps its first high-water mark (RETURNING gives it).
-INSERT INTO bxbatch.trigger_install (table_id, relname, high_water, run_id)
-SELECT u.table_id, u.relname, u.high_water, $4
-FROM unnest($1::integer[], $2::text[], $3::bigint[]) AS u(table_id, relname, high_water)
-ON CONFLICT (table_id) DO UPDATE SET relname = EXCLUDED.relname
-RETURNING table_id, high_water
-
--- name: installed_ids
-SELECT table_id FROM bxbatch.trigger_install
-
--- name: installed_count
-SELECT count(*) FROM bxbatch.trigger_install
