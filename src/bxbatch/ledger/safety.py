@@ -1,7 +1,8 @@
-"""The safety net's ledger: backups taken (or skipped, and why) and how far a rollback got."""
+"""The safety net's ledger: backups taken (or skipped, and why), orphans found before VALIDATE, rollback progress."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import asyncpg
@@ -34,3 +35,31 @@ async def safety_state(conn: asyncpg.Connection) -> tuple[dict[str, Any] | None,
     row = await conn.fetchrow(Q["last_backup"])
     steps = int(await conn.fetchval(Q["rollback_steps_count"]))
     return (dict(row) if row else None), steps
+
+
+async def record_orphan_report(
+    conn: asyncpg.Connection,
+    run_id: int | None,
+    constraint: str,
+    table: str,
+    columns: list[str],
+    referenced_table: str,
+    orphans: int,
+    sample: list[dict[str, Any]],
+    duration_ms: int,
+) -> None:
+    """What the orphan count of one foreign key found (with a sample), before VALIDATE or the cleaning.
+
+    (The rows the cleaning changes are saved in ``bxbatch.orphan_fix`` by the cleaning statement itself,
+    in the same statement as the change: phases/constraints.py builds it.)"""
+    await conn.execute(
+        Q["insert_orphan_report"],
+        run_id,
+        constraint,
+        table,
+        columns,
+        referenced_table,
+        orphans,
+        json.dumps(sample),
+        duration_ms,
+    )

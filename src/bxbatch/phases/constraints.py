@@ -37,6 +37,7 @@ from bxbatch.db.sqlfiles import SqlFile, Statement, queries
 from bxbatch.errors import ChangedFileError, OrphansFound, SqlFileError
 from bxbatch.ledger import ddl as ddl_ledger
 from bxbatch.ledger import runs as ledger
+from bxbatch.ledger.safety import record_orphan_report
 from bxbatch.observe import progress
 from bxbatch.phases import schema
 from bxbatch.phases.context import RunContext
@@ -193,15 +194,15 @@ async def orphan_report(conn: asyncpg.Connection, fk: ForeignKey, run_id: int | 
         for r in await conn.fetch(fk.sample_sql(), SAMPLE_ROWS):
             key = r["key"] if isinstance(r["key"], dict) else json.loads(r["key"])
             sample.append({"row_key": r["row_key"], "key": key})
-    await conn.execute(
-        Q["insert_orphan_report"],
+    await record_orphan_report(
+        conn,
         run_id,
         fk.name,
         fk.table,
         list(fk.columns),
         fk.ref_table,
         count,
-        json.dumps(sample),
+        sample,
         int((time.monotonic() - t0) * 1000),
     )
     return OrphanReport(fk, count, sample)

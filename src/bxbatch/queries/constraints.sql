@@ -23,8 +23,3 @@ JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_class rc ON rc.oid = con.confrelid
 JOIN pg_namespace rn ON rn.oid = rc.relnamespace
 WHERE con.contype = 'f' AND n.nspname = $1 AND c.relname = $2 AND con.conname = $3
-
--- name: insert_orphan_report
-INSERT INTO bxbatch.orphan_report
-    (run_id, constraint_name, table_name, columns, referenced_table, orphans, sample, duration_ms)
-VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8)
