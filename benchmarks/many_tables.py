@@ -248,10 +248,12 @@ async def command(name: str, args: list[str], sampler: LockSampler, quiet: bool)
     result = await asyncio.to_thread(_spawn_and_wait, args)
     await asyncio.sleep(2 * sampler.interval)
     result.update(peak_locks=sampler.peak, peak_locks_backend=sampler.peak_app, lock_samples=sampler.samples)
+    result["loadavg_after"] = [round(x, 1) for x in os.getloadavg()]  # timings depend on the machine's load
     if not quiet:
         print(
             f"  {name:<10} exit {result['exit']:>3}  {result['seconds']:>9.1f}s  rss {result['peak_rss_mb']:>7.1f} MB  "
-            f"peak locks {result['peak_locks']:>5} ({result['peak_locks_backend']})",
+            f"peak locks {result['peak_locks']:>5} ({result['peak_locks_backend']})  "
+            f"at {time.strftime('%H:%M:%S')} load {result['loadavg_after']}",
             flush=True,
         )
     return result
@@ -275,6 +277,7 @@ async def measure_size(admin_dsn: str, n: int, opts: Options) -> dict[str, Any]:
             await conn.close()
         if not opts.quiet:
             print(
+                f"{time.strftime('%H:%M:%S')} load {[round(x, 1) for x in os.getloadavg()]}: "
                 f"{n} user tables: synth {out['synth']['seconds']}s ({out['synth']['user_rows']} rows), "
                 f"bound {budget.per_transaction} locks per transaction, groups of {budget.group_size}",
                 flush=True,
