@@ -14,6 +14,7 @@ The alternative is restoring the verified backup (README, "Rolling back").
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -45,25 +46,71 @@ ARCHIVE_STEP = "ledger:(archive the run history)"
 ROLLBACK_RETRY = RetryPolicy(event="rollback_retry")
 
 
+TRIGGER_BATCH = 1000  # user tables read from the catalog at a time by a rollback (keyset; memory stays bounded)
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     key: str  # kind:name, unique; the ledger records it
-    sql: str
+    sql: str = ""  # empty for a trigger step a rollback did: its DROP TRIGGERs are built when its group runs
     table: str | None = None  # a trigger step: the qualified user table (steps of several tables share a transaction)
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerTable:
+    """A user table that still has the migration's triggers (one catalog row of a keyset batch)."""
+
+    relname: str
+    table: str  # qualified
+    triggers: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        return f"trigger:{self.relname}"
+
+    @property
+    def sql(self) -> str:
+        return "; ".join(f"DROP TRIGGER IF EXISTS {quote_ident(name)} ON {self.table}" for name in self.triggers)
 
 
 @dataclass
 class RollbackResult:
-    steps: list[Step]
+    steps: list[Step]  # every step of this rollback in order (trigger steps by key only)
     done: int
     skipped: int
     seconds: float
     app_data: list[str]
 
 
-async def plan_steps(conn: asyncpg.Connection, migration: Migration, *, drop_history: bool = False) -> list[Step]:
+async def trigger_tables(
+    conn: asyncpg.Connection, migration: Migration, *, batch: int = TRIGGER_BATCH
+) -> AsyncIterator[list[TriggerTable]]:
+    """The user tables that still have the migration's triggers, in name order, ``batch`` at a time.
+
+    Read from the catalog as it is when each batch is asked for (keyset on the table name): a
+    table whose triggers a group dropped is gone from it, a table left busy is behind the key."""
+    after = ""
+    while True:
+        rows = await conn.fetch(Q["trigger_tables"], migration.schema, list(migration.expected.functions), after, batch)
+        if not rows:
+            return
+        yield [TriggerTable(r["relname"], qualified(migration.schema, r["relname"]), tuple(r["tgnames"])) for r in rows]
+        after = rows[-1]["relname"]
+
+
+async def count_trigger_tables(conn: asyncpg.Connection, migration: Migration) -> int:
+    if not await ledger.ledger_exists(conn):
+        return 0
+    return int(await conn.fetchval(Q["trigger_tables_count"], migration.schema, list(migration.expected.functions)))
+
+
+async def plan_steps(
+    conn: asyncpg.Connection, migration: Migration, *, drop_history: bool = False, triggers: bool = True
+) -> list[Step]:
     """The steps still to do, in order, from the catalog as it is now.
 
+    With ``triggers`` (the listing of ``rollback --plan``) one step a user table with its SQL; a
+    rollback itself passes False and reads those tables in keyset batches as it goes.
     The run history (``bxbatch_history``: every run's summary and report data, archived in the
     last step's transaction) stays, unless ``drop_history``: then the catalog is exactly as before."""
     schema = migration.schema
@@ -79,10 +126,9 @@ async def plan_steps(conn: asyncpg.Connection, migration: Migration, *, drop_his
         )
     kept = await preexisting(conn)
     steps: list[Step] = []
-    for r in await conn.fetch(Q["activity_triggers"], schema, list(exp.functions)):
-        table = qualified(schema, r["relname"])  # one step a table: its triggers go together (memory: O(tables))
-        drops = "; ".join(f"DROP TRIGGER IF EXISTS {quote_ident(name)} ON {table}" for name in r["tgnames"])
-        steps.append(Step(f"trigger:{r['relname']}", drops, table))
+    if triggers:
+        async for batch in trigger_tables(conn, migration):
+            steps.extend(Step(t.key, t.sql, t.table) for t in batch)
     present_fks = {
         r["conname"]: r["relname"]
         for r in await conn.fetch(Q["constraints_present"], schema, [c.name for c in exp.foreign_keys])
@@ -171,7 +217,7 @@ async def rollback(
         if other.status != "pass":  # a run in progress (lock or live workers): never pull the schema from under it
             raise LockBusy(other.reason, hint="wait for the run to finish, or `bxbatch cancel` it first")
         migration = load_migration(settings.migration)
-        steps = await plan_steps(conn, migration, drop_history=drop_history)
+        steps = await plan_steps(conn, migration, drop_history=drop_history, triggers=False)
         if not steps:
             log.info("rollback_nothing_to_do")
             return RollbackResult([], 0, 0, 0.0, [])
@@ -181,36 +227,17 @@ async def rollback(
                 f"rollback would destroy data written by the application: {'; '.join(app_data[:3])}",
                 hint="export what you need first, then pass --force; or restore the verified backup instead",
             )
+        # trigger steps are not in it: the catalog lists the tables whose triggers are left (and a group's
+        # drops and its ledger rows commit together), so a resumed rollback needs no set of them
         done_keys = (
             {r["step"] for r in await conn.fetch(Q["steps_done"])} if await safety_ledger_present(conn) else set()
         )
         pending = [s for s in steps if s.key not in done_keys]
         skipped = len(steps) - len(pending)
-        done = 0
         group_tables = min(TRIGGER_DROP_GROUP, (await lock_budget(conn, settings)).group_size)
-        index = 0
-        busy: list[Step] = []  # trigger steps whose table was in use: alone, waiting, after the others
-        while index < len(pending) or busy:
-            if busy and (index >= len(pending) or pending[index].table is None):
-                step = busy.pop(0)
-            elif group := _trigger_group(pending, index, group_tables):
-                index += len(group)
-                if await _drop_trigger_group(conn, settings, group):
-                    done += len(group)
-                    log.info("rollback_steps_done", steps=len(group), first=group[0].key, last=group[-1].key)
-                    continue
-                for one in group if len(group) > 1 else []:  # a table of the group is in use: find it
-                    if await _drop_trigger_group(conn, settings, [one]):
-                        done += 1
-                        log.info("rollback_step_done", step=one.key)
-                    else:
-                        busy.append(one)
-                if len(group) == 1:
-                    busy.append(group[0])
-                continue
-            else:
-                step = pending[index]
-                index += 1
+        triggers_done = await _drop_triggers(conn, settings, migration, group_tables, log)
+        done = len(triggers_done)
+        for step in pending:
             t0 = time.monotonic()
 
             async def apply(step: Step = step, t0: float = t0) -> None:
@@ -221,7 +248,8 @@ async def rollback(
                         archived = await archive_runs(conn)
                         log.info("rollback_history_archived", runs=archived, schema="bxbatch_history")
                     if step.key == SCHEMA_STEP and not drop_history:
-                        await record_rollback(conn, settings.host, started_at, steps_total=len(steps))
+                        total = len(triggers_done) + len(steps)
+                        await record_rollback(conn, settings.host, started_at, steps_total=total)
                     await conn.execute(step.sql)
                     if step.key != SCHEMA_STEP and await safety_ledger_present(conn):
                         await conn.execute(Q["record_step"], step.key, int((time.monotonic() - t0) * 1000))
@@ -231,27 +259,55 @@ async def rollback(
             log.info("rollback_step_done", step=step.key, ms=int((time.monotonic() - t0) * 1000))
     seconds = round(time.monotonic() - started, 3)
     log.info("rollback_finished", steps=done, skipped=skipped, seconds=seconds)
-    return RollbackResult(steps, done, skipped, seconds, app_data)
+    return RollbackResult(triggers_done + steps, done, skipped, seconds, app_data)
 
 
-def _trigger_group(steps: list[Step], start: int, tables: int) -> list[Step]:
-    """The trigger steps from ``start`` on that cover at most ``tables`` user tables ([] if none)."""
-    group: list[Step] = []
-    seen: set[str] = set()
-    for step in steps[start:]:
-        if step.table is None or (step.table not in seen and len(seen) >= tables):
-            break
-        seen.add(step.table)
-        group.append(step)
-    return group
+async def _drop_triggers(
+    conn: asyncpg.Connection, settings: Settings, migration: Migration, group_tables: int, log: Any
+) -> list[Step]:
+    """Every user table's triggers, ``group_tables`` tables a transaction, read from the catalog in keyset
+    batches (memory: a batch, plus a key a table done). A group with a busy table is retried table by
+    table; a table still busy is set aside and done alone, waiting for its lock, after the others."""
+    done: list[Step] = []
+    busy: list[TriggerTable] = []
+    async for batch in trigger_tables(conn, migration, batch=max(TRIGGER_BATCH, group_tables)):
+        for start in range(0, len(batch), group_tables):
+            group = batch[start : start + group_tables]
+            if await _drop_trigger_group(conn, settings, group):
+                done.extend(Step(t.key) for t in group)
+                log.info("rollback_steps_done", steps=len(group), first=group[0].key, last=group[-1].key)
+                continue
+            for one in group if len(group) > 1 else []:  # a table of the group is in use: find it
+                if await _drop_trigger_group(conn, settings, [one]):
+                    done.append(Step(one.key))
+                    log.info("rollback_step_done", step=one.key)
+                else:
+                    busy.append(one)
+            if len(group) == 1:
+                busy.append(group[0])
+    for one in busy:
+        t0 = time.monotonic()
+
+        async def apply(one: TriggerTable = one, t0: float = t0) -> None:
+            async with conn.transaction():
+                await conn.execute(f"SET LOCAL lock_timeout = {int(settings.lock_timeout_ms)}")
+                await conn.execute(f"SET LOCAL statement_timeout = {int(settings.statement_timeout_ms)}")
+                await conn.execute(one.sql)
+                if await safety_ledger_present(conn):
+                    await conn.execute(Q["record_step"], one.key, int((time.monotonic() - t0) * 1000))
+
+        await retry(apply, ROLLBACK_RETRY.for_settings(settings), log=log, fields={"step": one.key})
+        done.append(Step(one.key))
+        log.info("rollback_step_done", step=one.key, ms=int((time.monotonic() - t0) * 1000))
+    return done
 
 
-async def _drop_trigger_group(conn: asyncpg.Connection, settings: Settings, group: list[Step]) -> bool:
+async def _drop_trigger_group(conn: asyncpg.Connection, settings: Settings, group: list[TriggerTable]) -> bool:
     """The triggers of a group of user tables in one transaction, recorded with it. The tables are locked
     NOWAIT (DROP TRIGGER takes ACCESS EXCLUSIVE): a busy table, or any retryable failure, leaves the
-    group to the one-step-per-transaction path (False), so a group never queues the application."""
+    group to the one-table-per-transaction path (False), so a group never queues the application."""
     t0 = time.monotonic()
-    names = ", ".join(dict.fromkeys(str(s.table) for s in group))
+    names = ", ".join(t.table for t in group)
     try:
         async with conn.transaction():
             await conn.execute(
@@ -259,9 +315,9 @@ async def _drop_trigger_group(conn: asyncpg.Connection, settings: Settings, grou
                 f"SET LOCAL statement_timeout = {int(settings.statement_timeout_ms)}"
             )
             await conn.execute(f"LOCK TABLE {names} IN ACCESS EXCLUSIVE MODE NOWAIT")
-            await conn.execute(";\n".join(s.sql for s in group))
+            await conn.execute(";\n".join(t.sql for t in group))
             if await safety_ledger_present(conn):
-                await conn.execute(Q["record_steps"], [s.key for s in group], int((time.monotonic() - t0) * 1000))
+                await conn.execute(Q["record_steps"], [t.key for t in group], int((time.monotonic() - t0) * 1000))
     except (asyncpg.LockNotAvailableError, asyncpg.UndefinedTableError):
         return False
     except Exception as exc:
@@ -279,13 +335,15 @@ async def rollback_database(
     try:
         if not confirmed:
             migration = load_migration(settings.migration)
-            steps = await plan_steps(conn, migration, drop_history=drop_history)
+            steps = await plan_steps(conn, migration, drop_history=drop_history, triggers=False)
             if not steps:
                 return RollbackResult([], 0, 0, 0.0, [])
-            summary = await summarize(conn, steps, migration.schema)
+            tables = await count_trigger_tables(conn, migration)  # one trigger step a table, counted
+            summary = await summarize(conn, steps, migration.schema, trigger_tables=tables)
             kinds = ", ".join(f"{n} {k}" for k, n in summary["kinds"].items() if k != "schema")
+            total = tables + len(steps)
             raise RollbackRefused(
-                f"rollback would run {len(steps)} step(s) ({kinds}, {summary['rows']:,} rows in dropped tables)",
+                f"rollback would run {total} step(s) ({kinds}, {summary['rows']:,} rows in dropped tables)",
                 hint="on a terminal, confirm by typing the database name; in scripts pass --yes "
                 "(`bxbatch rollback --plan` shows what it drops)",
             )
@@ -297,9 +355,13 @@ async def rollback_database(
 ROW_COUNT_CAP = 1_000_000  # tables are counted exactly up to this many rows
 
 
-async def summarize(conn: asyncpg.Connection, steps: list[Step], schema: str) -> dict[str, Any]:
-    """What the steps remove, by kind, with the rows of every table they drop (exact up to ROW_COUNT_CAP)."""
-    kinds: dict[str, int] = {}
+async def summarize(
+    conn: asyncpg.Connection, steps: list[Step], schema: str, *, trigger_tables: int = 0
+) -> dict[str, Any]:
+    """What the steps remove, by kind, with the rows of every table they drop (exact up to ROW_COUNT_CAP).
+
+    ``trigger_tables``: trigger steps counted rather than listed in ``steps`` (rollback's own path)."""
+    kinds: dict[str, int] = {"trigger": trigger_tables} if trigger_tables else {}
     tables: list[dict[str, Any]] = []
     for step in steps:
         kind, _, name = step.key.partition(":")

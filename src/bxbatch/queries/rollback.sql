@@ -1,15 +1,30 @@
 -- Rollback: what bxbatch added and still exists, what the install had before, steps done.
 -- Loaded by sqlfiles.queries("rollback").
 
--- name: activity_triggers
--- Every trigger calling one of bxbatch's functions ($2), whatever its name, by table.
-SELECT c.relname, array_agg(t.tgname ORDER BY t.tgname) AS tgnames
+-- name: trigger_tables
+-- The next tables ($4 at most) after $3 in name order that still have a trigger calling one of
+-- bxbatch's functions ($2), whatever its name, with those triggers' names. Keyset batches: the
+-- catalog itself says what is left to drop (driven by pg_class's name index, so each batch reads
+-- O(batch) catalog rows, not the whole pg_trigger).
+SELECT c.relname, tg.tgnames
+FROM pg_class c
+CROSS JOIN LATERAL (
+    SELECT array_agg(t.tgname ORDER BY t.tgname) AS tgnames
+    FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
+    WHERE t.tgrelid = c.oid AND NOT t.tgisinternal AND p.proname = ANY($2::text[])
+) tg
+WHERE c.relnamespace = to_regnamespace($1) AND c.relkind IN ('r', 'p') AND c.relname > $3::name
+  AND tg.tgnames IS NOT NULL
+ORDER BY c.relname
+LIMIT $4
+
+-- name: trigger_tables_count
+-- How many tables still have such a trigger (the rollback's summary and its step total).
+SELECT count(DISTINCT t.tgrelid)
 FROM pg_trigger t
 JOIN pg_class c ON c.oid = t.tgrelid
 JOIN pg_proc p ON p.oid = t.tgfoid
 WHERE c.relnamespace = to_regnamespace($1) AND NOT t.tgisinternal AND p.proname = ANY($2::text[])
-GROUP BY c.relname
-ORDER BY c.relname
 
 -- name: constraints_present
 SELECT k.conname, c.relname
@@ -34,7 +49,8 @@ SELECT EXISTS (SELECT 1 FROM pg_proc WHERE pronamespace = to_regnamespace($1) AN
 SELECT max(coalesce(finished_at, updated_at)) FROM bxbatch.run
 
 -- name: steps_done
-SELECT step FROM bxbatch.rollback_step
+-- The steps done other than trigger drops (whose tables the catalog no longer lists: no set of them).
+SELECT step FROM bxbatch.rollback_step WHERE step NOT LIKE 'trigger:%'
 
 -- name: record_step
 INSERT INTO bxbatch.rollback_step (step, duration_ms) VALUES ($1, $2) ON CONFLICT (step) DO NOTHING
