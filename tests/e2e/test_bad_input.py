@@ -140,7 +140,14 @@ async def _failing_pg_dump(dsn: str, conn: asyncpg.Connection, tmp: Path) -> Non
     )
 
 
+async def _bad_migration_manifest(dsn: str, conn: asyncpg.Connection, tmp: Path) -> None:
+    """A migration directory whose migration.toml is not TOML."""
+    (tmp / "mig" / "ddl").mkdir(parents=True)
+    (tmp / "mig" / "migration.toml").write_text('name = "half\n')
+
+
 SETUPS: dict[str, Setup] = {
+    "bad_migration_manifest": _bad_migration_manifest,
     "interrupted_in_backfill": _interrupted_in_backfill,
     "completed": _completed,
     "dead_worker_heartbeat": _dead_worker_heartbeat,
@@ -215,6 +222,15 @@ CASES: list[Case] = [
         "percent",
     ),
     Case("probe-sql-typo", (*RUN, "--probe-sql", "SELEC 1"), 2, "--probe-sql does not run", "nothing was changed"),
+    Case("migration-dir-missing", (*RUN, "--migration", "{tmp}/nope"), 2, "does not exist", "BXBATCH_MIGRATION"),
+    Case(
+        "migration-manifest-not-toml",
+        (*RUN, "--migration", "{tmp}/mig"),
+        2,
+        "migration.toml",
+        "fix the TOML",
+        setup="bad_migration_manifest",
+    ),
     Case(
         "probe-sql-unknown-table",
         (*RUN, "--probe-sql", "SELECT * FROM nope"),
