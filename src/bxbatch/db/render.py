@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from bxbatch.db.session import qualified, quote_ident
+from bxbatch.db.idents import qualified, quote_ident
 
 _HOLE = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from bxbatch.db.idents import qualified
+from bxbatch.db.render import Fragment, render, union_all
 from bxbatch.db.sqlfiles import checksum, parse_directives, parse_named_queries, split_statements
 from bxbatch.errors import SqlFileError
 from bxbatch.migrations.profile import Profile
@@ -72,12 +72,12 @@ def render_segments(job: Job, relnames: list[str], schema: str) -> str:
     """The chunk statement of a per-user-table job for these tables (segment i reads array element i)."""
     if not relnames:
         raise ValueError("a chunk needs at least one segment")
-    segment = job.sql("segment")
-    parts = [
-        "(" + segment.replace("{table}", qualified(schema, rel)).replace("{i}", str(i)) + ")"
-        for i, rel in enumerate(relnames, start=1)
-    ]
-    return job.sql("chunk").replace("{segments}", "\nUNION ALL\n".join(parts))
+    segments = union_all(
+        "(" + job.sql("segment") + ")",
+        ({"table": (schema, rel), "i": i} for i, rel in enumerate(relnames, start=1)),
+        joiner="\nUNION ALL\n",
+    )
+    return render(job.sql("chunk"), segments=Fragment(segments))
 
 
 def _check_parses(file: str, name: str, sql: str) -> None:
