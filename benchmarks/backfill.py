@@ -360,6 +360,7 @@ class Options:
     box_seconds: float = 25.0
     chunk_rows: int = 5_000
     seed: int = 42
+    permissions_shape: str = "default"  # synth_base.SHAPES: "founders" = big workspaces, ~3.1 M permissions at scale 3
     baseline_seconds: float = 5.0
     probe_interval_ms: float = 20.0
     throttle_probe_interval_s: float = 0.25
@@ -417,13 +418,15 @@ class Bench:
 
     async def setup(self) -> ScaleResult:
         from bxbatch.migrations.baserow_expansion.synth import SynthSpec, build_install
+        from bxbatch.migrations.baserow_expansion.synth_base import SHAPES
         from bxbatch.ops.run import run_migration
         from bxbatch.settings import Settings
 
         conn = await asyncpg.connect(self.dsn)
         try:
             say(self.opts, f"scale {self.scale}: building the synthetic install")
-            report = await build_install(conn, SynthSpec(scale=self.scale, seed=self.opts.seed))
+            spec = SynthSpec(scale=self.scale, seed=self.opts.seed, **SHAPES[self.opts.permissions_shape])
+            report = await build_install(conn, spec)
         finally:
             await conn.close()
         say(self.opts, f"synth: {report.user_rows} user rows in {report.seconds:.1f} s")
@@ -1099,6 +1102,13 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, O
     p.add_argument("--box-seconds", type=float, default=25.0, help="time box of OFFSET and row-by-row; default 25")
     p.add_argument("--chunk-rows", type=int, default=5_000, help="rows per keyset chunk / OFFSET page; default 5000")
     p.add_argument("--seed", type=int, default=42, help="synth seed; default 42")
+    p.add_argument(
+        "--permissions-shape",
+        choices=["default", "founders"],
+        default="default",
+        help="synth shape (synth_base.SHAPES): founders = 0.3%% of the workspaces big (~330 members, ~340 tables), "
+        "power users in most of them (~3.2 M permissions at scale 3); default: the usual install",
+    )
     p.add_argument("--baseline-seconds", type=float, default=5.0, help="probe baseline duration; default 5")
     p.add_argument("--probe-interval-ms", type=float, default=20.0, help="pause between probes; default 20")
     p.add_argument(
@@ -1142,6 +1152,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, O
         box_seconds=a.box_seconds,
         chunk_rows=a.chunk_rows,
         seed=a.seed,
+        permissions_shape=a.permissions_shape,
         baseline_seconds=a.baseline_seconds,
         probe_interval_ms=a.probe_interval_ms,
         throttle_probe_interval_s=a.throttle_probe_interval,

@@ -397,6 +397,7 @@ async def one_scale(server: Any, scale: float, opts: argparse.Namespace, done: l
         SynthSpec,
         build_install,
     )
+    from bxbatch.migrations.baserow_expansion.synth_base import SHAPES
 
     admin = await asyncpg.connect(server.dsn("postgres"))
     try:
@@ -405,7 +406,7 @@ async def one_scale(server: Any, scale: float, opts: argparse.Namespace, done: l
         src = await asyncpg.connect(server.dsn("whole_src"))
         try:
             say(f"scale {scale}: building the install")
-            report = await build_install(src, SynthSpec(scale=scale, seed=opts.seed))
+            report = await build_install(src, SynthSpec(scale=scale, seed=opts.seed, **SHAPES[opts.permissions_shape]))
             await src.execute("VACUUM ANALYZE")
             version = str(await src.fetchval("SHOW server_version"))
         finally:
@@ -547,6 +548,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bx-args", default="", help="more flags for bxbatch run, e.g. '--index-concurrency 2'")
     p.add_argument("--bx-src", help="run bxbatch from this source tree (its src/ and sql/), e.g. an older commit")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument(
+        "--permissions-shape",
+        choices=["default", "founders"],
+        default="default",
+        help="synth shape (synth_base.SHAPES): founders = big workspaces, ~3.2 M permissions at scale 3",
+    )
     p.add_argument("--pg", choices=["embedded", "system"], default="embedded")
     p.add_argument("--keep", action="store_true", help="keep the databases (and the server's directory)")
     p.add_argument("--log-dir", help="where the bxbatch runs' JSON logs go; default /tmp")

@@ -11,6 +11,7 @@ import pytest
 
 from bxbatch.db.session import qualified
 from bxbatch.migrations.baserow_expansion.synth import SynthSpec, build_install
+from bxbatch.migrations.baserow_expansion.synth_base import SHAPES
 from bxbatch.migrations.loader import load_migration
 from bxbatch.ops import run as app
 
@@ -20,21 +21,22 @@ UP_TO_BACKFILL = ("preflight", "schema", "triggers", "backfill")
 ALL_PHASES = list(app.PHASES)  # as imported, before any test narrows them
 
 
-def synth_builder(scale: float, seed: int, user_tables: int | None = None) -> Any:
+def synth_builder(scale: float, seed: int, user_tables: int | None = None, shape: str = "default") -> Any:
     async def build(dsn: str) -> None:
         conn = await asyncpg.connect(dsn)
         try:
-            await build_install(conn, SynthSpec(scale=scale, seed=seed, user_tables=user_tables))
+            await build_install(conn, SynthSpec(scale=scale, seed=seed, user_tables=user_tables, **SHAPES[shape]))
         finally:
             await conn.close()
 
     return build
 
 
-async def synth_template(pg_server: Any, scale: float, seed: int, user_tables: int | None = None) -> str:
-    return str(
-        await pg_server.template(("backfill-synth", scale, seed, user_tables), synth_builder(scale, seed, user_tables))
-    )
+async def synth_template(
+    pg_server: Any, scale: float, seed: int, user_tables: int | None = None, shape: str = "default"
+) -> str:
+    key = ("backfill-synth", scale, seed, user_tables) + ((shape,) if shape != "default" else ())
+    return str(await pg_server.template(key, synth_builder(scale, seed, user_tables, shape)))
 
 
 def only_phases(monkeypatch: pytest.MonkeyPatch, names: tuple[str, ...] = UP_TO_BACKFILL) -> None:

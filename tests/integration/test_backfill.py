@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 from benchmarks.engine import run_job_once
 from tests.backfill_support import (
+    MIGRATION,
     apply_set_based,
     assert_ledger_exact,
     assert_no_duplicates,
@@ -207,6 +208,47 @@ async def test_run_job_once_for_benchmarks(pg_server: Any, db_factory: Any, monk
         again = await run_job_once(dsn, "activity_seed", 1, settings=Settings(**SMALL_CHUNKS))
         assert again["rows"] == seeded["rows"] > 0
         assert await conn.fetchval("SELECT count(*) FROM database_activitylog") == again["rows"]
+    finally:
+        await conn.close()
+
+
+async def test_no_chunk_of_several_members_exceeds_its_row_budget(
+    pg_server: Any, db_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Big workspaces (synth's "founders" shape): one member yields up to thousands of permissions, so a
+    chunk cut by members could hold any number of rows. Every chunk of several members stays within
+    the row budget (here max_chunk_rows, 150 rows); only a chunk of one member may hold more."""
+    dsn = await db_factory(template=await synth_template(pg_server, 0.1, 3, shape="founders"))
+    only_phases(monkeypatch, ("preflight", "schema", "triggers"))
+    await run_migration(Settings(dsn=dsn, progress=False))
+    budget = 150
+    figures = await run_job_once(
+        dsn, "permissions", 2, settings=Settings(min_chunk_rows=10, initial_chunk_rows=100, max_chunk_rows=budget)
+    )
+    assert figures["rows"] == figures["expected"] > 10 * budget
+    conn = await asyncpg.connect(dsn)
+    try:
+        per_user = {
+            int(r["user_id"]): int(r["n"])
+            for r in await conn.fetch(
+                """SELECT wu.user_id, count(*) AS n FROM database_workspaceuser AS wu
+                JOIN database_database AS d ON d.workspace_id = wu.workspace_id
+                JOIN database_table AS t ON t.database_id = d.id GROUP BY wu.user_id"""
+            )
+        }
+        assert sum(n > budget for n in per_user.values()) >= 3  # members heavier than a whole chunk
+        chunks = await conn.fetch(
+            """SELECT c.los[1] AS lo, c.his[1] AS hi, c.rows FROM bxbatch.chunk AS c
+            JOIN bxbatch.pass AS p USING (run_id, job, seq)
+            WHERE c.run_id = $1 AND p.kind = 'main' AND c.status = 'done'""",
+            figures["run_id"],
+        )
+        assert len(chunks) > 10
+        for c in chunks:
+            members = [u for u in per_user if c["lo"] < u <= c["hi"]]
+            assert c["rows"] <= budget or len(members) == 1, (dict(c), members[:5])
+        # exactly once: the guide's statement finds nothing left to write
+        assert await conn.execute(MIGRATION.job("permissions").sql("set_based")) == "INSERT 0 0"
     finally:
         await conn.close()
 

@@ -68,3 +68,16 @@ def test_from_settings_clamps_initial() -> None:
     assert (sizer.floor, sizer.size, sizer.ceiling) == (10, 50, 60)
     with pytest.raises(ValueError, match="floor"):
         ChunkSizer(target_ms=300, floor=0, ceiling=10, size=5)
+
+
+def test_row_budget_follows_the_cost_per_row_not_per_key() -> None:
+    """Keys of 1 and of 1,000 rows alternate: the row budget stays at target / cost per row whatever the keys."""
+    sizer = ChunkSizer(target_ms=300, floor=100, ceiling=100_000, size=5_000)
+    assert sizer.row_budget(share=5) == 1_000  # nothing measured: the initial size over the lookahead
+    for i in range(20):
+        rows = 50 if i % 2 else 50_000  # 50 keys each: 1 row a key, then 1,000 rows a key
+        sizer.observe(50, rows * 0.02 / 1000.0, rows=rows)  # 20 us a row
+    assert sizer.row_budget() == 15_000
+    assert sizer.row_budget(scale=0.5) == 7_500  # the throttle's chunk scale applies
+    sizer.observe(50, 1.0, rows=None)  # a reconcile chunk: rows changed, not read, teach nothing per row
+    assert sizer.row_budget() == 15_000

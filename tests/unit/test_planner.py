@@ -179,3 +179,66 @@ def test_huge_part_is_split_and_next_tables_follow() -> None:
     chunks = run(plan_chunks(parts, ListSource(keys), 300, 100))
     assert [c.planned_rows for c in chunks] == [300, 300, 300, 103]
     assert [(s.part, s.lo, s.hi) for s in chunks[-1].segments] == [(0, 900, 1000), (1, 0, 2), (2, 0, 5)]
+
+
+class HeavySource:
+    """Keys with duplicates (a member in several workspaces) and rows per occurrence: ``weight`` sums them."""
+
+    def __init__(self, entries: list[tuple[int, int]]) -> None:
+        self.entries = sorted(entries)  # (key, rows it yields)
+        self.keys = [k for k, _ in self.entries]
+
+    async def key_at(self, part: PartCursor, after: int, upto: int, offset: int) -> int | None:
+        j = bisect.bisect_right(self.keys, after) + offset
+        return self.keys[j] if j < len(self.keys) and self.keys[j] <= upto else None
+
+    async def count(self, part: PartCursor, after: int, upto: int, cap: int) -> int:
+        return min(cap, bisect.bisect_right(self.keys, upto) - bisect.bisect_right(self.keys, after))
+
+    def weight(self, after: int, upto: int) -> int:
+        return sum(r for k, r in self.entries if after < k <= upto)
+
+    async def cut(self, part: PartCursor, after: int, upto: int, max_rows: int) -> tuple[int, int, int] | None:
+        keys = sorted({k for k in self.keys if after < k <= upto})
+        if not keys:
+            return None
+        best = keys[0]
+        for k in keys:
+            if self.weight(after, k) <= max_rows:
+                best = k
+        return best, sum(1 for k in self.keys if after < k <= best), self.weight(after, best)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    entries=st.lists(st.tuples(st.integers(1, 400), st.integers(0, 300)), max_size=300),
+    size=st.integers(1, 200),
+    max_rows=st.integers(1, 2_000),
+)
+def test_row_budget_caps_every_range_above_one_key(entries: list[tuple[int, int]], size: int, max_rows: int) -> None:
+    """With a row budget, a range yields at most the budget unless it is one key; the cover stays exact."""
+    source = HeavySource(entries)
+    part = PartCursor(0, None, 0, 400, 0)
+    chunks: list[ChunkPlan] = []
+    while part.open:
+        chunks.extend(run(plan_chunks([part], source, size, 3, 1, max_rows=max_rows)))
+    ranges = [(s.lo, s.hi) for c in chunks for s in c.segments]
+    assert ranges[0][0] == 0 and ranges[-1][1] == 400
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
+    for lo, hi in ranges:
+        rows = source.weight(lo, hi)
+        distinct = {k for k in source.keys if lo < k <= hi}
+        assert rows <= max_rows or len(distinct) == 1, (lo, hi, rows, distinct)
+
+
+def test_a_heavy_key_gets_a_chunk_of_its_own() -> None:
+    """Key 5 yields 10,000 rows (a member of many big workspaces): its neighbours are not dragged into its chunk."""
+    entries = [(k, 10) for k in range(1, 50)] + [(5, 2_000)] * 5
+    source = HeavySource(entries)
+    part = PartCursor(0, None, 0, 49, 0)
+    chunks: list[ChunkPlan] = []
+    while part.open:
+        chunks.extend(run(plan_chunks([part], source, 40, 2, 1, max_rows=100)))
+    ranges = [(s.lo, s.hi) for c in chunks for s in c.segments]
+    assert (4, 5) in ranges
+    assert max(source.weight(lo, hi) for lo, hi in ranges if (lo, hi) != (4, 5)) <= 100

@@ -9,6 +9,12 @@ cannot jump straight to the floor or the ceiling, yet from the initial size any 
 [floor, ceiling] is reached within ~20 chunks (2x per step covers a 1000x range in 10 steps).
 Chunks that are far too fast do not get a vote on a shrink of the size and vice versa: the
 clamp is on the size, the median is on the cost.
+
+A key can yield many rows (a member: one permission per table of each of its workspaces), and
+how many varies from key to key by 1000x on real installs, so a per-key cost cannot bound a
+chunk. The sizer therefore also learns the median cost per *row written* and offers a row budget
+(``row_budget``): the planner ends each range where its rows reach it (the job's ``cut``
+statement), down to a single key.
 """
 
 from __future__ import annotations
@@ -28,12 +34,16 @@ class ChunkSizer:
     max_step: float = 2.0
     _costs: deque[float] = field(default_factory=deque, repr=False)
     _part_costs: dict[int, deque[float]] = field(default_factory=dict, repr=False)
+    _row_costs: deque[float] = field(default_factory=deque, repr=False)
     observations: int = 0
+    initial_rows: int | None = None  # --initial-chunk-rows: the row budget before any measurement
 
     def __post_init__(self) -> None:
         if not 1 <= self.floor <= self.ceiling:
             raise ValueError("chunk size floor/ceiling must satisfy 1 <= floor <= ceiling")
         self.size = self._clamp(self.size)
+        if self.initial_rows is None:
+            self.initial_rows = self.size
 
     @classmethod
     def from_settings(cls, settings: object) -> ChunkSizer:
@@ -61,15 +71,36 @@ class ChunkSizer:
     def per_key_ms(self) -> float | None:
         return statistics.median(self._costs) if self._costs else None
 
-    def observe(self, keys: int, seconds: float, part: int | None = None) -> int:
+    @property
+    def per_row_ms(self) -> float | None:
+        return statistics.median(self._row_costs) if self._row_costs else None
+
+    def row_budget(self, scale: float = 1.0, share: int = 1) -> int:
+        """Rows a chunk may write to last about ``target_ms`` (within [floor, ceiling], in rows).
+
+        Before any measured row: the initial size split over ``share`` chunks (the lookahead), as
+        the planner splits the initial key size.
+        """
+        per_row = self.per_row_ms
+        if per_row is None:
+            return self._clamp(max(1, (self.initial_rows or self.size) // max(1, share)) * max(scale, 0.0))
+        return self._clamp(self.target_ms / max(per_row, 1e-9) * max(scale, 0.0))
+
+    def observe(self, keys: int, seconds: float, part: int | None = None, rows: int | None = None) -> int:
         """Record one committed chunk; returns the new size.
 
         ``part``: the one part (user table) the chunk covered, if it covered only one. Tables of one
         job differ in cost per key (a wide table's rows make bigger JSON), so the chunks of a big
         table are sized from that table's own median cost once it has one (``size_for``).
+        ``rows``: the rows the chunk wrote (None for a reconcile chunk, whose count is of rows
+        *changed*, not read): feeds the cost per row behind ``row_budget``.
         """
         if keys <= 0 or seconds <= 0:
             return self.size  # an empty chunk says nothing about the cost of a key
+        if rows is not None and rows > 0:
+            self._row_costs.append(seconds * 1000.0 / rows)
+            while len(self._row_costs) > self.window:
+                self._row_costs.popleft()
         self.observations += 1
         cost = seconds * 1000.0 / keys
         self._costs.append(cost)

@@ -215,7 +215,19 @@ class Engine:
         ref = PassRef(run_id=self.run_id, job=job, seq=seq, kind=kind, profile=self.profile)
         sizer = self.sizer(job, kind)
         state = _PlanState()
-        source = TableKeySource(self.conn, self.profile.schema, job.key_table, job.key_column or "id")
+        source = TableKeySource(
+            self.conn,
+            self.profile.schema,
+            job.key_table,
+            job.key_column or "id",
+            cut_sql=job.statements.get("cut"),
+            cut_args=job.extra_args(self.profile),
+            cut_weights=(f"bxbatch_cut_{job.name}", job.statements["cut_weights"])
+            if "cut_weights" in job.statements
+            else None,
+        )
+        async with self.conn_lock:
+            await source.prepare()
         while True:  # until no chunk of the pass is pending (not a retry: other processes' chunks finish)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._planner, ref, source, sizer, state, name=f"planner:{job.name}:{seq}")
@@ -311,6 +323,9 @@ class Engine:
                 want,
                 self.max_segments if ref.job.per_user_table else 1,  # a table job's chunk is one key range
                 size_for=lambda p: min(fair, sizer.size_for(p.part if p.relname else None, scale)),
+                # rows, not keys: a key may yield thousands (the job's `cut` statement ends a range in
+                # budget); a reconcile pass reads about what the main pass wrote: the write cost bounds it
+                max_rows=self.sizer(ref.job, "main").row_budget(scale, self.lookahead) if source.cut_sql else None,
             )
             relname = {p.part: p.relname for p in parts}
             await self.ledger.add_chunks(
@@ -378,7 +393,12 @@ class Engine:
         if result.status == "done":
             me.chunks_done += 1
             me.rows_done += result.rows
-            sizer.observe(result.planned_rows, result.seconds, result.first_part if result.segments == 1 else None)
+            sizer.observe(
+                result.planned_rows,
+                result.seconds,
+                result.first_part if result.segments == 1 else None,
+                rows=None if ref.kind == "reconcile" else result.rows,
+            )
             self.throttle.note_chunk(result.rows, result.seconds)
             if ref.kind != "reconcile" and ref.job.name in self.bars:
                 self.bars[ref.job.name].update(result.rows)

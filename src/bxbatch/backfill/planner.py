@@ -7,6 +7,12 @@ deleted while the planner walks): a key can only change *which* range has how ma
 whether it is covered. Where a range ends is found with one index-only probe,
 ``WHERE key > $lo ORDER BY key OFFSET n-1 LIMIT 1``; data is never OFFSET over.
 
+A key can yield many rows (a member: a permission per table of each of its workspaces). When
+the caller gives a row budget and the source can weigh a range (the job's ``cut`` statement), a
+range of the key table ends at the last key whose rows still fit the budget: a chunk of several
+keys is always within budget; only a single key heavier than the budget makes a longer chunk (a
+key cannot be cut).
+
 Small parts (user tables whose exact count is known and below the chunk size) are grouped into
 one chunk of several segments, so thousands of tiny tables do not cost a round trip each.
 
@@ -66,6 +72,13 @@ class KeySource(Protocol):
     async def count(self, part: PartCursor, after: int, upto: int, cap: int) -> int:
         """Keys in (after, upto], counted no further than ``cap``."""
 
+    async def cut(self, part: PartCursor, after: int, upto: int, max_rows: int) -> tuple[int, int, int] | None:
+        """Where a range starting after ``after`` (within ``upto``) ends to yield at most ``max_rows`` rows.
+
+        (key, keys, rows): the largest key whose keys up to it yield at most ``max_rows`` (the first key
+        if it alone yields more), the keys and rows up to it. None when the source cannot tell.
+        """
+
 
 async def plan_chunks(
     parts: list[PartCursor],
@@ -74,10 +87,13 @@ async def plan_chunks(
     max_chunks: int,
     max_segments: int = 64,
     size_for: Callable[[PartCursor], int] | None = None,
+    max_rows: int | None = None,
 ) -> list[ChunkPlan]:
     """Cut up to ``max_chunks`` chunks of about ``size`` keys from the open parts, in part order.
 
     ``size_for``, when given, sizes each chunk from the part it starts in (else ``size``).
+    ``max_rows``, when given, caps the rows each segment yields (``KeySource.cut``): an
+    overweight range is cut shorter, down to one key.
 
     Advances each part's ``upto``; the caller persists the chunks and the cursors together.
     """
@@ -110,6 +126,10 @@ async def plan_chunks(
                     got, end = need, key
             if end <= start:  # defensive: a source must never return a key at or before `after`
                 raise RuntimeError(f"key source returned {end} after {start} for part {part.part}")
+            if max_rows is not None and got > 1:
+                cut = await source.cut(part, start, end, max_rows)
+                if cut is not None and start < cut[0] < end:
+                    end, got = cut[0], max(1, cut[1])
             part.upto = end
             segments.append(Segment(part.part, start, end))
             total += got
@@ -128,11 +148,26 @@ class TableKeySource:
         schema: str,
         key_table: str | None = None,
         key_column: str = "id",
+        cut_sql: str | None = None,
+        cut_args: tuple[object, ...] = (),
+        cut_weights: tuple[str, str] | None = None,
     ) -> None:
         self.conn = conn
         self.schema = schema
         self.key_table = key_table
         self.key_column = key_column
+        self.cut_sql = cut_sql  # the job's `cut` statement: where ($1, $2] ends to write <= $3 rows
+        self.cut_args = cut_args
+        self.cut_weights = cut_weights  # (temporary table, query) the cut reads: made once per pass
+
+    async def prepare(self) -> None:
+        """Materialise the job's ``cut_weights`` query on this session, once per pass, before the first cut."""
+        if self.cut_sql is None or self.cut_weights is None:
+            return
+        table, query = self.cut_weights
+        await self.conn.execute(render("DROP TABLE IF EXISTS {t}", t=("pg_temp", table)))
+        await self.conn.execute(render("CREATE TEMPORARY TABLE {t} AS ", t=table) + query)
+        await self.conn.execute(render("ANALYZE {t}", t=("pg_temp", table)))
 
     def _sql(self, name: str, part: PartCursor) -> str:
         table = part.relname or self.key_table
@@ -159,3 +194,9 @@ class TableKeySource:
     async def count(self, part: PartCursor, after: int, upto: int, cap: int) -> int:
         value = await self._probe("count_keys", part, after, upto, cap)
         return 0 if value is _GONE else int(value)
+
+    async def cut(self, part: PartCursor, after: int, upto: int, max_rows: int) -> tuple[int, int, int] | None:
+        if self.cut_sql is None or part.relname is not None:
+            return None
+        row = await self.conn.fetchrow(self.cut_sql, after, upto, max_rows, *self.cut_args)
+        return None if row is None else (int(row["key"]), int(row["keys"]), int(row["rows"]))

@@ -9,7 +9,11 @@ statements below it:
   guide's single statement, fixed: for tests and benchmarks), and with ``reconcile=true`` also
   ``reconcile`` (same binds, returns rows changed) and ``reconcile_bound``; ``changes=`` lists the
   base tables the job reads with the column of each that holds the job's key (``table.*`` when a
-  row maps to no one key), so the settle rounds reconcile only what changed (backfill/changes.py).
+  row maps to no one key), so the settle rounds reconcile only what changed (backfill/changes.py);
+  optionally ``cut`` (``$1``, ``$2``, ``$3`` a row budget: the last key of the range whose rows
+  fit it, with the keys and rows up to it), which lets the planner cap a chunk by rows when a key
+  yields many (backfill/planner.py), and ``cut_weights`` (no binds: a query the planner keeps as
+  the temporary table ``bxbatch_cut_<job>`` on its session, made once per pass, for ``cut`` to read).
 * ``source=user_tables``: every user table of the migration (``[user_tables]``) up to its trigger high-water
   mark; statements ``chunk`` (with ``{segments}``) and ``segment`` (with ``{table}`` and ``{i}``).
 

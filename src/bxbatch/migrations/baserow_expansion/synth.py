@@ -32,6 +32,7 @@ from bxbatch.migrations.baserow_expansion.synth_base import (
     base_ddl,
     existing_base_tables,
     fill_base,
+    fill_big_workspaces,
     plan_for,
 )
 from bxbatch.migrations.baserow_expansion.synth_sql import (
@@ -287,6 +288,7 @@ async def build_install(conn: asyncpg.Connection, spec: SynthSpec | None = None)
         )
         await conn.execute(base_ddl())
         await fill_base(conn, plan)
+        await fill_big_workspaces(conn, spec)
         chosen, planned = await _build_user_tables(conn, plan, spec)
         orphan, decoys = await _build_decoys(conn, chosen, planned)
     finally:

@@ -37,6 +37,22 @@ class SynthSpec:
     seed: int = 42
     user_tables: int | None = None  # number of physical database_table_<id> tables (default ~300*scale)
     giant_share: float = 0.4  # share of all user rows in the one giant table
+    # Big workspaces (0: none, the default shape). Real installs have a few workspaces with many
+    # members and many tables, and power users in most of them: this share of the workspaces gets
+    # ``big_workspace_members`` member draws with a strong bias to low user ids (the first users are
+    # in nearly all of them) and ``big_workspace_databases`` of all databases (SHAPES["founders"]).
+    big_workspace_share: float = 0.0
+    big_workspace_members: int = 400
+    big_workspace_databases: float = 0.15
+
+
+# Named shapes of SynthSpec (benchmarks: --permissions-shape): the fields each one sets.
+SHAPES: dict[str, dict[str, float]] = {
+    "default": {},
+    # ~3.1 M permissions at scale 3 (~1 M at scale 1; 0.19 M at the default shape), the heaviest
+    # member 16,450: the shape the founders measured on a real install (3.2 M at scale 3)
+    "founders": {"big_workspace_share": 0.003, "big_workspace_members": 560, "big_workspace_databases": 0.11},
+}
 
 
 @dataclass(frozen=True)
@@ -54,6 +70,10 @@ def plan_for(spec: SynthSpec) -> Plan:
         raise UsageError(f"synth scale must be a positive number, got {spec.scale!r}")
     if not 0.0 <= spec.giant_share < 1.0:
         raise UsageError(f"synth giant_share must be in [0, 1), got {spec.giant_share!r}", hint="e.g. 0.4")
+    if not 0.0 <= spec.big_workspace_share <= 1.0 or not 0.0 <= spec.big_workspace_databases <= 1.0:
+        raise UsageError("synth big_workspace_share and big_workspace_databases must be in [0, 1]")
+    if spec.big_workspace_members < 0:
+        raise UsageError(f"synth big_workspace_members must be >= 0, got {spec.big_workspace_members}")
     if spec.user_tables is not None and spec.user_tables < 0:
         raise UsageError(f"synth user_tables must be >= 0, got {spec.user_tables}")
     s = spec.scale
@@ -262,3 +282,41 @@ async def fill_base(conn: asyncpg.Connection, plan: Plan) -> None:
         DELETE FROM {wu} WHERE id = 7 OR {hb("id", 75)} % 30 = 0;
         DELETE FROM {db} WHERE id = 7;"""
     )
+
+
+async def fill_big_workspaces(conn: asyncpg.Connection, spec: SynthSpec) -> None:
+    """Make ``big_workspace_share`` of the workspaces big (SynthSpec); nothing at the default shape."""
+    if spec.big_workspace_share <= 0.0:
+        return
+    u, ws, wu, db = q(USER), q(WORKSPACE), q(WORKSPACE_USER), q(DATABASE)
+    await conn.execute(
+        f"""CREATE TEMP TABLE bxbatch_synth_big AS
+        SELECT row_number() OVER (ORDER BY {hb("id", 90)}, id)::int AS n, id FROM {ws}
+        ORDER BY {hb("id", 90)}, id
+        LIMIT greatest(1, round((SELECT count(*) FROM {ws}) * $1::float8))::int""",
+        spec.big_workspace_share,
+    )
+    # Members: u = hash / 2^63 in [0, 1), user id ~ 1 + max_id * u^4: the lowest ids are power users.
+    k = "(b.id * 4096 + j)"
+    frac = f"({hb(k, 92)}::float8 / {float(1 << 63)})"
+    await conn.execute(
+        f"""INSERT INTO {wu} (workspace_id, user_id, permissions, created_on)
+        SELECT b.id, x.id,
+               CASE WHEN {hb(k, 93)} % 2 = 0 THEN '{{"create_table": true}}'::jsonb
+                    ELSE '{{"create_table": false}}'::jsonb END,
+               {ts(hb(k, 94))}
+        FROM bxbatch_synth_big b
+        CROSS JOIN generate_series(1, $1::int) AS j
+        JOIN {u} x ON x.id = 1 + floor((SELECT max(id) FROM {u}) * power({frac}, 4))::int
+        ORDER BY b.id, j
+        ON CONFLICT (workspace_id, user_id) DO NOTHING""",
+        spec.big_workspace_members,
+    )
+    await conn.execute(
+        f"""UPDATE {db} AS d SET workspace_id = b.id
+        FROM bxbatch_synth_big AS b
+        WHERE {hb("d.id", 95)} % 10000 < round($1::float8 * 10000)
+          AND b.n = 1 + ({hb("d.id", 96)} % (SELECT count(*) FROM bxbatch_synth_big))""",
+        spec.big_workspace_databases,
+    )
+    await conn.execute("DROP TABLE bxbatch_synth_big")

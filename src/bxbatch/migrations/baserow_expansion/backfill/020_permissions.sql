@@ -62,6 +62,33 @@ WITH want AS (
 )
 SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM changed) + (SELECT count(*) FROM added)
 
+-- name: cut_weights
+-- The tables of each workspace, counted once per pass: each planner keeps them on its own session
+-- as the temporary table bxbatch_cut_permissions (a pass sees tables added meanwhile in its next
+-- pass only: the cut sizes chunks, it decides nothing about which rows are written).
+SELECT d.workspace_id, count(*) AS n
+FROM database_database AS d JOIN database_table AS t ON t.database_id = d.id
+GROUP BY d.workspace_id
+
+-- name: cut
+-- Where a chunk over ($1, $2] must end to write at most $3 rows (a member of many big workspaces
+-- yields thousands): the largest key whose members up to it yield <= $3 rows (the first key if it
+-- alone yields more), with the keys (memberships) and rows up to it; no row when the range is empty.
+WITH per_key AS (
+    SELECT wu.user_id, count(*) AS keys, coalesce(sum(w.n), 0) AS n
+    FROM database_workspaceuser AS wu
+    LEFT JOIN pg_temp.bxbatch_cut_permissions AS w ON w.workspace_id = wu.workspace_id
+    WHERE wu.user_id > $1 AND wu.user_id <= $2
+    GROUP BY wu.user_id
+), running AS (
+    SELECT user_id, sum(keys) OVER (ORDER BY user_id) AS keys, sum(n) OVER (ORDER BY user_id) AS n,
+           row_number() OVER (ORDER BY user_id) AS i
+    FROM per_key
+)
+SELECT user_id::bigint AS key, keys::bigint AS keys, n::bigint AS rows FROM running
+WHERE n <= $3 OR i = 1
+ORDER BY user_id DESC LIMIT 1
+
 -- name: main_bound
 SELECT coalesce(max(user_id), 0) FROM database_workspaceuser
 
