@@ -348,7 +348,15 @@ async def test_refuses_second_build(fresh_db: str, conn_to: Callable[[str], Awai
 
 
 @pytest.mark.parametrize(
-    "spec", [SynthSpec(scale=0), SynthSpec(scale=-1), SynthSpec(giant_share=1.0), SynthSpec(user_tables=-1)]
+    "spec",
+    [
+        SynthSpec(scale=0),
+        SynthSpec(scale=-1),
+        SynthSpec(giant_share=1.0),
+        SynthSpec(user_tables=-1),
+        SynthSpec(big_workspace_share=1.5),
+        SynthSpec(big_workspace_members=-1),
+    ],
 )
 async def test_rejects_bad_spec(
     spec: SynthSpec, fresh_db: str, conn_to: Callable[[str], Awaitable[asyncpg.Connection]]

@@ -226,8 +226,10 @@ class Engine:
             if "cut_weights" in job.statements
             else None,
         )
-        async with self.conn_lock:
-            await source.prepare()
+        if source.cut_sql is not None:
+            async with self.conn_lock:
+                if (await self.ledger.pass_bounds(job.name, seq))["parts"]:  # an empty pass cuts nothing
+                    await source.prepare()
         while True:  # until no chunk of the pass is pending (not a retry: other processes' chunks finish)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._planner, ref, source, sizer, state, name=f"planner:{job.name}:{seq}")
