@@ -26,6 +26,7 @@ from bxbatch.backfill.engine import MAX_SEGMENTS
 from bxbatch.backfill.planner import PartCursor, TableKeySource, plan_chunks
 from bxbatch.db.locks import LockBudget, lock_budget
 from bxbatch.db.render import Fragment, set_local_timeouts, union_all
+from bxbatch.db.render import render as render_sql
 from bxbatch.db.session import connect, qualified
 from bxbatch.db.sqlfiles import queries
 from bxbatch.ledger import installs
@@ -166,7 +167,7 @@ async def _sample_table_job(
     source = TableKeySource(conn, profile.schema, job.key_table, job.key_column)
     hi = int(await conn.fetchval(job.sql("main_bound")))
     lo_key = await conn.fetchval(
-        f"SELECT min({job.key_column}) FROM {qualified(profile.schema, job.key_table)}"  # identifiers from the job file
+        render_sql("SELECT min({key}) FROM {table}", key=job.key_column, table=(profile.schema, job.key_table))
     )
     if lo_key is None or hi <= 0:
         return 0, 0.0, 0
