@@ -12,6 +12,7 @@ import asyncpg
 
 from bxbatch.ledger.backfill import active_workers, job_totals, jobs_table_present
 from bxbatch.ledger.control import held_seconds
+from bxbatch.observe.log import human_duration
 
 RATE_WINDOW_S = 30.0  # the rate (and so the ETA) is the throughput of the last 30 seconds
 ACTIVE_WORKER_S = 10.0  # a worker whose heartbeat is older than this is not shown as active
@@ -89,17 +90,6 @@ async def backfill_status(conn: asyncpg.Connection, run_id: int | None) -> dict[
     return {"backfill": {"jobs": jobs, "workers": workers}}
 
 
-def _eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    if seconds >= 60:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds}s"
-
-
 def render_backfill_lines(report: dict[str, Any]) -> list[str]:
     section = report.get("backfill") or {}
     jobs = section.get("jobs") or []
@@ -111,7 +101,7 @@ def render_backfill_lines(report: dict[str, Any]) -> list[str]:
         pct = f" ({j['percent']:.1f}%)" if j["percent"] is not None else ""
         lines.append(
             f"  {j['job']:<15} {j['status']:<9} {j['rows_done']:,}/{expected} rows{pct}, "
-            f"{j['rows_per_s']:,.0f} rows/s, ETA {_eta(j['eta_s'])}; chunks {j['chunks_done']} done, "
+            f"{j['rows_per_s']:,.0f} rows/s, ETA {human_duration(j['eta_s'])}; chunks {j['chunks_done']} done, "
             f"{j['chunks_pending']} pending, {j['chunks_failed']} failed, {j['chunks_retried']} retried; "
             f"longest {j['longest_chunk_ms']:.0f} ms"
             + (f"; reconciled {j['reconciled_rows']:,} rows" if j["reconciled_rows"] else "")

@@ -13,6 +13,7 @@ from importlib import resources
 from typing import Any
 
 from bxbatch.errors import UsageError
+from bxbatch.observe.log import human_duration
 
 
 def plotly_js() -> str:
@@ -23,17 +24,6 @@ def plotly_js() -> str:
             "the HTML report needs plotly (its bundled plotly.min.js is embedded in the file)",
             hint="pip install 'bxbatch[report]' (or use `bxbatch report --json`)",
         ) from exc
-
-
-def _fmt_s(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = float(seconds)
-    if s >= 3600:
-        return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
-    if s >= 60:
-        return f"{int(s // 60)}m{int(s % 60):02d}s"
-    return f"{s:.1f}s"
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -56,9 +46,9 @@ def _summary(data: dict[str, Any]) -> str:
     validation = "not run" if v is None else ("passed" if v.get("ok") else f"FAILED ({len(v.get('problems', []))})")
     cards = [
         ("status", run["status"]),
-        ("duration", _fmt_s(run["seconds"])),
+        ("duration", human_duration(run["seconds"])),
         ("rows written", f"{rows:,}"),
-        ("throttle held back", f"{_fmt_s(held_s)} in {len(holds)} holds"),
+        ("throttle held back", f"{human_duration(held_s)} in {len(holds)} holds"),
         ("validation", validation),
         ("host", f"{run['host']} (pid {run['pid']})"),
     ]
@@ -73,7 +63,7 @@ def _summary(data: dict[str, Any]) -> str:
                 p["name"],
                 p["status"],
                 (p["start"] or "")[11:19],
-                _fmt_s(p["seconds"]),
+                human_duration(p["seconds"]),
                 ", ".join(f"{k}={v}" for k, v in p["detail"].items() if k != "seconds" and not isinstance(v, dict)),
             ]
             for p in data["phases"]
