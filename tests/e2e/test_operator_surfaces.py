@@ -97,6 +97,13 @@ async def chunks_done(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval("SELECT count(*) FROM bxbatch.chunk WHERE status = 'done'"))
 
 
+async def workers_beat_at_work(conn: asyncpg.Connection, pid: int) -> bool:
+    """A heartbeat of ``pid`` written since its workers started (the first one, before any chunk, says idle)."""
+    if not await conn.fetchval("SELECT to_regclass('bxbatch.worker') IS NOT NULL"):
+        return False
+    return bool(await conn.fetchval("SELECT count(*) FROM bxbatch.worker WHERE pid = $1 AND state <> 'idle'", pid))
+
+
 async def throttle_row(conn: asyncpg.Connection, pid: int) -> asyncpg.Record | None:
     if not await conn.fetchval("SELECT to_regclass('bxbatch.throttle_state') IS NOT NULL"):
         return None
@@ -119,6 +126,8 @@ async def test_status_headline_check_codes_and_every_knob_within_a_second(pg_ser
     try:
         await wait_for(lambda: chunks_done(conn), timeout=90)
         await wait_for(lambda: throttle_row(conn, proc.pid))
+        # the heartbeat after the workers' start (every 0.5 s): the first chunk can commit before it
+        await wait_for(lambda: workers_beat_at_work(conn, proc.pid), timeout=10)
         # a rate limit holds the run back: THROTTLED, never "full speed"
         report = status(dsn)
         assert report["state"] == "THROTTLED", report["reason"]
@@ -221,6 +230,7 @@ async def test_status_headline_check_codes_and_every_knob_within_a_second(pg_ser
     finally:
         if proc.poll() is None:
             proc.kill()
+        proc.communicate()  # reaped and its pipes closed: a failure here must not leak into the next test
         await conn.close()
     report = status(dsn)
     assert report["state"] == "COMPLETED" and check_code(dsn) == ExitCode.OK
