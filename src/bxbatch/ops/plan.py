@@ -281,15 +281,7 @@ async def _index_plan(
     conn: asyncpg.Connection, migration: Migration, rows_after: dict[str, int]
 ) -> list[dict[str, Any]]:
     exp = migration.expected
-    state = {
-        r["name"]: r["valid"]
-        for r in await conn.fetch(
-            "SELECT c.relname AS name, i.indisvalid AS valid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-            "WHERE c.relnamespace = to_regnamespace($1) AND c.relname = ANY($2::text[])",
-            migration.schema,
-            list(exp.indexes),
-        )
-    }
+    state = {r["name"]: r["valid"] for r in await conn.fetch(Q["index_validity"], migration.schema, list(exp.indexes))}
     out = []
     for ix in exp.indexes.values():
         rows = rows_after.get(ix.table, 0)
@@ -315,12 +307,7 @@ async def _constraint_plan(
     exp = migration.expected
     state = {
         r["conname"]: r["convalidated"]
-        for r in await conn.fetch(
-            "SELECT conname, convalidated FROM pg_constraint WHERE connamespace = to_regnamespace($1) "
-            "AND conname = ANY($2::text[])",
-            migration.schema,
-            [c.name for c in exp.foreign_keys],
-        )
+        for r in await conn.fetch(Q["constraint_validity"], migration.schema, [c.name for c in exp.foreign_keys])
     }
     out = []
     for con in exp.foreign_keys:

@@ -8,3 +8,14 @@ SELECT c.relname,
             ELSE c.reltuples::bigint END AS est
 FROM pg_class c
 WHERE c.relnamespace = to_regnamespace($1) AND c.relname = ANY($2::text[])
+
+-- name: index_validity
+-- The migration's indexes that exist ($2, in schema $1), and whether each is valid.
+SELECT c.relname AS name, i.indisvalid AS valid
+FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid
+WHERE c.relnamespace = to_regnamespace($1) AND c.relname = ANY($2::text[])
+
+-- name: constraint_validity
+-- The migration's foreign keys that exist ($2, in schema $1), and whether each is validated.
+SELECT conname, convalidated FROM pg_constraint
+WHERE connamespace = to_regnamespace($1) AND conname = ANY($2::text[])
