@@ -48,8 +48,9 @@ from typing import Any
 import asyncpg
 
 ROOT = Path(__file__).resolve().parents[1]
-DDL = ROOT / "sql" / "ddl"
-BACKFILL = ROOT / "sql" / "backfill"
+MIGRATION = ROOT / "src" / "bxbatch" / "migrations" / "baserow_expansion"
+DDL = MIGRATION / "ddl"
+BACKFILL = MIGRATION / "backfill"
 USER_TABLE = re.compile(r"^database_table_([0-9]+)$")
 TARGETS = {
     "database_tableview_enhanced": (

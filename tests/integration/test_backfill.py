@@ -378,6 +378,7 @@ async def test_application_lock_on_a_user_table_delays_but_never_breaks_the_back
 
 
 TARGET_KEYS = ("fk_tableview_enhanced_view_ptr", "fk_permission_user", "fk_permission_granted_by")
+LOG_KEYS = ("fk_activitylog_user", "fk_activitylog_workspace", "fk_activitylog_table", "fk_activitylog_field")
 
 
 async def test_target_keys_come_after_the_load_and_orphans_meanwhile_are_repaired(
@@ -396,8 +397,25 @@ async def test_target_keys_come_after_the_load_and_orphans_meanwhile_are_repaire
 
     async def in_the_window(conn: Any, **kwargs: Any) -> int:
         seen["keys_before"] = await app.fetchval(
-            "SELECT count(*) FROM pg_constraint WHERE conname = ANY($1::text[])", list(TARGET_KEYS)
+            "SELECT count(*) FROM pg_constraint WHERE conname = ANY($1::text[])", [*TARGET_KEYS, *LOG_KEYS]
         )
+        # the activity log's keys too: a trigger row by a user deleted before the key existed, and
+        # the entries of a table deleted meanwhile, must end as the keys' ON DELETE SET NULL leaves them
+        table_id, rel = await app.fetchrow(
+            "SELECT t.id, c.relname FROM database_table t JOIN pg_class c ON c.relname = 'database_table_' || t.id "
+            "WHERE EXISTS (SELECT 1 FROM database_activitylog l WHERE l.table_id = t.id) ORDER BY t.id LIMIT 1"
+        )
+        writer = await app.fetchval("SELECT id FROM auth_user ORDER BY id DESC LIMIT 1")
+        async with app.transaction():
+            await app.execute(f"SELECT set_config('app.current_user_id', '{writer}', true)")
+            await app.execute(f"UPDATE {rel} SET id = id WHERE id = (SELECT min(id) FROM {rel})")
+        seen["log_rows_of_table"] = await app.fetchval(
+            "SELECT count(*) FROM database_activitylog WHERE table_id = $1", table_id
+        )
+        await app.execute("DELETE FROM auth_user WHERE id = $1", writer)
+        await app.execute("DELETE FROM database_table WHERE id = $1", table_id)
+        await app.execute(f"DROP TABLE {rel}")
+        seen["log_table"], seen["log_writer"] = table_id, writer
         views = [
             r["view_ptr_id"]
             for r in await app.fetch("SELECT view_ptr_id FROM database_tableview_enhanced ORDER BY view_ptr_id LIMIT 3")
@@ -431,6 +449,11 @@ async def test_target_keys_come_after_the_load_and_orphans_meanwhile_are_repaire
     for k in keys:  # added NOT VALID; the constraint phase validates them, which now succeeds
         table = "database_tableview_enhanced" if "enhanced" in k["conname"] else "database_permission"
         await app.execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {k['conname']}")
+    for k in LOG_KEYS:  # the log's: present, and valid now (the two repair UPDATEs of 050 ran)
+        await app.execute(f"ALTER TABLE database_activitylog VALIDATE CONSTRAINT {k}")
+    assert seen["log_rows_of_table"] > 0
+    assert await app.fetchval("SELECT count(*) FROM database_activitylog WHERE table_id = $1", seen["log_table"]) == 0
+    assert await app.fetchval("SELECT count(*) FROM database_activitylog WHERE user_id = $1", seen["log_writer"]) == 0
     actual = await snapshot(app)
     assert_no_duplicates(actual)
     expected = await expected_derived(app)

@@ -108,8 +108,9 @@ class Sequencer:
         before_settle: Callable[[Any], Awaitable[Any]] | None = None,
         after_main: Callable[[Job], Awaitable[Any]] | None = None,
     ) -> None:
-        """``after_main(job)``: called when a job's main and catch-up passes are done (the backfill phase
-        starts the builds of the job's target's indexes there, while the later jobs run).
+        """``after_main(job)``: called for every job once all their main and catch-up passes are done and
+        ``before_settle`` has run (the backfill phase starts the builds of the job's target's indexes
+        there, while the settle rounds run).
         ``before_settle(conn)``: run (on a connection of its own) after every job's main and catch-up
         passes, before the settle rounds: the backfill phase adds the targets' foreign keys there."""
         self.engine = engine
@@ -247,12 +248,16 @@ class Sequencer:
                     start_rows[job.name] = done
                     reports[job.name] = await self._job_report(job, time.monotonic() - t0, done)
                     self.log.debug("job_finished", **reports[job.name].as_dict())
-                    if self.after_main is not None:
-                        await self.after_main(job)
                     async with self.engine.conn_lock:
                         await self.ledger.set_job_status(job.name, "settling")
                 if self.before_settle is not None:
                     await self._run_before_settle(self.before_settle)
+                # After the targets' keys: adding a key to a table waits for a CONCURRENTLY build on it
+                # (SHARE ROW EXCLUSIVE against SHARE UPDATE EXCLUSIVE), and the last job's target gets its
+                # keys here too (the activity log's), so its builds start once they are in.
+                if self.after_main is not None:
+                    for job in jobs:
+                        await self.after_main(job)
                 rounds, converged = await self.settle(jobs, next_seq, bound)
                 for job in jobs:
                     report = await self._job_report(job, reports[job.name].seconds, start_rows[job.name])

@@ -102,10 +102,14 @@ WHERE p.resource_type = 'table' AND NOT EXISTS (SELECT 1 FROM database_table t W
 
 -- name: activity_orphan_tables
 -- 'row_created' entries of tables that are not user tables any more ($2: the user table ids), the ids as sample.
-SELECT count(*) AS n,
-       (SELECT array_agg(i::text) FROM (SELECT DISTINCT table_id AS i FROM database_activitylog
-                                        WHERE action_type = 'row_created' AND table_id IS NOT NULL
-                                          AND NOT (table_id = ANY($2::integer[]))
-                                        ORDER BY 1 LIMIT $1) s) AS sample
-FROM database_activitylog
-WHERE action_type = 'row_created' AND table_id IS NOT NULL AND NOT (table_id = ANY($2::integer[]))
+-- One scan of the log, the ids hashed (an anti-join with the unnested array): `NOT (table_id = ANY($2))`
+-- searched the 300-id array once per log row, twice (2.7 s of the 6.9 s validation at scale 1).
+WITH orphan AS (
+    SELECT l.table_id, count(*) AS n
+    FROM database_activitylog AS l
+    WHERE l.action_type = 'row_created' AND l.table_id IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM unnest($2::integer[]) AS u(id) WHERE u.id = l.table_id)
+    GROUP BY l.table_id
+)
+SELECT coalesce((SELECT sum(n) FROM orphan), 0)::bigint AS n,
+       (SELECT array_agg(i::text) FROM (SELECT table_id AS i FROM orphan ORDER BY 1 LIMIT $1) s) AS sample
