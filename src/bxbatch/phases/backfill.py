@@ -12,8 +12,9 @@ from bxbatch.backfill.runner import run_backfill_jobs
 from bxbatch.db.retry import RetryPolicy, retry
 from bxbatch.errors import CompletedWithFailures, Interrupted, LockBusy
 from bxbatch.live.throttle import Throttle
-from bxbatch.phases import indexes, schema, triggers
+from bxbatch.phases import schema, triggers
 from bxbatch.phases.context import RunContext
+from bxbatch.phases.early import EarlyBuilds
 from bxbatch.settings import Settings
 
 # Another process of the run holds the DDL lock while it adds the same keys: wait for it (no limit, but
@@ -51,8 +52,9 @@ async def add_target_keys(
 
 async def run(ctx: RunContext) -> dict[str, Any]:
     throttle = getattr(ctx, "throttle", None) or Throttle(ctx.settings)
+    ctx.early_validation = None
     async with anyio.create_task_group() as builds:
-        early = indexes.EarlyBuilds(ctx, throttle, builds)
+        early = EarlyBuilds(ctx, throttle, builds)
         detail = await run_backfill_jobs(
             ctx.conn,
             ctx.settings,
@@ -73,6 +75,8 @@ async def run(ctx: RunContext) -> dict[str, Any]:
             ),
             after_main=early.start,
         )
+        if not detail["failed_chunks"] and detail.get("converged", True):
+            builds.start_soon(early.validate_data, name="early-validation")
     detail["early_index_builds"] = early.started
     ctx.log.debug(
         "backfill_summary",

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,8 +49,6 @@ from bxbatch.settings import Settings
 Q = queries("indexes")
 
 CONNECTION_CHECK_MS = 2000
-OLD_TRANSACTION_S = 1.0  # an application transaction open longer than this defers the early builds
-EARLY_LOCK_CLASS = ledger.LOCK_CLASS + 2  # session advisory lock per table whose indexes one process builds early
 # A build that failed for a retryable reason (a lost connection, a deadlock) is tried again (db/retry.py).
 INDEX_RETRY = RetryPolicy(event="index_build_retry")
 
@@ -370,79 +367,6 @@ class IndexPhase:
                 conn = await self.build(conn, task)
         finally:
             with contextlib.suppress(Exception):
-                await conn.close()
-
-
-class EarlyBuilds:
-    """The index builds of a backfill job's target, started by the backfill phase as soon as the job's main
-    and catch-up passes are done, while the later jobs, the target keys and the settle rounds run (the
-    activity log's seven). Each table's builds run one after another on a connection of their own, exactly as the index
-    phase runs them (ledger rows, monitor, INVALID leftovers rebuilt), holding one of the engine's worker
-    slots (``Throttle.borrow_slot``: the workers run one fewer meanwhile, and a build does not start while
-    the throttle pauses). The index phase then finds them built. Only jobs that are not reconciled: the
-    reconciled targets get their foreign keys before the settle rounds, whose ``SHARE ROW EXCLUSIVE``
-    would wait for a build's ``SHARE UPDATE EXCLUSIVE``."""
-
-    def __init__(self, ctx: RunContext, throttle: Any, tg: Any) -> None:
-        self.ctx, self.throttle, self.tg = ctx, throttle, tg
-        self.phase = IndexPhase(ctx)
-        self.started: list[str] = []
-
-    async def start(self, job: Any) -> None:
-        if job.reconcile or not job.target or self.throttle.stopping:
-            return
-        try:
-            await self._start(job)
-        except Exception as exc:  # a head start only: the index phase builds whatever is missing
-            self.phase.log.warning("early_index_builds_skipped", table=job.target, error=type(exc).__name__)
-
-    async def _start(self, job: Any) -> None:
-        conn = await connect(self.ctx.settings, role="index")
-        try:
-            files = self.ctx.migration.ddl_files("indexes")
-            tasks = [t for t in await pending_tasks(conn, files, self.ctx.profile.schema) if t.table == job.target]
-            # A transaction of the application open for a while: a CONCURRENTLY build would wait for it at
-            # its end ("waiting for old snapshots") and hold the backfill phase with it. Leave the builds
-            # to the index phase, which waits for such sessions in the open (status names them).
-            old = await conn.fetchval(Q["old_transactions"], OLD_TRANSACTION_S) if tasks else 0
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await conn.close()
-            raise
-        if not tasks or old:
-            if old:
-                self.phase.log.info("early_index_builds_deferred", table=job.target, old_transactions=old)
-            await conn.close()
-            return
-        self.started += [t.name for t in tasks]
-        self.tg.start_soon(self._run, conn, tasks, name=f"early-indexes:{job.target}")
-
-    async def _run(self, conn: asyncpg.Connection, tasks: list[IndexTask]) -> None:
-        key = zlib.crc32(f"{tasks[0].schema}.{tasks[0].table}".encode()) & 0x7FFFFFFF
-        borrowed = False
-        try:
-            # another process of the run building the same table's indexes: leave them to it
-            if not await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", EARLY_LOCK_CLASS, key):
-                return
-            borrowed = await self.throttle.borrow_slot()
-            if not borrowed:
-                return
-            self.phase.log.debug("early_index_builds", table=tasks[0].table, indexes=[t.name for t in tasks])
-            for task in tasks:
-                if self.throttle.stopping:
-                    return
-                await prepare_build_session(conn, self.ctx.settings)
-                conn = await self.phase.build(conn, task)
-        except Exception as exc:
-            # Only a head start: whatever stopped it (a terminated session past its retries, a lost
-            # server), the index phase builds what is missing and rebuilds an INVALID leftover.
-            self.phase.log.warning(
-                "early_index_builds_stopped", table=tasks[0].table, error=f"{type(exc).__name__}: {exc}"[:300]
-            )
-        finally:
-            if borrowed:
-                self.throttle.return_slot()
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5), contextlib.suppress(Exception):
                 await conn.close()
 
 
