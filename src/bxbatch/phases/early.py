@@ -152,7 +152,8 @@ class EarlyBuilds:
             await self._past_parallel_part(conn)
             if self.throttle.stopping:
                 return
-            report = await validate(conn, self.ctx.settings, structure=False)
+            # one connection for the user-table groups (and the snapshot's holder): the build's leader keeps its core
+            report = await validate(conn, self.ctx.settings.with_(concurrency=1), structure=False)
         except Exception as exc:
             self.phase.log.warning("early_validation_skipped", error=f"{type(exc).__name__}: {exc}"[:300])
             return
