@@ -52,7 +52,6 @@ async def add_target_keys(
 
 async def run(ctx: RunContext) -> dict[str, Any]:
     throttle = getattr(ctx, "throttle", None) or Throttle(ctx.settings)
-    ctx.early_validation = None
     async with anyio.create_task_group() as builds:
         early = EarlyBuilds(ctx, throttle, builds)
         detail = await run_backfill_jobs(
@@ -75,8 +74,6 @@ async def run(ctx: RunContext) -> dict[str, Any]:
             ),
             after_main=early.start,
         )
-        if not detail["failed_chunks"] and detail.get("converged", True):
-            builds.start_soon(early.validate_data, name="early-validation")
     detail["early_index_builds"] = early.started
     ctx.log.debug(
         "backfill_summary",

@@ -300,7 +300,6 @@ class ConstraintPhase:
             return
         if report is not None:
             self.detail["orphans_cleaned"] += await self._clean(report)
-            self.ctx.early_validation = None  # rows changed: the data checks run again in the validate phase
         await self._in_transaction(task, task.stmt.sql, what=f"validate {fk.name}")
         self.detail["validated"] += 1
         self.log.debug(

@@ -20,9 +20,6 @@ class RunContext:
     log: Any
     migration: Migration = None  # type: ignore[assignment]  # None: the one settings.migration names
     summary: dict[str, Any] = field(default_factory=dict)  # phase name -> figures for the final report
-    # the data checks of validation, run by the backfill phase beside its last index builds (phases/early.py);
-    # the validate phase keeps them unless a later phase changed data (--clean-orphans), which resets this
-    early_validation: Any = None
 
     def __post_init__(self) -> None:
         if self.migration is None:

@@ -1,12 +1,10 @@
-"""Work the backfill phase starts early: its targets' index builds, and the data checks while they run.
+"""Index builds the backfill phase starts early: a backfill target's, as soon as its load and keys are done.
 
 The activity log's GIN index is the longest single step of the Baserow migration (about half of the
 run), and ``CREATE INDEX CONCURRENTLY`` builds of one table cannot overlap (``SHARE UPDATE
 EXCLUSIVE`` conflicts with itself). So the log's builds start as soon as its seeding and keys are
-done, one after another on a connection of their own, the GIN build last; and once only those
-last builds are left, the data part of validation (every backfill against its definition, in one
-exported snapshot) runs beside them instead of after them. The validate phase then checks the
-catalog and keeps these findings (DESIGN.md, "Index builds start inside the backfill phase").
+done, one after another on a connection of their own, the GIN build last, while the settle rounds
+run (DESIGN.md, "Index builds start inside the backfill phase").
 """
 
 from __future__ import annotations
@@ -23,26 +21,16 @@ from bxbatch.db.sqlfiles import queries
 from bxbatch.ledger import runs as ledger
 from bxbatch.phases.context import RunContext
 from bxbatch.phases.indexes import IndexPhase, IndexTask, pending_tasks, prepare_build_session
-from bxbatch.phases.validate import validate
 
 Q = queries("indexes")
 
 OLD_TRANSACTION_S = 1.0  # an application transaction open longer than this defers the early builds
 EARLY_LOCK_CLASS = ledger.LOCK_CLASS + 2  # session advisory lock per table whose indexes one process builds early
-# A build's phases up to the end of its parallel workers' part (the table scan, then their own merges):
-# both cores busy (the log's GIN index at scale 1: 14 s scanning, 6 s merging); the leader's merge and the
-# CONCURRENTLY validation then run on one core (13 s), and the data checks take the other.
-PARALLEL_PHASES = (
-    "initializing",
-    "waiting for writers before build",
-    "building index: scanning table",
-    "building index: merging tuples (workers)",
-)
-POLL_S = 0.5
 
 
 def builds_last(task: IndexTask) -> bool:
-    """GIN builds go last in a table's queue: the longest, and the only ones the data checks need not wait for."""
+    """GIN builds go last in a table's queue: the longest, so a run stopped during it finds the table's
+    btrees built (the Baserow file lists two partial btrees after the log's GIN index)."""
     return str(getattr(task.stmt.node, "accessMethod", "") or "").lower() == "gin"
 
 
@@ -59,11 +47,6 @@ class EarlyBuilds:
         self.ctx, self.throttle, self.tg = ctx, throttle, tg
         self.phase = IndexPhase(ctx)
         self.started: list[str] = []
-        self._before_last = 0  # queues not yet at their last build
-        self._at_last = anyio.Event()
-        self._running = 0  # queues not finished
-        self._done = anyio.Event()
-        self.tables: list[str] = []
 
     async def start(self, job: Any) -> None:
         if job.reconcile or not job.target or self.throttle.stopping:
@@ -93,15 +76,11 @@ class EarlyBuilds:
             await conn.close()
             return
         self.started += [t.name for t in tasks]
-        self.tables.append(job.target)
-        self._before_last += 1
-        self._running += 1
         self.tg.start_soon(self._run, conn, tasks, name=f"early-indexes:{job.target}")
 
     async def _run(self, conn: asyncpg.Connection, tasks: list[IndexTask]) -> None:
         key = zlib.crc32(f"{tasks[0].schema}.{tasks[0].table}".encode()) & 0x7FFFFFFF
         borrowed = False
-        at_last = False
         try:
             # another process of the run building the same table's indexes: leave them to it
             if not await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", EARLY_LOCK_CLASS, key):
@@ -110,11 +89,9 @@ class EarlyBuilds:
             if not borrowed:
                 return
             self.phase.log.debug("early_index_builds", table=tasks[0].table, indexes=[t.name for t in tasks])
-            for i, task in enumerate(tasks):
+            for task in tasks:
                 if self.throttle.stopping:
                     return
-                if i == len(tasks) - 1:
-                    at_last = self._reached_last()
                 await prepare_build_session(conn, self.ctx.settings)
                 conn = await self.phase.build(conn, task)
         except Exception as exc:
@@ -124,56 +101,7 @@ class EarlyBuilds:
                 "early_index_builds_stopped", table=tasks[0].table, error=f"{type(exc).__name__}: {exc}"[:300]
             )
         finally:
-            if not at_last:
-                self._reached_last()
-            self._running -= 1
-            if self._running <= 0:
-                self._done.set()
             if borrowed:
                 self.throttle.return_slot()
             with anyio.CancelScope(shield=True), anyio.move_on_after(5), contextlib.suppress(Exception):
                 await conn.close()
-
-    def _reached_last(self) -> bool:
-        self._before_last -= 1
-        if self._before_last <= 0:
-            self._at_last.set()
-        return True
-
-    async def validate_data(self) -> None:
-        """Once every queue is at its last build (the GIN index, which no check reads), run the data
-        checks of validation beside it and leave them in ``ctx.early_validation`` for the validate phase.
-        Anything wrong here (a lost connection, a stop) leaves them to that phase."""
-        if not self.started:
-            return
-        await self._at_last.wait()
-        conn = await connect(self.ctx.settings, role="validate")
-        try:
-            await self._past_parallel_part(conn)
-            if self.throttle.stopping:
-                return
-            # one connection for the user-table groups (and the snapshot's holder): the build's leader keeps its core
-            report = await validate(conn, self.ctx.settings.with_(concurrency=1), structure=False)
-        except Exception as exc:
-            self.phase.log.warning("early_validation_skipped", error=f"{type(exc).__name__}: {exc}"[:300])
-            return
-        finally:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5), contextlib.suppress(Exception):
-                await conn.close()
-        self.ctx.early_validation = report
-        self.phase.log.debug("early_validation", ok=report.ok, **report.figures())
-
-    async def _past_parallel_part(self, conn: asyncpg.Connection) -> None:
-        """Until the last builds are past their parallel part (or done): started beside it, the checks only
-        share its two cores (measured: the GIN build 22-27 s alone, 32-34 s so); after it, they take the
-        core the leader's merge and the CONCURRENTLY validation leave idle."""
-        seen = False
-        while not self._done.is_set() and not self.throttle.stopping:
-            phases = [
-                str(r["phase"]) for r in await conn.fetch(Q["build_phases"], self.tables, self.ctx.profile.schema)
-            ]
-            if any(p not in PARALLEL_PHASES for p in phases) or (seen and not phases):
-                return
-            seen = seen or bool(phases)
-            with anyio.move_on_after(POLL_S):
-                await self._done.wait()

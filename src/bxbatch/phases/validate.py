@@ -299,32 +299,20 @@ async def _orphans(conn: asyncpg.Connection, migration: Migration, tables: list[
     return finding
 
 
-async def validate(
-    conn: asyncpg.Connection, settings: Settings, *, structure: bool = True, data: bool = True
-) -> ValidationReport:
+async def validate(conn: asyncpg.Connection, settings: Settings) -> ValidationReport:
     """Every check of ``settings.migration``, in one read-only snapshot: ``conn`` holds it; the user tables
-    are read in groups on connections of their own (``settings``: DSN, ``concurrency``, ``table_group_size``).
-    ``structure=False``: only the data checks (backfills, triggers, orphans), as the backfill phase runs
-    them beside its last index builds; ``data=False``: only the catalog (tables, columns, functions,
-    indexes, constraints). Tables or columns missing are reported either way: the data checks need them."""
+    are read in groups on connections of their own (``settings``: DSN, ``concurrency``, ``table_group_size``)."""
     migration = load_migration(settings.migration)
     budget = await lock_budget(conn, settings, migration.schema)
-    shown = progress.bar(settings, 4 if data else 1, "validate", unit="part")  # catalog, backfills, triggers, orphans
+    shown = progress.bar(settings, 4, "validate", unit="part")  # catalog, backfills, triggers, orphans
     try:
-        return await _validate(conn, settings, migration, budget, shown, structure=structure, data=data)
+        return await _validate(conn, settings, migration, budget, shown)
     finally:
         shown.close()
 
 
 async def _validate(
-    conn: asyncpg.Connection,
-    settings: Settings,
-    migration: Migration,
-    budget: LockBudget,
-    shown: Any,
-    *,
-    structure: bool,
-    data: bool,
+    conn: asyncpg.Connection, settings: Settings, migration: Migration, budget: LockBudget, shown: Any
 ) -> ValidationReport:
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         # a giant user table's anti-join takes a while; the holder then waits idle for the groups, and
@@ -335,10 +323,6 @@ async def _validate(
         shown.update(1)
         if any(not f.ok for f in findings[:2]):
             return ValidationReport(findings)  # tables or columns missing: the data checks cannot run
-        if not data:
-            return ValidationReport(findings)
-        if not structure:
-            findings = []
         tables = await user_tables(conn, migration.profile)
         per_table_checks = [c for c in migration.checks if c.kind == "per_table"]
         per_table_findings: list[Finding | None] = [None] * len(per_table_checks)
@@ -386,13 +370,7 @@ def raise_for(report: ValidationReport) -> None:
 
 
 async def run(ctx: RunContext) -> dict[str, Any]:
-    early = ctx.early_validation  # the data checks the backfill phase ran beside its last index builds
-    if isinstance(early, ValidationReport):
-        catalog = await validate(ctx.conn, ctx.settings, data=False)
-        missing = any(not f.ok for f in catalog.findings[:2])  # tables or columns gone since: the catalog says so
-        report = catalog if missing else ValidationReport([*catalog.findings, *early.findings])
-    else:
-        report = await validate(ctx.conn, ctx.settings)
+    report = await validate(ctx.conn, ctx.settings)
     for problem in report.problems():
         ctx.log.error("validation_problem", **problem)
     ctx.summary["validation"] = report.as_dict()

@@ -27,11 +27,3 @@ WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type 
   AND (xact_start < now() - make_interval(secs => $1) OR state LIKE 'idle in transaction%')
   AND (backend_xmin IS NOT NULL OR backend_xid IS NOT NULL)
   AND coalesce(application_name, '') NOT LIKE 'bxbatch%'
-
--- name: build_phases
--- The phases (pg_stat_progress_create_index) of the CREATE INDEX builds running now on these tables
--- ($1: table names, $2: their schema).
-SELECT p.phase
-FROM pg_stat_progress_create_index p
-JOIN pg_class c ON c.oid = p.relid
-WHERE c.relname = ANY($1::text[]) AND c.relnamespace = to_regnamespace($2)
