@@ -48,9 +48,7 @@ from typing import Any
 import asyncpg
 
 ROOT = Path(__file__).resolve().parents[1]
-MIGRATION = ROOT / "src" / "bxbatch" / "migrations" / "baserow_expansion"
-DDL = MIGRATION / "ddl"
-BACKFILL = MIGRATION / "backfill"
+DDL = ROOT / "src" / "bxbatch" / "migrations" / "baserow_expansion" / "ddl"
 USER_TABLE = re.compile(r"^database_table_([0-9]+)$")
 TARGETS = {
     "database_tableview_enhanced": (

@@ -28,12 +28,6 @@ OLD_TRANSACTION_S = 1.0  # an application transaction open longer than this defe
 EARLY_LOCK_CLASS = ledger.LOCK_CLASS + 2  # session advisory lock per table whose indexes one process builds early
 
 
-def builds_last(task: IndexTask) -> bool:
-    """GIN builds go last in a table's queue: the longest, so a run stopped during it finds the table's
-    btrees built (the Baserow file lists two partial btrees after the log's GIN index)."""
-    return str(getattr(task.stmt.node, "accessMethod", "") or "").lower() == "gin"
-
-
 class EarlyBuilds:
     """The index builds of a backfill job's target, started by the backfill phase once every job's main
     and catch-up passes and the targets' keys are done, while the settle rounds run (the activity log's
@@ -61,7 +55,9 @@ class EarlyBuilds:
         try:
             files = self.ctx.migration.ddl_files("indexes")
             tasks = [t for t in await pending_tasks(conn, files, self.ctx.profile.schema) if t.table == job.target]
-            tasks.sort(key=builds_last)  # stable: the file's order otherwise
+            # GIN builds last (stable: the file's order otherwise): the longest, so a run stopped during one
+            # finds the table's btrees built (the Baserow file lists two partial btrees after the log's GIN)
+            tasks.sort(key=lambda t: t.is_gin)
             # A transaction of the application open for a while: a CONCURRENTLY build would wait for it at
             # its end ("waiting for old snapshots") and hold the backfill phase with it. Leave the builds
             # to the index phase, which waits for such sessions in the open (status names them).

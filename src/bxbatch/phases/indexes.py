@@ -68,6 +68,10 @@ class IndexTask:
     def key(self) -> str:
         return f"{self.file.name}#{self.idx}"
 
+    @property
+    def is_gin(self) -> bool:
+        return str(getattr(self.stmt.node, "accessMethod", "") or "").lower() == "gin"
+
 
 def index_tasks(files: list[SqlFile], default_schema: str) -> list[IndexTask]:
     """The index phase's statements; anything but a named CREATE INDEX CONCURRENTLY is refused."""
@@ -125,7 +129,7 @@ class PhaseTally:
 def build_memory(settings: Settings, task: IndexTask) -> tuple[str, str]:
     """(flag, maintenance_work_mem) for this build: GIN builds have their own (see DESIGN.md: measured
     on the activity log's GIN index, more memory than ~64MB makes the build slower, not faster)."""
-    if str(getattr(task.stmt.node, "accessMethod", "") or "").lower() == "gin":
+    if task.is_gin:
         return "--gin-maintenance-work-mem", settings.gin_maintenance_work_mem
     return "--maintenance-work-mem", settings.maintenance_work_mem
 
