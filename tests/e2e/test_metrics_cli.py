@@ -78,25 +78,30 @@ async def test_metrics_scraped_during_a_run_match_the_ledger(pg_server: Any, db_
     during: list[dict[str, Any]] = []
     after: dict[str, Any] | None = None
     watch = await asyncpg.connect(dsn)
-    paused = False
+    held = False
     try:
         deadline = time.monotonic() + 600
         while proc.poll() is None and time.monotonic() < deadline:
-            # once the ledger says the backfill is done, every chunk of this (only) process is counted: hold
-            # the run between two phases (`bxbatch pause`) for one scrape, however fast the later phases are
+            # as soon as the run exists, hold it before the phase after the backfill (`bxbatch hold-before
+            # indexes`): once the ledger says the backfill is done, every chunk of this (only) process is
+            # counted, and the held run serves one more scrape however fast its later phases are (a `pause`
+            # sent when the backfill was seen done could land after the run had ended)
+            present = await watch.fetchval("SELECT to_regclass('bxbatch.control') IS NOT NULL")
+            if present and not held:
+                hold = await asyncio.to_thread(run_cli, "hold-before", "--dsn", dsn, "indexes")
+                held = hold.returncode == 0  # the run row may not be there yet: try again
             done = (
                 await watch.fetchval("SELECT status = 'done' FROM bxbatch.phase WHERE name = 'backfill'")
-                if await watch.fetchval("SELECT to_regclass('bxbatch.phase') IS NOT NULL")
+                if present
                 else False
             )
-            if done and not paused:
-                assert (await asyncio.to_thread(run_cli, "pause", "--dsn", dsn)).returncode == 0
-                paused = True
+            if done:
+                assert held, "the backfill was over before the run could be held"
             scrape = await asyncio.to_thread(_scrape, port)
             if scrape is not None:
                 if done:
                     after = scrape
-                    assert (await asyncio.to_thread(run_cli, "continue", "--dsn", dsn)).returncode == 0
+                    assert (await asyncio.to_thread(run_cli, "release", "--dsn", dsn)).returncode == 0
                     break
                 if _active_phase(scrape) == "backfill":
                     during.append(scrape)
