@@ -1,5 +1,6 @@
-"""What the backfill phase starts early (phases/early.py): the activity log's index builds, after its keys,
-GIN last, while the settle rounds run; the index phase then finds them built."""
+"""What the backfill phase starts early (phases/early.py): the activity log's index builds, after its keys and
+an ANALYZE, GIN last, while the settle rounds run; the index phase then finds them built. The log's two partial
+indexes, which no seeded row enters, are built on the empty log in the schema phase instead."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ async def test_log_indexes_start_in_the_backfill_after_its_keys_gin_last(
            WHERE p.name = 'backfill' AND b.index_name LIKE 'idx_activitylog%' AND b.status = 'done'
            ORDER BY b.started_at"""
     )
-    assert len(builds) == 7, [b["index_name"] for b in builds]
+    assert len(builds) == 5, [b["index_name"] for b in builds]
     assert all(b["started_at"] < b["backfill_done"] for b in builds), "the log's builds start in the backfill phase"
     assert builds[-1]["index_name"] == "idx_activitylog_details_search", "the GIN build goes last"
     # the log's keys (050) were added before its first build: a key would wait for a CONCURRENTLY build
@@ -36,3 +37,22 @@ async def test_log_indexes_start_in_the_backfill_after_its_keys_gin_last(
     )
     assert keys_added is not None and keys_added <= builds[0]["started_at"]
     assert summary.phases["indexes"]["indexes_built"] == 18, "the index phase builds only the other tables' indexes"
+    # the partial indexes: built on the empty log by the schema phase, valid, kept up by the seeding
+    partial = await conn.fetch(
+        """SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+           WHERE c.relname IN ('idx_activitylog_field', 'idx_activitylog_workspace')"""
+    )
+    assert sorted((r["relname"], r["indisvalid"]) for r in partial) == [
+        ("idx_activitylog_field", True),
+        ("idx_activitylog_workspace", True),
+    ]
+    assert await conn.fetchval(
+        """SELECT f.applied_at < (SELECT started_at FROM bxbatch.phase WHERE name = 'backfill')
+           FROM bxbatch.ddl_file f WHERE f.file = '011_activitylog_partial_indexes.sql' AND f.phase = 'schema'"""
+    )
+    # the log was analysed by the backfill phase (before its builds) as well as by the cleanup's VACUUM ANALYZE
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
+    analysed = await conn.fetchval(
+        "SELECT analyze_count FROM pg_stat_user_tables WHERE relid = 'public.database_activitylog'::regclass"
+    )
+    assert analysed == 2, analysed

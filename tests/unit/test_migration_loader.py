@@ -27,7 +27,7 @@ def test_the_shipped_migration_is_the_default_and_describes_the_guide() -> None:
     assert m.name == "baserow_expansion" and m.root == default_dir().resolve()
     assert m is load_migration(str(default_dir()))  # loaded once per directory
     assert [j.name for j in m.jobs] == ["enhanced_views", "permissions", "activity_seed"]
-    assert len(m.ddl_files()) == 13 and "database_activitylog" in m.expected.tables
+    assert len(m.ddl_files()) == 14 and "database_activitylog" in m.expected.tables
     assert m.profile.schema == "public" and m.profile.params == {"grid_view_type": "table"}
     assert m.profile.user_table_id("database_table_42") == 42
     assert m.profile.user_table_id("database_table_42_old") is None

@@ -98,6 +98,22 @@ def _percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[max(0, min(98, round(q * 100) - 1))]
 
 
+async def analyze_target(conn: Any, schema: str, table: str, settings: Any, log: Any) -> bool:
+    """``ANALYZE`` a target the backfill has just filled, under ``lock_timeout``; False if it was skipped.
+
+    Only a planner hint (every query is correct without it), so a lock wait past the timeout or a
+    cancel skips it with a warning. ANALYZE samples at most 300 x ``default_statistics_target`` rows.
+    """
+    try:
+        async with conn.transaction():
+            await set_local_timeouts(conn, lock=settings.lock_timeout_ms)
+            await conn.execute(render("ANALYZE {table}", table=(schema, table)))
+    except (pgexc.LockNotAvailableError, pgexc.QueryCanceledError) as exc:
+        log.warning("analyze_skipped", table=table, error=type(exc).__name__)
+        return False
+    return True
+
+
 class Sequencer:
     """Runs a run's backfill jobs on one ``Engine``: each job's main and catch-up passes, then the settle rounds."""
 
@@ -186,13 +202,8 @@ class Sequencer:
                     await changes.pending(self.conn, job)
                 ):
                     continue  # nothing captured: its reconcile passes will have no range to read
-            try:
-                async with self.engine.conn_lock, self.conn.transaction():
-                    await set_local_timeouts(self.conn, lock=self.settings.lock_timeout_ms)
-                    await self.conn.execute(render("ANALYZE {table}", table=(self.profile.schema, job.target)))
-            except (pgexc.LockNotAvailableError, pgexc.QueryCanceledError) as exc:
-                # only a planner hint: the reconcile pass is correct without it
-                self.log.warning("analyze_skipped", table=job.target, error=type(exc).__name__)
+            async with self.engine.conn_lock:
+                await analyze_target(self.conn, self.profile.schema, job.target, self.settings, self.log)
 
     async def settle(self, jobs: list[Job], next_seq: dict[str, int], bound: dict[str, int]) -> tuple[int, bool]:
         await self._analyze_targets(jobs)

@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 import asyncpg
 
+from bxbatch.backfill.passes import analyze_target
 from bxbatch.db.session import connect
 from bxbatch.db.sqlfiles import queries
 from bxbatch.ledger import runs as ledger
@@ -35,7 +36,8 @@ class EarlyBuilds:
     phase runs them (ledger rows, monitor, INVALID leftovers rebuilt), GIN builds last, holding one of
     the engine's worker slots (``Throttle.borrow_slot``: the workers run one fewer meanwhile, and a build
     does not start while the throttle pauses). The index phase then finds them built. Only jobs that are
-    not reconciled: the reconciled targets' indexes are small, and stay in the index phase."""
+    not reconciled: the reconciled targets' indexes are small, and stay in the index phase. The table is
+    ``ANALYZE``d before its first build (the reconciled targets are, before their reconcile passes)."""
 
     def __init__(self, ctx: RunContext, throttle: Any, tg: Any) -> None:
         self.ctx, self.throttle, self.tg = ctx, throttle, tg
@@ -85,6 +87,11 @@ class EarlyBuilds:
             if not borrowed:
                 return
             self.phase.log.debug("early_index_builds", table=tasks[0].table, indexes=[t.name for t in tasks])
+            # Statistics first: the table was empty when created and has just been loaded, and the
+            # constraint and validate phases plan their scans of it on these (autovacuum may or may not
+            # have got to it, and a CONCURRENTLY build makes it give up). An ANALYZE conflicts with the
+            # builds' lock, so it goes before them, on the same connection.
+            await analyze_target(conn, tasks[0].schema, tasks[0].table, self.ctx.settings, self.phase.log)
             for task in tasks:
                 if self.throttle.stopping:
                     return
