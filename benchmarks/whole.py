@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -110,6 +111,18 @@ async def user_tables(conn: asyncpg.Connection) -> list[tuple[int, str]]:
     return sorted(out)
 
 
+async def quiesce(admin: asyncpg.Connection) -> None:
+    """CHECKPOINT, then wait (at most a minute) until no autovacuum worker is running."""
+    await admin.execute("CHECKPOINT")
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(60):
+            for _ in itertools.count():  # polled: the server has no event for this
+                busy = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+                if not await admin.fetchval(busy):
+                    break
+                await asyncio.sleep(0.5)
+
+
 async def run_hand(dsn: str) -> dict[str, float]:
     """The guide's order by hand; returns seconds per step."""
     conn = await asyncpg.connect(dsn)
@@ -121,7 +134,7 @@ async def run_hand(dsn: str) -> dict[str, float]:
             await conn.execute(ddl_text(prefix))  # simple protocol: the whole file, one implicit transaction
         secs["schema"] = time.monotonic() - t0
         t0 = time.monotonic()
-        for prefix in ("100", "110"):  # the guide builds its indexes before the data
+        for prefix in ("011", "100", "110"):  # the guide builds its indexes before the data
             await conn.execute(re.sub(r"CREATE INDEX CONCURRENTLY", "CREATE INDEX", ddl_text(prefix)))
         secs["indexes"] = time.monotonic() - t0
         t0 = time.monotonic()
@@ -425,9 +438,12 @@ async def one_scale(server: Any, scale: float, opts: argparse.Namespace, done: l
             for side in ("hand", "bx"):
                 await admin.execute(f"DROP DATABASE IF EXISTS whole_{side}")
                 await admin.execute(f"CREATE DATABASE whole_{side} TEMPLATE whole_src")
-            await admin.execute("CHECKPOINT")
             results: dict[str, Any] = {}
             for side in order:
+                # each side starts on a quiet server: the other side's dirty buffers written out (the hand
+                # writes gigabytes of WAL, whose checkpoint otherwise lands in the next side's run) and no
+                # autovacuum worker still busy with its tables
+                await quiesce(admin)
                 say(f"scale {scale} repeat {i + 1}: {side}")
                 if side == "hand":
                     results["hand"] = await run_hand(server.dsn("whole_hand"))
