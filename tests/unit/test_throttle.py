@@ -286,6 +286,9 @@ def test_backfill_rate_for_the_eta_leaves_out_held_time() -> None:
     assert _rate(6000, 3000, started, now) == pytest.approx(100.0)  # 3000 rows in the last 30 s
     assert _rate(6000, 3000, started, now, held_s=20.0) == pytest.approx(300.0)  # paused 20 of those 30 s
     assert _rate(6000, 0, started, now, held_s=30.0) == 0.0  # paused all along: no rate, no ETA
+    # throttled all along, yet writing: the pace it keeps (an ETA at that pace, not none)
+    assert _rate(6000, 1500, started, now, held_s=30.0) == pytest.approx(50.0)
+    assert _rate(6000, 1500, started, now, held_s=29.8) == pytest.approx(50.0)
 
 
 def test_status_lines_name_the_reason_and_the_failed_keys() -> None:

@@ -24,9 +24,13 @@ def _rate(rows_done: int, recent_rows: int, first_done: datetime | None, now: da
         return 0.0
     window = min(RATE_WINDOW_S, (now - first_done).total_seconds())
     elapsed = window - min(held_s, window)
-    if elapsed <= 0.5:  # held back all along (e.g. paused): no unthrottled rate to extrapolate from
-        return 0.0
-    return (recent_rows if window >= RATE_WINDOW_S else rows_done) / elapsed
+    rows = recent_rows if window >= RATE_WINDOW_S else rows_done
+    if elapsed <= 0.5:
+        # Held back all along: no unthrottled rate to extrapolate from. Paused, nothing moved and there is
+        # no ETA; throttled for the whole window (a probe over its threshold, a rate limit), the pace the
+        # run keeps is the one to go by.
+        return rows / window if window > 0.5 else 0.0
+    return rows / elapsed
 
 
 async def backfill_status(conn: asyncpg.Connection, run_id: int | None) -> dict[str, Any]:
