@@ -112,8 +112,11 @@ async def user_tables(conn: asyncpg.Connection) -> list[tuple[int, str]]:
 
 
 async def quiesce(admin: asyncpg.Connection) -> None:
-    """CHECKPOINT, then wait (at most a minute) until no autovacuum worker is running."""
+    """CHECKPOINT and sync (the throwaway server runs with fsync off, so the kernel would write the
+    previous side's pages back while the next side runs), then wait (at most a minute) until no
+    autovacuum worker is running."""
     await admin.execute("CHECKPOINT")
+    await asyncio.to_thread(os.sync)
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(60):
             for _ in itertools.count():  # polled: the server has no event for this
