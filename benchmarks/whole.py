@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import itertools
 import json
 import os
 import re
@@ -117,10 +116,10 @@ async def quiesce(admin: asyncpg.Connection) -> None:
     autovacuum worker is running."""
     await admin.execute("CHECKPOINT")
     await asyncio.to_thread(os.sync)
+    busy = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(60):
-            for _ in itertools.count():  # polled: the server has no event for this
-                busy = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+            while True:  # polled: the server has no event for this
                 if not await admin.fetchval(busy):
                     break
                 await asyncio.sleep(0.5)

@@ -98,7 +98,7 @@ def _percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[max(0, min(98, round(q * 100) - 1))]
 
 
-async def analyze_target(conn: Any, schema: str, table: str, settings: Any, log: Any) -> bool:
+async def analyze_target(conn: Any, schema: str, table: str, lock_timeout_ms: int, log: Any) -> bool:
     """``ANALYZE`` a target the backfill has just filled, under ``lock_timeout``; False if it was skipped.
 
     Only a planner hint (every query is correct without it), so a lock wait past the timeout or a
@@ -106,7 +106,7 @@ async def analyze_target(conn: Any, schema: str, table: str, settings: Any, log:
     """
     try:
         async with conn.transaction():
-            await set_local_timeouts(conn, lock=settings.lock_timeout_ms)
+            await set_local_timeouts(conn, lock=lock_timeout_ms)
             await conn.execute(render("ANALYZE {table}", table=(schema, table)))
     except (pgexc.LockNotAvailableError, pgexc.QueryCanceledError) as exc:
         log.warning("analyze_skipped", table=table, error=type(exc).__name__)
@@ -203,7 +203,9 @@ class Sequencer:
                 ):
                     continue  # nothing captured: its reconcile passes will have no range to read
             async with self.engine.conn_lock:
-                await analyze_target(self.conn, self.profile.schema, job.target, self.settings, self.log)
+                await analyze_target(
+                    self.conn, self.profile.schema, job.target, self.settings.lock_timeout_ms, self.log
+                )
 
     async def settle(self, jobs: list[Job], next_seq: dict[str, int], bound: dict[str, int]) -> tuple[int, bool]:
         await self._analyze_targets(jobs)

@@ -58,7 +58,7 @@ class EarlyBuilds:
             files = self.ctx.migration.ddl_files("indexes")
             tasks = [t for t in await pending_tasks(conn, files, self.ctx.profile.schema) if t.table == job.target]
             # GIN builds last (stable: the file's order otherwise): the longest, so a run stopped during one
-            # finds the table's btrees built (the Baserow file lists two partial btrees after the log's GIN)
+            # finds the table's btrees built
             tasks.sort(key=lambda t: t.is_gin)
             # A transaction of the application open for a while: a CONCURRENTLY build would wait for it at
             # its end ("waiting for old snapshots") and hold the backfill phase with it. Leave the builds
@@ -91,7 +91,8 @@ class EarlyBuilds:
             # constraint and validate phases plan their scans of it on these (autovacuum may or may not
             # have got to it, and a CONCURRENTLY build makes it give up). An ANALYZE conflicts with the
             # builds' lock, so it goes before them, on the same connection.
-            await analyze_target(conn, tasks[0].schema, tasks[0].table, self.ctx.settings, self.phase.log)
+            schema, table = tasks[0].schema, tasks[0].table
+            await analyze_target(conn, schema, table, self.ctx.settings.lock_timeout_ms, self.phase.log)
             for task in tasks:
                 if self.throttle.stopping:
                     return
