@@ -395,8 +395,11 @@ async def test_target_keys_come_after_the_load_and_orphans_meanwhile_are_repaire
     real = backfill_phase.add_target_keys
     seen: dict[str, Any] = {}
 
-    async def in_the_window(conn: Any, **kwargs: Any) -> int:
-        seen["keys_before"] = await app.fetchval(
+    async def in_the_window(conn: Any, job: Any = None, **kwargs: Any) -> int:
+        if job is None:  # every job loaded: the window before the other targets' keys (050)
+            return await other_targets(conn, **kwargs)
+        assert job.name == "activity_seed", "the seeding runs first, its keys (051) straight after it"
+        seen["log_keys_before"] = await app.fetchval(
             "SELECT count(*) FROM pg_constraint WHERE conname = ANY($1::text[])", [*TARGET_KEYS, *LOG_KEYS]
         )
         # the activity log's keys too: a trigger row by a user deleted before the key existed, and
@@ -416,6 +419,12 @@ async def test_target_keys_come_after_the_load_and_orphans_meanwhile_are_repaire
         await app.execute("DELETE FROM database_table WHERE id = $1", table_id)
         await app.execute(f"DROP TABLE {rel}")
         seen["log_table"], seen["log_writer"] = table_id, writer
+        return await real(conn, job, **kwargs)
+
+    async def other_targets(conn: Any, **kwargs: Any) -> int:
+        seen["keys_before"] = await app.fetchval(
+            "SELECT count(*) FROM pg_constraint WHERE conname = ANY($1::text[])", list(TARGET_KEYS)
+        )
         views = [
             r["view_ptr_id"]
             for r in await app.fetch("SELECT view_ptr_id FROM database_tableview_enhanced ORDER BY view_ptr_id LIMIT 3")
@@ -441,6 +450,7 @@ async def test_target_keys_come_after_the_load_and_orphans_meanwhile_are_repaire
     summary = await run_migration(Settings(dsn=dsn, concurrency=2, **SMALL_CHUNKS))
     assert summary.status == "completed"
     assert seen["keys_before"] == 0, "the keys must not exist while the main passes load the targets"
+    assert seen["log_keys_before"] == 0, "nor the log's while the seeding loads it"
     assert seen["orphans"] > 3, seen
     keys = await app.fetch(
         "SELECT conname, convalidated FROM pg_constraint WHERE conname = ANY($1::text[])", list(TARGET_KEYS)
@@ -449,7 +459,7 @@ async def test_target_keys_come_after_the_load_and_orphans_meanwhile_are_repaire
     for k in keys:  # added NOT VALID; the constraint phase validates them, which now succeeds
         table = "database_tableview_enhanced" if "enhanced" in k["conname"] else "database_permission"
         await app.execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {k['conname']}")
-    for k in LOG_KEYS:  # the log's: present, and valid now (the two repair UPDATEs of 050 ran)
+    for k in LOG_KEYS:  # the log's: present, and valid now (the repair UPDATE of 051 ran)
         await app.execute(f"ALTER TABLE database_activitylog VALIDATE CONSTRAINT {k}")
     assert seen["log_rows_of_table"] > 0
     assert await app.fetchval("SELECT count(*) FROM database_activitylog WHERE table_id = $1", seen["log_table"]) == 0

@@ -31,11 +31,22 @@ async def test_log_indexes_start_in_the_backfill_after_its_keys_gin_last(
     assert len(builds) == 5, [b["index_name"] for b in builds]
     assert all(b["started_at"] < b["backfill_done"] for b in builds), "the log's builds start in the backfill phase"
     assert builds[-1]["index_name"] == "idx_activitylog_details_search", "the GIN build goes last"
-    # the log's keys (050) were added before its first build: a key would wait for a CONCURRENTLY build
+    # the log's keys (051, after=activity_seed) were added before its first build (a key would wait for a
+    # CONCURRENTLY build), straight after the seeding: the seeding ran first, and the other jobs loaded after
+    # the log's keys, while its builds ran; their keys (050) came after their own loads
     keys_added = await conn.fetchval(
-        "SELECT max(s.applied_at) FROM bxbatch.ddl_statement s WHERE s.file = '050_backfill_target_keys.sql'"
+        "SELECT max(s.applied_at) FROM bxbatch.ddl_statement s WHERE s.file = '051_activitylog_keys.sql'"
     )
     assert keys_added is not None and keys_added <= builds[0]["started_at"]
+    mains = await conn.fetch(
+        "SELECT job, started_at, finished_at FROM bxbatch.pass WHERE kind = 'main' ORDER BY started_at"
+    )
+    assert [m["job"] for m in mains] == ["activity_seed", "enhanced_views", "permissions"]
+    assert mains[0]["finished_at"] <= keys_added <= mains[1]["started_at"]
+    other_keys = await conn.fetchval(
+        "SELECT min(s.applied_at) FROM bxbatch.ddl_statement s WHERE s.file = '050_backfill_target_keys.sql'"
+    )
+    assert other_keys is not None and other_keys >= mains[2]["finished_at"]
     assert summary.phases["indexes"]["indexes_built"] == 18, "the index phase builds only the other tables' indexes"
     # the partial indexes: built on the empty log by the schema phase, valid, kept up by the seeding
     partial = await conn.fetch(

@@ -27,7 +27,7 @@ def test_the_shipped_migration_is_the_default_and_describes_the_guide() -> None:
     assert m.name == "baserow_expansion" and m.root == default_dir().resolve()
     assert m is load_migration(str(default_dir()))  # loaded once per directory
     assert [j.name for j in m.jobs] == ["enhanced_views", "permissions", "activity_seed"]
-    assert len(m.ddl_files()) == 14 and "database_activitylog" in m.expected.tables
+    assert len(m.ddl_files()) == 15 and "database_activitylog" in m.expected.tables
     assert m.profile.schema == "public" and m.profile.params == {"grid_view_type": "table"}
     assert m.profile.user_table_id("database_table_42") == 42
     assert m.profile.user_table_id("database_table_42_old") is None
@@ -94,6 +94,32 @@ def test_a_job_binding_an_unknown_param_is_refused_when_jobs_load(tmp_path: Path
     m = load_migration(_migration(tmp_path, files={"ddl/001_t.sql": "SELECT 1;\n", "backfill/010_j.sql": job}))
     with pytest.raises(SqlFileError, match="extra_param=nope is not a \\[params\\] value"):
         _ = m.jobs
+
+
+def test_after_must_name_a_job_of_the_migration_and_only_in_a_backfill_file(tmp_path: Path) -> None:
+    job = (
+        "-- bxbatch: job=j source=table key_table=t key_column=id target=u\n"
+        "-- name: chunk\nINSERT INTO u SELECT id FROM t WHERE id > $1 AND id <= $2\n"
+        "-- name: main_bound\nSELECT max(id) FROM t\n-- name: expected\nSELECT count(*) FROM t\n"
+        "-- name: set_based\nINSERT INTO u SELECT id FROM t\n"
+    )
+    keys = (
+        "-- bxbatch: phase=backfill after={}\n"
+        "ALTER TABLE u ADD CONSTRAINT k FOREIGN KEY (id) REFERENCES t (id) NOT VALID;\n"
+    )
+    ok = load_migration(
+        _migration(tmp_path / "a", files={"ddl/050_k.sql": keys.format("j"), "backfill/010_j.sql": job})
+    )
+    assert [j.name for j in ok.jobs] == ["j"]
+    assert [f.after for f in ok.ddl_files("backfill")] == ["j"]
+    typo = load_migration(
+        _migration(tmp_path / "b", files={"ddl/050_k.sql": keys.format("jj"), "backfill/010_j.sql": job})
+    )
+    with pytest.raises(SqlFileError, match=r"050_k\.sql: after=jj names no backfill job of tiny"):
+        _ = typo.jobs
+    wrong_phase = "-- bxbatch: phase=schema after=j\nCREATE TABLE v (id int);\n"
+    with pytest.raises(SqlFileError, match="after=j needs phase=backfill"):
+        load_migration(_migration(tmp_path / "c", files={"ddl/001_v.sql": wrong_phase})).ddl_files()
 
 
 ORDERS = Path(__file__).resolve().parents[1] / "migrations" / "orders"

@@ -35,7 +35,7 @@ def test_wheel_ships_the_migration_and_queries(tmp_path: Path) -> None:
     migration = ROOT / "src" / "bxbatch" / "migrations" / "baserow_expansion"
     shipped = [p for p in migration.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
     assert {p.name for p in shipped} >= {"migration.toml", "validate.sql", "rollback.sql", "synth.py"}
-    assert len([p for p in shipped if p.parent.name == "ddl"]) == 14
+    assert len([p for p in shipped if p.parent.name == "ddl"]) == 15
     assert len([p for p in shipped if p.parent.name == "backfill"]) == 3
     for path in shipped:
         assert f"bxbatch/migrations/baserow_expansion/{path.relative_to(migration).as_posix()}" in names, path

@@ -98,15 +98,20 @@ def _percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[max(0, min(98, round(q * 100) - 1))]
 
 
-async def analyze_target(conn: Any, schema: str, table: str, lock_timeout_ms: int, log: Any) -> bool:
+async def analyze_target(
+    conn: Any, schema: str, table: str, lock_timeout_ms: int, log: Any, statistics_target: int | None = None
+) -> bool:
     """``ANALYZE`` a target the backfill has just filled, under ``lock_timeout``; False if it was skipped.
 
     Only a planner hint (every query is correct without it), so a lock wait past the timeout or a
-    cancel skips it with a warning. ANALYZE samples at most 300 x ``default_statistics_target`` rows.
+    cancel skips it with a warning. ANALYZE samples at most 300 x ``default_statistics_target`` rows;
+    ``statistics_target`` lowers it for this ANALYZE (a stand-in until the cleanup phase's).
     """
     try:
         async with conn.transaction():
             await set_local_timeouts(conn, lock=lock_timeout_ms)
+            if statistics_target is not None:
+                await conn.execute(f"SET LOCAL default_statistics_target = {int(statistics_target)}")
             await conn.execute(render("ANALYZE {table}", table=(schema, table)))
     except (pgexc.LockNotAvailableError, pgexc.QueryCanceledError) as exc:
         log.warning("analyze_skipped", table=table, error=type(exc).__name__)
@@ -121,14 +126,19 @@ class Sequencer:
         self,
         engine: Engine,
         *,
-        before_settle: Callable[[Any], Awaitable[Any]] | None = None,
+        before_settle: Callable[[Any, Job | None], Awaitable[Any]] | None = None,
         after_main: Callable[[Job], Awaitable[Any]] | None = None,
+        keyed_jobs: frozenset[str] = frozenset(),
     ) -> None:
-        """``after_main(job)``: called for every job once all their main and catch-up passes are done and
-        ``before_settle`` has run (the backfill phase starts the builds of the job's target's indexes
-        there, while the settle rounds run).
-        ``before_settle(conn)``: run (on a connection of its own) after every job's main and catch-up
-        passes, before the settle rounds: the backfill phase adds the targets' foreign keys there."""
+        """``before_settle(conn, job)``: run on a connection of its own. With each job of
+        ``keyed_jobs`` (those a ``phase=backfill`` file names with ``after=``) as soon as its main and
+        catch-up passes are done, and with ``None`` after every job's, before the settle rounds: the
+        backfill phase adds the targets' foreign keys there.
+        ``after_main(job)``: called for every job once its main and catch-up passes are done and its
+        keys are in (a keyed job: right after its own; any other: after every job's), so the backfill
+        phase starts the builds of the job's target's indexes there, while the other jobs and the
+        settle rounds run. The keyed jobs run first: their keys and index builds then overlap the
+        other jobs' loads (the activity log's builds are the longest step of the Baserow run)."""
         self.engine = engine
         self.ledger = engine.ledger
         self.conn = engine.conn
@@ -138,6 +148,7 @@ class Sequencer:
         self.profile = engine.profile
         self.before_settle = before_settle
         self.after_main = after_main
+        self.keyed_jobs = keyed_jobs
 
     async def _expected(self, job: Job) -> int | None:
         if job.per_user_table:
@@ -241,10 +252,13 @@ class Sequencer:
         next_seq: dict[str, int] = {}
         bound: dict[str, int] = {}
         start_rows: dict[str, int] = {}
+        # the keyed jobs first (stable: file order otherwise), so their early work overlaps the others' loads
+        order = sorted(jobs, key=lambda j: j.name not in self.keyed_jobs)
+        started_early: set[str] = set()
         async with anyio.create_task_group() as helpers:
             helpers.start_soon(self.engine.heartbeat_loop, name="heartbeat")
             try:
-                for job in jobs:
+                for job in order:
                     await self.ensure_job(job)
                     t0 = time.monotonic()
                     async with self.engine.conn_lock:
@@ -263,14 +277,19 @@ class Sequencer:
                     self.log.debug("job_finished", **reports[job.name].as_dict())
                     async with self.engine.conn_lock:
                         await self.ledger.set_job_status(job.name, "settling")
+                    # After the target's keys: adding a key to a table waits for a CONCURRENTLY build on
+                    # it (SHARE ROW EXCLUSIVE against SHARE UPDATE EXCLUSIVE).
+                    if self.before_settle is not None and job.name in self.keyed_jobs:
+                        await self._run_before_settle(self.before_settle, job)
+                        if self.after_main is not None:
+                            await self.after_main(job)
+                        started_early.add(job.name)
                 if self.before_settle is not None:
-                    await self._run_before_settle(self.before_settle)
-                # After the targets' keys: adding a key to a table waits for a CONCURRENTLY build on it
-                # (SHARE ROW EXCLUSIVE against SHARE UPDATE EXCLUSIVE), and the last job's target gets its
-                # keys here too (the activity log's), so its builds start once they are in.
+                    await self._run_before_settle(self.before_settle, None)
                 if self.after_main is not None:
                     for job in jobs:
-                        await self.after_main(job)
+                        if job.name not in started_early:
+                            await self.after_main(job)
                 rounds, converged = await self.settle(jobs, next_seq, bound)
                 for job in jobs:
                     report = await self._job_report(job, reports[job.name].seconds, start_rows[job.name])
@@ -302,14 +321,14 @@ class Sequencer:
             "seconds_in_engine": round(time.monotonic() - started, 3),
         }
 
-    async def _run_before_settle(self, hook: Callable[[Any], Awaitable[Any]]) -> None:
+    async def _run_before_settle(self, hook: Callable[[Any, Job | None], Awaitable[Any]], job: Job | None) -> None:
         """The hook on a connection of its own, tried again through connection trouble (it is
         idempotent: DDL files record their progress statement by statement)."""
 
         async def once() -> None:
             conn = await connect(self.settings, role="ddl")
             try:
-                await hook(conn)
+                await hook(conn, job)
             finally:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                     await conn.close()

@@ -39,7 +39,7 @@ async def run_backfill_jobs(
     profile: Profile | None = None,
     install_missing: Callable[[], Awaitable[Any]] | None = None,
     history_counts: bool = True,
-    before_settle: Callable[[Any], Awaitable[Any]] | None = None,
+    before_settle: Callable[[Any, Job | None], Awaitable[Any]] | None = None,
     after_main: Callable[[Job], Awaitable[Any]] | None = None,
 ) -> dict[str, Any]:
     """Run the backfill jobs of run ``run_id`` with ``settings.concurrency`` workers on a pool of that size."""
@@ -75,7 +75,8 @@ async def run_backfill_jobs(
             profile=profile,
             parts=parts,
         )
-        sequencer = Sequencer(engine, before_settle=before_settle, after_main=after_main)
+        keyed = frozenset(f.after for f in migration.ddl_files("backfill") if f.after is not None)
+        sequencer = Sequencer(engine, before_settle=before_settle, after_main=after_main, keyed_jobs=keyed)
         async with guard(settings, run_id, throttle, log):  # health signals, control row, signals
             return await sequencer.run_jobs(jobs)
     finally:

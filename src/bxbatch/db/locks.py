@@ -18,10 +18,11 @@ import contextvars
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 
+from bxbatch.db.idents import qualified
 from bxbatch.db.retry import is_out_of_locks
 from bxbatch.db.sqlfiles import queries
 from bxbatch.errors import LocksExhausted
@@ -153,3 +154,24 @@ def exhausted(exc: BaseException, budget: LockBudget | None = None) -> LocksExha
         hint=f"lower --table-group-size (now {budget.group_size}) or raise max_locks_per_transaction; "
         "the run is resumable: `bxbatch resume`",
     )
+
+
+async def cancel_autovacuum(conn: asyncpg.Connection, schema: str, table: str, log: Any = None) -> int:
+    """Cancel the autovacuum workers on ``schema.table`` (never an anti-wraparound one); how many were.
+
+    Called before bxbatch alters or builds on a table it has just filled: the load started an
+    autovacuum there, and the lock bxbatch asks for would wait deadlock_timeout for PostgreSQL to
+    cancel it (1 s on the default settings, on the run's critical path). Best effort: a role
+    that may not signal autovacuum workers (a superuser may; from PostgreSQL 18, a member of
+    pg_signal_autovacuum_worker too) leaves it to PostgreSQL.
+    """
+    try:
+        rows = await conn.fetch(Q["cancel_autovacuum"], qualified(schema, table))
+    except asyncpg.PostgresError as exc:
+        if log is not None:
+            log.debug("autovacuum_not_cancelled", table=table, error=type(exc).__name__)
+        return 0
+    n = sum(1 for r in rows if r["cancelled"])
+    if n and log is not None:
+        log.info("autovacuum_cancelled", table=table, workers=n)
+    return n

@@ -48,6 +48,11 @@ class SqlFile:
         return self.directives.get("phase", "schema")
 
     @property
+    def after(self) -> str | None:
+        """A ``phase=backfill`` file's ``after=JOB``: applied once that job's passes are done, not every job's."""
+        return self.directives.get("after")
+
+    @property
     def transactional(self) -> bool:
         """One transaction for the whole file, unless a directive or a statement forbids it."""
         flag = self.directives.get("transactional", "auto")
@@ -129,6 +134,10 @@ def load_file(path: Path) -> SqlFile:
     phase = directives.get("phase", "schema")
     if phase not in PHASES:
         raise SqlFileError(f"{path.name}: unknown phase {phase!r}", hint=f"use one of {', '.join(PHASES)}")
+    if "after" in directives and phase != "backfill":
+        raise SqlFileError(
+            f"{path.name}: after={directives['after']} needs phase=backfill", hint="drop after= or add phase=backfill"
+        )
     return SqlFile(
         path=path,
         name=path.name,

@@ -101,6 +101,13 @@ class Migration:
                 )
             if job.per_user_table and not self.profile.has_user_tables:
                 raise SqlFileError(f"{job.file}: source=user_tables, but {self.name} has no [user_tables]")
+        names = {j.name for j in jobs}
+        for f in self.ddl_files("backfill"):
+            if f.after is not None and f.after not in names:
+                raise SqlFileError(
+                    f"{f.name}: after={f.after} names no backfill job of {self.name}",
+                    hint=f"use one of {', '.join(sorted(names))}",
+                )
         return jobs
 
     def job(self, name: str) -> Job:

@@ -9,9 +9,11 @@ from typing import Any
 import anyio
 
 from bxbatch.backfill.runner import run_backfill_jobs
+from bxbatch.db.locks import cancel_autovacuum
 from bxbatch.db.retry import RetryPolicy, retry
 from bxbatch.errors import CompletedWithFailures, Interrupted, LockBusy
 from bxbatch.live.throttle import Throttle
+from bxbatch.migrations.jobs import Job
 from bxbatch.phases import schema, triggers
 from bxbatch.phases.context import RunContext
 from bxbatch.phases.early import EarlyBuilds
@@ -24,21 +26,32 @@ PARTNER_WAIT = RetryPolicy(retry_on=frozenset(), also=(LockBusy,), max_attempts=
 
 async def add_target_keys(
     conn: Any,
+    job: Job | None = None,
     *,
     settings: Settings,
     run_id: int | None,
     log: Any,
+    schema_name: str = "public",
     stopping: Callable[[], bool] = lambda: False,
 ) -> int:
-    """Apply the ``phase=backfill`` DDL files: the foreign keys of the tables only bxbatch writes.
+    """Apply ``phase=backfill`` DDL files: the foreign keys of the tables only bxbatch writes.
 
-    Called by the engine after every job's main and catch-up passes, before the settle rounds
-    (the Baserow expansion's ddl/050_backfill_target_keys.sql says why). Another process of the same run may be
-    applying them at the same moment: wait for it rather than fail. Returns the files applied.
+    Called by the engine with a ``job`` as soon as that job's main and catch-up passes are done,
+    for the files that name it (``after=JOB``: the activity log's keys, ddl/051), and with none
+    after every job's passes, before the settle rounds, for every file still pending (the
+    Baserow expansion's ddl/050_backfill_target_keys.sql says why). With a job, an autovacuum
+    its load started on its target is cancelled first: each ALTER would otherwise wait
+    deadlock_timeout for PostgreSQL to do it. Another process of the same run may be applying
+    them at the same moment: wait for it rather than fail. Returns the files applied.
     """
+    if job is not None and job.target:
+        await cancel_autovacuum(conn, schema_name, job.target, log)
+    only = None if job is None else (lambda f: f.after == job.name)
     try:
         results = await retry(
-            partial(schema.apply_phase, conn, settings, run_id, log, phase="backfill"), PARTNER_WAIT, stop=stopping
+            partial(schema.apply_phase, conn, settings, run_id, log, phase="backfill", only=only),
+            PARTNER_WAIT,
+            stop=stopping,
         )
     except LockBusy:
         if stopping():
@@ -70,6 +83,7 @@ async def run(ctx: RunContext) -> dict[str, Any]:
                 settings=ctx.settings,
                 run_id=ctx.run_id,
                 log=ctx.log,
+                schema_name=ctx.profile.schema,
                 stopping=lambda: throttle.stopping,
             ),
             after_main=early.start,

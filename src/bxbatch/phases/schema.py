@@ -191,12 +191,13 @@ async def apply_phase(
     run_id: int | None,
     log: Any,
     phase: str = "schema",
+    only: Callable[[SqlFile], bool] | None = None,
 ) -> list[FileResult]:
-    """Apply every pending file of ``phase`` in order, holding the DDL advisory lock."""
+    """Apply every pending file of ``phase`` in order (those ``only`` accepts), holding the DDL advisory lock."""
     all_files = load_migration(
         settings.migration
     ).ddl_files()  # parse everything first: a syntax error anywhere stops before any change
-    files = [f for f in all_files if f.phase == phase]
+    files = [f for f in all_files if f.phase == phase and (only is None or only(f))]
     results: list[FileResult] = []
     # within a run, a process sharing it may be applying the same files: wait for it, never exit 7
     async with ledger.advisory_lock(

@@ -13,3 +13,17 @@ SELECT current_setting('max_locks_per_transaction')::int AS max_locks_per_transa
             WHERE c.relnamespace = to_regnamespace($1) AND c.relkind IN ('r', 'p')
               AND c.relname ~ $2
         ) s) AS indexes_per_table
+
+-- name: cancel_autovacuum
+-- $1 = a table's regclass (text). Cancels the autovacuum workers holding a lock on it, except one that
+-- runs to prevent wraparound, and returns their pids. PostgreSQL does the same itself to an
+-- autovacuum that blocks a lock request, but only after deadlock_timeout (1 s by default): bxbatch
+-- does it just before it alters or builds on a table it has just filled, where a worker started
+-- by the load is certain to be in the way, and whose statistics and visibility map its own ANALYZE and
+-- the cleanup phase's VACUUM produce anyway.
+SELECT a.pid, pg_cancel_backend(a.pid) AS cancelled
+FROM pg_stat_activity AS a
+WHERE a.backend_type = 'autovacuum worker'
+  AND a.query NOT LIKE '%to prevent wraparound%'
+  AND EXISTS (SELECT 1 FROM pg_locks AS l
+              WHERE l.pid = a.pid AND l.locktype = 'relation' AND l.relation = to_regclass($1))
