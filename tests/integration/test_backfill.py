@@ -320,8 +320,8 @@ async def test_application_lock_on_a_user_table_delays_but_never_breaks_the_back
     pg_server: Any, db_factory: Any, conn_to: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An ALTER TABLE-like ACCESS EXCLUSIVE lock held by the application for 1.5 s on the biggest user table, taken
-    once the seeding is planned: planner probes and chunks wait lock_timeout, back off, retry, and the result is
-    exact."""
+    once the seeding's pass is created, before its first chunk: planner probes and chunks wait lock_timeout, back
+    off, retry, and the result is exact."""
     template = await synth_template(pg_server, 0.03, 3, user_tables=60)
     dsn, reference = await db_factory(template=template), await db_factory(template=template)
     only_phases(monkeypatch, ("preflight", "schema", "triggers"))
@@ -349,6 +349,20 @@ async def test_application_lock_on_a_user_table_delays_but_never_breaks_the_back
             locked.set()
             await anyio.sleep(1.5)
 
+    # The seeding runs first: its chunks would start as soon as its pass is created, before the application
+    # (polling for that pass) takes its lock. Hold the engine there until the lock is in place, so the
+    # chunks meet it whatever the machine's speed.
+    from bxbatch.backfill.engine import Engine
+
+    real_create_pass = Engine.create_pass
+
+    async def create_pass(self: Engine, job: Any, seq: int, kind: str, round_: int, after: int) -> None:
+        await real_create_pass(self, job, seq, kind, round_, after)
+        if job.name == "activity_seed" and kind == "main":
+            with anyio.fail_after(30):
+                await locked.wait()
+
+    monkeypatch.setattr(Engine, "create_pass", create_pass)
     only_phases(monkeypatch, ("preflight", "backfill"))
     settings = Settings(
         dsn=dsn,
