@@ -83,8 +83,11 @@ async def test_sigint_is_resumable_and_resume_finishes(pg_server: Any, db_factor
         try:
             held = holder.transaction()
             await held.start()
-            await holder.execute("LOCK TABLE database_activitylog IN ACCESS EXCLUSIVE MODE")
+            # the resumed run goes on with the seeding (it runs first); once it has committed a chunk, the log
+            # is locked, and the next seeding chunk waits behind the lock
             proc = spawn_cli("resume", "--dsn", dsn, *SLOW_RUN, "--lock-timeout-ms", "5000")
+            await _signal_when(proc, conn, first, times=0)
+            await holder.execute("LOCK TABLE database_activitylog IN ACCESS EXCLUSIVE MODE")
             deadline = time.monotonic() + 60
             while not await conn.fetchval(
                 "SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
