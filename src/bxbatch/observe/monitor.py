@@ -326,8 +326,16 @@ class IndexMonitor:
         if not self.show_bar:
             return
         done, total = s.done_total
+        if progress.another_open(self._bar):
+            # a job's bar (the backfill phase's early builds run beside the loads) or another build's: this
+            # one waits until the terminal is free, and shows again at the next sample after
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
+            return
         if self._bar is None:
             self._bar = progress.bar(self.settings, total or None, f"{self.index_name}", unit=s.unit)
+            phase_changed = True  # drawn from a later sample than the build's first: describe it whole
         if phase_changed:
             self._bar.reset(total=total or None)
             self._bar.unit = s.unit

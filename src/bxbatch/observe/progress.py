@@ -21,6 +21,12 @@ def enabled(settings: Settings) -> bool:
     return settings.progress and sys.stderr.isatty()
 
 
+def another_open(mine: Any = None) -> bool:
+    """Whether a bar other than ``mine`` is drawn now. An index build's bar gives way to it: bars share
+    the terminal one at a time (two at once left stale copies on the screen as they moved)."""
+    return any(b is not mine and not b.disable for b in list(getattr(tqdm, "_instances", ())))
+
+
 def bar(settings: Settings, total: int | None, desc: str, unit: str = "row", **kwargs: Any) -> tqdm:
     scale = total is None or total >= SCALE_FROM
     return tqdm(
@@ -32,5 +38,6 @@ def bar(settings: Settings, total: int | None, desc: str, unit: str = "row", **k
         file=sys.stderr,
         disable=not enabled(settings),
         leave=False,
+        position=kwargs.pop("position", 0),  # one line: a bar opened while another shows takes its line, not the next
         **kwargs,
     )
