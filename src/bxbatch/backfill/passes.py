@@ -98,20 +98,15 @@ def _percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[max(0, min(98, round(q * 100) - 1))]
 
 
-async def analyze_target(
-    conn: Any, schema: str, table: str, lock_timeout_ms: int, log: Any, statistics_target: int | None = None
-) -> bool:
+async def analyze_target(conn: Any, schema: str, table: str, lock_timeout_ms: int, log: Any) -> bool:
     """``ANALYZE`` a target the backfill has just filled, under ``lock_timeout``; False if it was skipped.
 
     Only a planner hint (every query is correct without it), so a lock wait past the timeout or a
-    cancel skips it with a warning. ANALYZE samples at most 300 x ``default_statistics_target`` rows;
-    ``statistics_target`` lowers it for this ANALYZE (a stand-in until the cleanup phase's).
+    cancel skips it with a warning. ANALYZE samples at most 300 x ``default_statistics_target`` rows.
     """
     try:
         async with conn.transaction():
             await set_local_timeouts(conn, lock=lock_timeout_ms)
-            if statistics_target is not None:
-                await conn.execute(f"SET LOCAL default_statistics_target = {int(statistics_target)}")
             await conn.execute(render("ANALYZE {table}", table=(schema, table)))
     except (pgexc.LockNotAvailableError, pgexc.QueryCanceledError) as exc:
         log.warning("analyze_skipped", table=table, error=type(exc).__name__)

@@ -27,9 +27,6 @@ from bxbatch.phases.indexes import IndexPhase, IndexTask, pending_tasks, prepare
 Q = queries("indexes")
 
 OLD_TRANSACTION_S = 1.0  # an application transaction open longer than this defers the early builds
-# default_statistics_target of the ANALYZE before the builds: 3,000 sampled rows (0.05 s on the scale-1
-# log of 1 M rows against 0.64 s for the default 30,000)
-STATISTICS_TARGET = 10
 EARLY_LOCK_CLASS = ledger.LOCK_CLASS + 2  # session advisory lock per table whose indexes one process builds early
 
 
@@ -95,14 +92,12 @@ class EarlyBuilds:
             # constraint and validate phases plan their scans of it on these (autovacuum may or may not
             # have got to it, and a CONCURRENTLY build makes it give up). An ANALYZE conflicts with the
             # builds' lock, so it goes before them, on the same connection, after cancelling an
-            # autovacuum the load started there (the lock would wait deadlock_timeout for it). A small
-            # sample (STATISTICS_TARGET) is enough for those phases' plans, and reads a tenth of the
-            # pages: the cleanup phase's VACUUM ANALYZE writes the full statistics.
+            # autovacuum the load started there (the lock would wait deadlock_timeout for it). At the
+            # server's statistics target: a tenth of the sample (target 10, 0.05 s instead of 0.3-0.6 s at
+            # scale 1) made validation's per-table checks 0.6-0.8 s slower (DESIGN.md).
             schema, table = tasks[0].schema, tasks[0].table
             await cancel_autovacuum(conn, schema, table, self.phase.log)
-            await analyze_target(
-                conn, schema, table, self.ctx.settings.lock_timeout_ms, self.phase.log, STATISTICS_TARGET
-            )
+            await analyze_target(conn, schema, table, self.ctx.settings.lock_timeout_ms, self.phase.log)
             for task in tasks:
                 if self.throttle.stopping:
                     return
