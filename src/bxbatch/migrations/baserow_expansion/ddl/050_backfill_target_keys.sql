@@ -3,13 +3,10 @@
 -- application does not know these tables yet), added by the backfill phase once every job's
 -- main and catch-up passes are done and before the settle rounds, instead of with the other
 -- keys in 010_foreign_keys.sql. The third target's, the activity log's, are in
--- 051_activitylog_keys.sql, added as soon as the activity seeding is done. "Load, then constrain", as PostgreSQL's manual advises for bulk
--- loads (14.4, Populating a Database): checked on every inserted row, the three keys of the
--- first two cost 55-60% of the backfills' time, and the log's four half of the activity
--- seeding's (a FOR KEY SHARE lookup of database_table per seeded row, measured: 400k rows
--- 6.4 s with the key on table_id, 3.3 s without; the three keys on columns the seeding
--- leaves NULL another 25%); VALIDATE checks them in one anti-join instead
--- (200_validate_foreign_keys.sql).
+-- 051_activitylog_keys.sql, added as soon as the activity seeding is done. "Load, then
+-- constrain", as PostgreSQL's manual advises for bulk loads (14.4, Populating a Database):
+-- checked on every inserted row, these three keys cost 55-60% of the two jobs' time;
+-- VALIDATE checks them in one anti-join instead (200_validate_foreign_keys.sql).
 --
 -- Nothing is lost meanwhile: a view, member or user deleted while the keys are absent
 -- leaves an orphan that the reconcile passes of the settle rounds (which run after this
