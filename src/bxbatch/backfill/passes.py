@@ -249,7 +249,6 @@ class Sequencer:
         start_rows: dict[str, int] = {}
         # the keyed jobs first (stable: file order otherwise), so their early work overlaps the others' loads
         order = sorted(jobs, key=lambda j: j.name not in self.keyed_jobs)
-        started_early: set[str] = set()
         async with anyio.create_task_group() as helpers:
             helpers.start_soon(self.engine.heartbeat_loop, name="heartbeat")
             try:
@@ -274,16 +273,16 @@ class Sequencer:
                         await self.ledger.set_job_status(job.name, "settling")
                     # After the target's keys: adding a key to a table waits for a CONCURRENTLY build on
                     # it (SHARE ROW EXCLUSIVE against SHARE UPDATE EXCLUSIVE).
-                    if self.before_settle is not None and job.name in self.keyed_jobs:
+                    if self._keyed_early(job):
+                        assert self.before_settle is not None
                         await self._run_before_settle(self.before_settle, job)
                         if self.after_main is not None:
                             await self.after_main(job)
-                        started_early.add(job.name)
                 if self.before_settle is not None:
                     await self._run_before_settle(self.before_settle, None)
                 if self.after_main is not None:
                     for job in jobs:
-                        if job.name not in started_early:
+                        if not self._keyed_early(job):
                             await self.after_main(job)
                 rounds, converged = await self.settle(jobs, next_seq, bound)
                 for job in jobs:
@@ -315,6 +314,10 @@ class Sequencer:
             "concurrency": self.engine.workers,
             "seconds_in_engine": round(time.monotonic() - started, 3),
         }
+
+    def _keyed_early(self, job: Job) -> bool:
+        """Whether ``job``'s keys (and early work) come straight after its own passes, not every job's."""
+        return self.before_settle is not None and job.name in self.keyed_jobs
 
     async def _run_before_settle(self, hook: Callable[[Any, Job | None], Awaitable[Any]], job: Job | None) -> None:
         """The hook on a connection of its own, tried again through connection trouble (it is

@@ -38,6 +38,6 @@ def bar(settings: Settings, total: int | None, desc: str, unit: str = "row", **k
         file=sys.stderr,
         disable=not enabled(settings),
         leave=False,
-        position=kwargs.pop("position", 0),  # one line: a bar opened while another shows takes its line, not the next
+        position=0,  # one line: a bar opened while another shows takes its line, not the next
         **kwargs,
     )

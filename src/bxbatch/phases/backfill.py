@@ -14,6 +14,7 @@ from bxbatch.db.retry import RetryPolicy, retry
 from bxbatch.errors import CompletedWithFailures, Interrupted, LockBusy
 from bxbatch.live.throttle import Throttle
 from bxbatch.migrations.jobs import Job
+from bxbatch.migrations.loader import load_migration
 from bxbatch.phases import schema, triggers
 from bxbatch.phases.context import RunContext
 from bxbatch.phases.early import EarlyBuilds
@@ -31,7 +32,6 @@ async def add_target_keys(
     settings: Settings,
     run_id: int | None,
     log: Any,
-    schema_name: str = "public",
     stopping: Callable[[], bool] = lambda: False,
 ) -> int:
     """Apply ``phase=backfill`` DDL files: the foreign keys of the tables only bxbatch writes.
@@ -45,7 +45,7 @@ async def add_target_keys(
     them at the same moment: wait for it rather than fail. Returns the files applied.
     """
     if job is not None and job.target:
-        await cancel_autovacuum(conn, schema_name, job.target, log)
+        await cancel_autovacuum(conn, load_migration(settings.migration).schema, job.target, log)
     only = None if job is None else (lambda f: f.after == job.name)
     try:
         results = await retry(
@@ -83,7 +83,6 @@ async def run(ctx: RunContext) -> dict[str, Any]:
                 settings=ctx.settings,
                 run_id=ctx.run_id,
                 log=ctx.log,
-                schema_name=ctx.profile.schema,
                 stopping=lambda: throttle.stopping,
             ),
             after_main=early.start,
