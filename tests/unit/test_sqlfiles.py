@@ -57,6 +57,17 @@ def test_concurrent_statements_are_detected_from_the_parse_tree() -> None:
     assert [s.concurrent for s in stmts] == [True, False, True, True]
 
 
+def test_a_file_read_again_is_not_parsed_again_but_an_edited_one_is(tmp_path: Path) -> None:
+    path = tmp_path / "100_x.sql"
+    path.write_text("-- bxbatch: phase=indexes\nCREATE INDEX CONCURRENTLY i ON t (a);\n")
+    first, again = load_file(path), load_file(path)
+    assert again.statements is first.statements  # one parse for both reads
+    path.write_text("-- bxbatch: phase=indexes\nCREATE INDEX CONCURRENTLY j ON t (b);\nVACUUM t;\n")
+    edited = load_file(path)
+    assert [s.sql for s in edited.statements] == ["CREATE INDEX CONCURRENTLY j ON t (b)", "VACUUM t"]
+    assert edited.sha256 != first.sha256
+
+
 def test_syntax_error_names_file_and_line() -> None:
     with pytest.raises(SqlFileError, match=r"x\.sql, line 3: syntax error at or near \"TABL\""):
         split_statements("SELECT 1;\n\nCREATE TABL oops (id int);\n", "x.sql")
