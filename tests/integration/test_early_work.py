@@ -6,8 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
+import pytest
 from tests.backfill_support import synth_template
 
+from bxbatch.ledger import control
 from bxbatch.ops.run import run_migration
 from bxbatch.settings import Settings
 
@@ -67,3 +70,49 @@ async def test_log_indexes_start_in_the_backfill_after_its_keys_gin_last(
         "SELECT analyze_count FROM pg_stat_user_tables WHERE relid = 'public.database_activitylog'::regclass"
     )
     assert analysed == 2, analysed
+
+
+async def test_a_hold_before_the_index_phase_holds_the_log_builds_too(
+    pg_server: Any, db_factory: Any, conn_to: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`bxbatch hold-before indexes` placed during the backfill: no index build starts before the release, the
+    log's early ones included; they all run in the index phase after it."""
+    dsn = await db_factory(template=await synth_template(pg_server, 0.03, 5, user_tables=20))
+    conn = await conn_to(dsn)
+    from bxbatch.backfill.engine import Engine
+
+    real_create_pass = Engine.create_pass
+
+    async def create_pass(self: Engine, job: Any, seq: int, kind: str, round_: int, after: int) -> None:
+        await real_create_pass(self, job, seq, kind, round_, after)
+        if job.name == "activity_seed" and kind == "main":  # the operator holds while the seeding runs
+            assert await control.set_hold(conn, self.run_id, "indexes", "operator") is not None
+
+    monkeypatch.setattr(Engine, "create_pass", create_pass)
+    result: dict[str, Any] = {}
+
+    async def migration() -> None:
+        result["summary"] = await run_migration(Settings(dsn=dsn, concurrency=2, no_backup=True, **SMALL))
+
+    held_phase = "SELECT status FROM bxbatch.phase WHERE name = $1"
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(migration)
+        with anyio.fail_after(120):
+            while await conn.fetchval("SELECT to_regclass('bxbatch.phase')") is None:  # noqa: ASYNC110
+                await anyio.sleep(0.02)
+            while await conn.fetchval(held_phase, "backfill") != "done":  # noqa: ASYNC110 (polling the ledger)
+                await anyio.sleep(0.05)
+        await anyio.sleep(1.5)  # three reads of the control row: the run waits before the index phase
+        assert await conn.fetchval(held_phase, "indexes") is None, "held before the index phase"
+        assert await conn.fetchval("SELECT count(*) FROM bxbatch.index_build") == 0, "no build started"
+        built = await conn.fetchval("SELECT count(*) FROM pg_indexes WHERE indexname LIKE 'idx_activitylog_%'")
+        assert built == 2, "only the log's two partial indexes (schema phase)"
+        run_id = await conn.fetchval("SELECT max(id) FROM bxbatch.run")
+        await control.set_hold(conn, run_id, None, "operator")
+    assert result["summary"].status == "completed"
+    builds = await conn.fetch(
+        """SELECT b.index_name FROM bxbatch.index_build b, bxbatch.phase p
+           WHERE p.name = 'indexes' AND b.index_name LIKE 'idx_activitylog%' AND b.status = 'done'
+             AND b.started_at >= p.started_at"""
+    )
+    assert len(builds) == 5, "the log's five builds ran in the index phase"

@@ -20,6 +20,7 @@ from bxbatch.backfill.passes import analyze_target
 from bxbatch.db.locks import cancel_autovacuum
 from bxbatch.db.session import connect
 from bxbatch.db.sqlfiles import queries
+from bxbatch.ledger import control as control_ledger
 from bxbatch.ledger import runs as ledger
 from bxbatch.phases.context import RunContext
 from bxbatch.phases.indexes import IndexPhase, IndexTask, pending_tasks, prepare_build_session
@@ -69,13 +70,24 @@ class EarlyBuilds:
             with contextlib.suppress(Exception):
                 await conn.close()
             raise
-        if not tasks or old:
+        held = bool(tasks) and not old and await self._held(conn)
+        if not tasks or old or held:
             if old:
                 self.phase.log.info("early_index_builds_deferred", table=job.target, old_transactions=old)
+            if held:
+                self.phase.log.info("early_index_builds_held", table=job.target)
             await conn.close()
             return
         self.started += [t.name for t in tasks]
         self.tg.start_soon(self._run, conn, tasks, name=f"early-indexes:{job.target}")
+
+    async def _held(self, conn: asyncpg.Connection) -> bool:
+        """The operator holds the run before the index phase (`bxbatch hold-before indexes`): no build starts
+        early (one already running finishes; the index phase, which waits for the release, builds the rest)."""
+        if not await control_ledger.control_table_present(conn):
+            return False
+        row = await control_ledger.control_row(conn, self.ctx.run_id)
+        return row is not None and row["hold_before"] == "indexes"
 
     async def _run(self, conn: asyncpg.Connection, tasks: list[IndexTask]) -> None:
         key = zlib.crc32(f"{tasks[0].schema}.{tasks[0].table}".encode()) & 0x7FFFFFFF
@@ -100,6 +112,9 @@ class EarlyBuilds:
             await analyze_target(conn, schema, table, self.ctx.settings.lock_timeout_ms, self.phase.log)
             for task in tasks:
                 if self.throttle.stopping:
+                    return
+                if await self._held(conn):  # held since: the builds left wait in the index phase
+                    self.phase.log.info("early_index_builds_held", table=table, left=len(tasks) - tasks.index(task))
                     return
                 await prepare_build_session(conn, self.ctx.settings)
                 conn = await self.phase.build(conn, task)
