@@ -48,3 +48,10 @@ WITH orphans AS (
 SELECT count(*) AS n,
        (SELECT array_agg(DISTINCT v::text) FROM (SELECT v FROM orphans ORDER BY v LIMIT $1) s) AS sample
 FROM orphans
+
+-- name: table_bytes
+-- The size on disk of each of these tables ($2) of schema $1: validation reads the biggest groups of user
+-- tables first (pg_relation_size: a file's size, exact and cheap, where reltuples may be unset).
+SELECT c.relname, pg_relation_size(c.oid) AS bytes
+FROM pg_class AS c
+WHERE c.relnamespace = to_regnamespace($1) AND c.relname = ANY($2::text[])
