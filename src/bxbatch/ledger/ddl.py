@@ -71,6 +71,10 @@ async def add_build(conn: asyncpg.Connection, *values: Any) -> int:
     return int(await conn.fetchval(Q["insert_build"], *values))
 
 
+async def builds_done(conn: asyncpg.Connection, run_id: int) -> int:
+    return int(await conn.fetchval(Q["builds_done"], run_id))
+
+
 async def finish_build(
     conn: asyncpg.Connection,
     build_id: int,

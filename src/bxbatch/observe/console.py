@@ -91,6 +91,8 @@ def phase_summary(name: str, d: dict[str, Any]) -> str:
         )
     if name == "indexes":
         bits = [f"{_n(d.get('indexes_built', 0))} built"]
+        if d.get("built_before"):
+            bits.append(f"{_n(d['built_before'])} built earlier in the run")
         for key, label in (("rebuilt_invalid", "rebuilt"), ("skipped_valid", "already valid"), ("adopted", "adopted")):
             if d.get(key):
                 bits.append(f"{_n(d[key])} {label}")

@@ -87,6 +87,9 @@ async def run(ctx: RunContext) -> dict[str, Any]:
             ),
             after_main=early.start,
         )
+        # every job's passes are done: the index builds of the tables no job writes start too, while the
+        # log's builds finish (the task group waits for them all)
+        await early.start_others({job.target for job in ctx.migration.jobs if job.target})
     detail["early_index_builds"] = early.started
     ctx.log.debug(
         "backfill_summary",

@@ -424,4 +424,8 @@ async def run(ctx: RunContext) -> dict[str, Any]:
             if done >= set(range(len(f.statements))):
                 duration = await ddl_ledger.file_duration(conn, f.name)
                 await ddl_ledger.record_file(conn, f, duration, ctx.run_id)
-    return phase.tally.as_detail()
+    detail = phase.tally.as_detail()
+    # the builds the backfill phase started early (or an earlier attempt of this phase): "0 built" alone
+    # would read as if the run had built no index
+    detail["built_before"] = max(0, await ddl_ledger.builds_done(conn, ctx.run_id) - detail["indexes_built"])
+    return detail

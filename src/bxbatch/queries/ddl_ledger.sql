@@ -22,6 +22,10 @@ WHERE b.status = 'running'
   AND NOT EXISTS (SELECT 1 FROM pg_stat_progress_create_index p WHERE p.pid = b.backend_pid)
 RETURNING b.index_name, b.backend_pid
 
+-- name: builds_done
+-- The builds of run $1 that finished (the index phase's own and those the backfill phase started early).
+SELECT count(*)::int FROM bxbatch.index_build WHERE run_id = $1 AND status = 'done' AND action IN ('build', 'rebuild')
+
 -- name: file_duration
 SELECT coalesce(sum(duration_ms), 0)::int FROM bxbatch.ddl_statement WHERE file = $1
 
