@@ -45,15 +45,18 @@ from bxbatch.backfill import changes
 from bxbatch.backfill.engine import MAX_SEGMENTS, Engine
 from bxbatch.backfill.parts import COUNT_BATCH
 from bxbatch.backfill.worker import WorkerStats
+from bxbatch.db.idents import qualified, quote_ident
 from bxbatch.db.locks import lock_budget
 from bxbatch.db.render import render, set_local_timeouts
 from bxbatch.db.retry import RetryPolicy, retry
 from bxbatch.db.session import connect
+from bxbatch.db.sqlfiles import queries
 from bxbatch.errors import ChangedFileError, ConnectionFailed, Interrupted
 from bxbatch.ledger.backfill import clear_failed_keys
 from bxbatch.migrations.jobs import Job
 from bxbatch.observe.progress import bar
 
+Q = queries("engine")
 MAX_SETTLE_ROUNDS = 8
 # The before-settle hook (the targets' keys) on a fresh connection each try, through connection trouble
 # and lock timeouts; past --max-attempts or once stopping, the run stops resumable.
@@ -103,11 +106,16 @@ async def analyze_target(conn: Any, schema: str, table: str, lock_timeout_ms: in
 
     Only a planner hint (every query is correct without it), so a lock wait past the timeout or a
     cancel skips it with a warning. ANALYZE samples at most 300 x ``default_statistics_target`` rows.
+    Its JSON columns are left out: no key, check or validation query filters on them, their statistics
+    were a third of the activity log's ANALYZE (its ``details``: 0.28 s against 0.18 s at scale 0.3,
+    on the critical path), and the cleanup phase's ``VACUUM (ANALYZE)`` covers every column.
     """
+    columns = [str(r["attname"]) for r in await conn.fetch(Q["analyzed_columns"], qualified(schema, table))]
+    column_list = f" ({', '.join(quote_ident(c) for c in columns)})" if columns else ""
     try:
         async with conn.transaction():
             await set_local_timeouts(conn, lock=lock_timeout_ms)
-            await conn.execute(render("ANALYZE {table}", table=(schema, table)))
+            await conn.execute(render("ANALYZE {table}", table=(schema, table)) + column_list)
     except (pgexc.LockNotAvailableError, pgexc.QueryCanceledError) as exc:
         log.warning("analyze_skipped", table=table, error=type(exc).__name__)
         return False

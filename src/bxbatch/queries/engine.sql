@@ -18,3 +18,14 @@ SELECT s.i::integer AS i
 FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY AS s (tid, rel, i)
 WHERE to_regclass(format('%I.%I', $3::text, s.rel)) IS NOT NULL
   AND EXISTS (SELECT 1 FROM {registry} AS t WHERE t.id = s.tid)
+
+-- name: analyzed_columns
+-- $1 = a target's regclass (text). The columns its early ANALYZE covers (backfill/passes.analyze_target):
+-- all but the JSON ones; none (a plain ANALYZE) when the table has no JSON column, or only JSON ones.
+SELECT a.attname FROM pg_attribute AS a
+WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
+  AND a.atttypid NOT IN ('json'::regtype, 'jsonb'::regtype)
+  AND EXISTS (SELECT 1 FROM pg_attribute AS j
+              WHERE j.attrelid = a.attrelid AND j.attnum > 0 AND NOT j.attisdropped
+                AND j.atttypid IN ('json'::regtype, 'jsonb'::regtype))
+ORDER BY a.attnum
