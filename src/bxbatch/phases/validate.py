@@ -210,13 +210,19 @@ async def _per_table(
 ) -> Finding:
     """Every user table's check, group by group on up to ``concurrency`` connections; the report in table order.
 
-    The lock budget only bounds a group (tables per transaction): the groups are made small enough to
-    share out (about ``GROUPS_PER_WORKER`` per connection) and read biggest first (``sizes``: bytes per
-    relname). With budget-sized groups, 90 user tables at scale 0.3 made one group, read on one
-    connection while the others had nothing to do, its biggest table last."""
+    The lock budget only bounds a group (tables per transaction; an operator's ``--table-group-size``
+    is used as given): the groups are made small enough to share out (about ``GROUPS_PER_WORKER`` per
+    connection) and read biggest first (``sizes``: bytes per relname). With budget-sized groups, 90
+    user tables at scale 0.3 made one group, read on one connection while the others had nothing to
+    do, its biggest table last."""
     finding = Finding(f"backfill:{check.job}", len(tables))
     workers = max(1, settings.concurrency)
-    size = min(budget.group_size, -(-len(tables) // (GROUPS_PER_WORKER * workers)))
+    # an operator's --table-group-size is taken as given
+    size = (
+        budget.group_size
+        if budget.overridden
+        else min(budget.group_size, -(-len(tables) // (GROUPS_PER_WORKER * workers)))
+    )
     groups = list(budget.groups(tables, size))
     results: list[Finding | None] = [None] * len(groups)
     todo = iter(biggest_first(groups, sizes))
