@@ -88,7 +88,10 @@ def hold_before(
     settings: ControlSettings,
     as_json: JsonOpt = False,
 ) -> None:
-    """Make the run wait before PHASE starts (like gh-ost's postponed cut-over) until `bxbatch release`."""
+    """Make the run wait before PHASE starts (like gh-ost's postponed cut-over) until `bxbatch release`.
+
+    Holding before `indexes` also holds the index builds the backfill phase starts early (a build
+    already running finishes)."""
     from bxbatch.ops.status import PHASE_ORDER
 
     if phase not in PHASE_ORDER[1:]:
