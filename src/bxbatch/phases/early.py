@@ -94,8 +94,8 @@ class EarlyBuilds:
     async def start_others(self, targets: set[str]) -> None:
         """The index builds of the tables no backfill job writes (``targets``: the jobs' tables), started
         once every job's passes are done: one table after another, on a connection of their own, while the
-        log's builds run. They were the index phase's whole work (18 builds on empty tables, 0.25-0.44 s,
-        each table a connection of its own), after the log's GIN build."""
+        log's builds run. They were nearly all of the index phase's work (17 of its 18 builds in the Baserow
+        expansion, on 6 empty tables, a connection each: 0.25-0.44 s after the log's GIN build)."""
         if self.throttle.stopping:
             return
         try:
