@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -47,49 +48,27 @@ class EarlyBuilds:
         self.ctx, self.throttle, self.tg = ctx, throttle, tg
         self.phase = IndexPhase(ctx)
         self.started: list[str] = []
+        self._control_table: bool | None = None  # the ledger has the control row's table (read once)
 
     async def start(self, job: Any) -> None:
         if job.reconcile or not job.target or self.throttle.stopping:
             return
         try:
-            await self._start(job)
+            conn = await connect(self.ctx.settings, role="index")
+            try:
+                tasks = await self._startable(conn, lambda t: t.table == job.target, job.target)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+                raise
         except Exception as exc:  # a head start only: the index phase builds whatever is missing
             self.phase.log.warning("early_index_builds_skipped", table=job.target, error=type(exc).__name__)
-
-    async def _start(self, job: Any) -> None:
-        conn = await connect(self.ctx.settings, role="index")
-        try:
-            files = self.ctx.migration.ddl_files("indexes")
-            tasks = [t for t in await pending_tasks(conn, files, self.ctx.profile.schema) if t.table == job.target]
-            # GIN builds last (stable: the file's order otherwise): the longest, so a run stopped during one
-            # finds the table's btrees built
-            tasks.sort(key=lambda t: t.is_gin)
-            # A transaction of the application open for a while: a CONCURRENTLY build would wait for it at
-            # its end ("waiting for old snapshots") and hold the backfill phase with it. Leave the builds
-            # to the index phase, which waits for such sessions in the open (status names them).
-            old = await conn.fetchval(Q["old_transactions"], OLD_TRANSACTION_S) if tasks else 0
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await conn.close()
-            raise
-        held = bool(tasks) and not old and await self._held(conn)
-        if not tasks or old or held:
-            if old:
-                self.phase.log.info("early_index_builds_deferred", table=job.target, old_transactions=old)
-            if held:
-                self.phase.log.info("early_index_builds_held", table=job.target)
+            return
+        if not tasks:
             await conn.close()
             return
         self.started += [t.name for t in tasks]
         self.tg.start_soon(self._run, conn, tasks, name=f"early-indexes:{job.target}")
-
-    async def _held(self, conn: asyncpg.Connection) -> bool:
-        """The operator holds the run before the index phase (`bxbatch hold-before indexes`): no build starts
-        early (one already running finishes; the index phase, which waits for the release, builds the rest)."""
-        if not await control_ledger.control_table_present(conn):
-            return False
-        row = await control_ledger.control_row(conn, self.ctx.run_id)
-        return row is not None and row["hold_before"] == "indexes"
 
     async def start_others(self, targets: set[str]) -> None:
         """The index builds of the tables no backfill job writes (``targets``: the jobs' tables), started
@@ -101,28 +80,52 @@ class EarlyBuilds:
         try:
             conn = await connect(self.ctx.settings, role="index")
             try:
-                files = self.ctx.migration.ddl_files("indexes")
-                tasks = [t for t in await pending_tasks(conn, files, self.ctx.profile.schema) if t.table not in targets]
-                old = await conn.fetchval(Q["old_transactions"], OLD_TRANSACTION_S) if tasks else 0
-                held = bool(tasks) and not old and await self._held(conn)
+                tasks = await self._startable(conn, lambda t: t.table not in targets, None)
             finally:
                 await conn.close()
         except Exception as exc:  # a head start only, as for a target's builds
             self.phase.log.warning("early_index_builds_skipped", table=None, error=type(exc).__name__)
             return
-        if not tasks or old or held:
-            if old:
-                self.phase.log.info("early_index_builds_deferred", table=None, old_transactions=old)
-            if held:
-                self.phase.log.info("early_index_builds_held", table=None)
+        if not tasks:
             return
         queues: dict[str, list[IndexTask]] = {}
         for task in tasks:
             queues.setdefault(task.table, []).append(task)
-        for queue in queues.values():
-            queue.sort(key=lambda t: t.is_gin)
         self.started += [t.name for t in tasks]
         self.tg.start_soon(self._run_tables, list(queues.values()), name="early-indexes:others")
+
+    async def _startable(
+        self, conn: asyncpg.Connection, wanted: Callable[[IndexTask], bool], table: str | None
+    ) -> list[IndexTask]:
+        """The pending builds ``wanted`` picks, GIN builds last (stable: the file's order otherwise; the
+        longest, so a run stopped during one finds the table's btrees built); none when they must wait for
+        the index phase."""
+        files = self.ctx.migration.ddl_files("indexes")
+        tasks = [t for t in await pending_tasks(conn, files, self.ctx.profile.schema) if wanted(t)]
+        tasks.sort(key=lambda t: t.is_gin)
+        if not tasks:
+            return []
+        # A transaction of the application open for a while: a CONCURRENTLY build would wait for it at
+        # its end ("waiting for old snapshots") and hold the backfill phase with it. Leave the builds
+        # to the index phase, which waits for such sessions in the open (status names them).
+        old = await conn.fetchval(Q["old_transactions"], OLD_TRANSACTION_S)
+        if old:
+            self.phase.log.info("early_index_builds_deferred", table=table, old_transactions=old)
+            return []
+        if await self._held(conn):
+            self.phase.log.info("early_index_builds_held", table=table)
+            return []
+        return tasks
+
+    async def _held(self, conn: asyncpg.Connection) -> bool:
+        """The operator holds the run before the index phase (`bxbatch hold-before indexes`): no build starts
+        early (one already running finishes; the index phase, which waits for the release, builds the rest)."""
+        if self._control_table is None:
+            self._control_table = await control_ledger.control_table_present(conn)
+        if not self._control_table:
+            return False
+        row = await control_ledger.control_row(conn, self.ctx.run_id)
+        return row is not None and row["hold_before"] == "indexes"
 
     async def _run_tables(self, queues: list[list[IndexTask]]) -> None:
         for tasks in queues:
@@ -157,11 +160,11 @@ class EarlyBuilds:
             if analyze:
                 await cancel_autovacuum(conn, schema, table, self.phase.log)
                 await analyze_target(conn, schema, table, self.ctx.settings.lock_timeout_ms, self.phase.log)
-            for task in tasks:
+            for i, task in enumerate(tasks):
                 if self.throttle.stopping:
                     return
                 if await self._held(conn):  # held since: the builds left wait in the index phase
-                    self.phase.log.info("early_index_builds_held", table=table, left=len(tasks) - tasks.index(task))
+                    self.phase.log.info("early_index_builds_held", table=table, left=len(tasks) - i)
                     return
                 await prepare_build_session(conn, self.ctx.settings)
                 conn = await self.phase.build(conn, task)
